@@ -1,0 +1,165 @@
+"""Task families over the Shapes-X2I world: text-to-image and instruction editing.
+
+Every sample carries a JSON-serialisable `spec` with its full ground truth, so
+metrics can check generated images against it without any learned model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from omnigen.data.shapes.world import (
+    POSITIONS,
+    SHAPE_COLOURS,
+    SHAPE_KINDS,
+    SIZES,
+    Scene,
+    ShapeSpec,
+    describe,
+    describe_shape,
+    render,
+    sample_scene,
+)
+
+FAMILIES: tuple[str, ...] = ("t2i", "edit")
+EDIT_KINDS: tuple[str, ...] = ("recolour", "remove", "add", "move")
+# The processor replaces this placeholder with the first input image's tokens.
+IMAGE_PREFIX = "<img><|image_1|></img> "
+# Edit grammar; vocab.py reads the literal words out of these templates.
+EDIT_TEMPLATES: dict[str, str] = {
+    "recolour": "make the {object} {colour}",
+    "remove": "remove the {object}",
+    "add": "add {shape}",
+    "move": "move the {object} to the {position}",
+}
+
+
+@dataclass
+class ShapesSample:
+    instruction: str
+    input_images: list[np.ndarray]
+    output_image: np.ndarray
+    task: str
+    family: str
+    spec: dict[str, Any]
+
+
+def _pick(rng: np.random.Generator, options: list[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _free_positions(scene: Scene) -> list[str]:
+    taken = {s.position for s in scene.shapes}
+    return [p for p in POSITIONS if p not in taken]
+
+
+def _free_colours(scene: Scene, kind: str) -> list[str]:
+    # Colours that would not duplicate an existing (colour, kind) pair.
+    taken = {s.colour for s in scene.shapes if s.kind == kind}
+    return [c for c in SHAPE_COLOURS if c not in taken]
+
+
+def _replace_shape(scene: Scene, old: ShapeSpec, new: ShapeSpec | None) -> Scene:
+    shapes = tuple(new if s == old else s for s in scene.shapes)
+    return Scene(background=scene.background, shapes=tuple(s for s in shapes if s is not None))
+
+
+def _edit_recolour(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
+    obj = source.shapes[int(rng.integers(len(source.shapes)))]
+    # _free_colours excludes obj's own colour, so the edit always changes something.
+    colour = _pick(rng, _free_colours(source, obj.kind))
+    target = _replace_shape(source, obj, replace(obj, colour=colour))
+    text = EDIT_TEMPLATES["recolour"].format(object=obj.name, colour=colour)
+    return target, text, {"object": obj.to_dict(), "colour": colour}
+
+
+def _edit_remove(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
+    obj = source.shapes[int(rng.integers(len(source.shapes)))]
+    target = _replace_shape(source, obj, None)
+    return target, EDIT_TEMPLATES["remove"].format(object=obj.name), {"object": obj.to_dict()}
+
+
+def _edit_add(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
+    kind = _pick(rng, list(SHAPE_KINDS))
+    new = ShapeSpec(
+        kind=kind,
+        colour=_pick(rng, _free_colours(source, kind)),
+        size=_pick(rng, list(SIZES)),
+        position=_pick(rng, _free_positions(source)),
+    )
+    target = Scene(background=source.background, shapes=source.shapes + (new,))
+    return target, EDIT_TEMPLATES["add"].format(shape=describe_shape(new)), {"object": new.to_dict()}
+
+
+def _edit_move(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
+    obj = source.shapes[int(rng.integers(len(source.shapes)))]
+    position = _pick(rng, _free_positions(source))
+    target = _replace_shape(source, obj, replace(obj, position=position))
+    text = EDIT_TEMPLATES["move"].format(object=obj.name, position=position)
+    return target, text, {"object": obj.to_dict(), "position": position}
+
+
+_EDITS: dict[str, Callable[[np.random.Generator, Scene], tuple[Scene, str, dict[str, Any]]]] = {
+    "recolour": _edit_recolour,
+    "remove": _edit_remove,
+    "add": _edit_add,
+    "move": _edit_move,
+}
+
+
+def _make_t2i(rng: np.random.Generator, image_size: int) -> ShapesSample:
+    scene = sample_scene(rng)
+    return ShapesSample(
+        instruction=describe(scene),
+        input_images=[],
+        output_image=render(scene, image_size),
+        task="t2i",
+        family="t2i",
+        spec={"scene": scene.to_dict()},
+    )
+
+
+def _make_edit(rng: np.random.Generator, image_size: int) -> ShapesSample:
+    kind = _pick(rng, list(EDIT_KINDS))
+    # A scene must keep at least one shape, so removal needs two to start with.
+    source = sample_scene(rng, min_shapes=2 if kind == "remove" else 1, max_shapes=3)
+    target, text, details = _EDITS[kind](rng, source)
+    return ShapesSample(
+        instruction=IMAGE_PREFIX + text,
+        input_images=[render(source, image_size)],
+        output_image=render(target, image_size),
+        task=f"edit/{kind}",
+        family="edit",
+        spec={"source": source.to_dict(), "target": target.to_dict(), "edit": {"kind": kind, **details}},
+    )
+
+
+_FAMILY_MAKERS: dict[str, Callable[[np.random.Generator, int], ShapesSample]] = {
+    "t2i": _make_t2i,
+    "edit": _make_edit,
+}
+
+
+def make_sample(family: str, rng: np.random.Generator, image_size: int) -> ShapesSample:
+    if family not in _FAMILY_MAKERS:
+        raise ValueError(f"unknown Shapes-X2I family {family!r}; known families: {list(FAMILIES)}")
+    return _FAMILY_MAKERS[family](rng, image_size)
+
+
+def sample_at(index: int, seed: int, families: dict[str, float], image_size: int) -> ShapesSample:
+    """Sample `index` of the stream `seed`: a pure function of its arguments (random access)."""
+    names = list(families)
+    for name in names:
+        if name not in _FAMILY_MAKERS:
+            raise ValueError(f"unknown Shapes-X2I family {name!r}; known families: {list(FAMILIES)}")
+    weights = np.asarray([families[n] for n in names], dtype=np.float64)
+    if weights.size == 0 or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"family ratios must be non-negative with a positive sum, got {families}")
+    # Seeding per (seed, index) rather than advancing one stream makes samples
+    # independent of iteration order, worker sharding and resumption.
+    rng = np.random.default_rng([seed, index])
+    family = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    return make_sample(family, rng, image_size)

@@ -1,0 +1,46 @@
+"""Any Hugging Face decoder-only LM (Phi-3 in the paper), built from a config or a local directory.
+
+We take the base `*Model` (no LM head): OmniGen reads hidden states, never logits.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+from omnigen.model.backbone.base import check_backbone
+
+
+def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str | None = None,
+                      attn_implementation: str = "sdpa", gradient_checkpointing: bool = False) -> PreTrainedModel:
+    """Exactly one of `config` (a dict with `model_type`, random init) or `pretrained_path`
+    (a local HF directory; the LM head, if saved, is dropped) must be given."""
+    if (config is None) == (pretrained_path is None):
+        raise ValueError("build_hf_backbone needs exactly one of `config` or `pretrained_path`")
+    if pretrained_path is not None:
+        path = Path(pretrained_path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"backbone directory not found: {path} (weights load from local paths only)")
+        model = AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation)
+    else:
+        config = dict(config)
+        if "model_type" not in config:
+            raise ValueError("backbone config needs a `model_type` (e.g. 'phi3')")
+        hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
+        hf_config._attn_implementation = attn_implementation
+        model = AutoModel.from_config(hf_config, attn_implementation=attn_implementation)
+    check_backbone(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def backbone_architecture_config(model: PreTrainedModel) -> dict[str, Any]:
+    """A `_target_` config that rebuilds `model`'s architecture with random weights."""
+    config = model.config.to_diff_dict()
+    config["model_type"] = model.config.model_type
+    for key in ("_name_or_path", "architectures", "transformers_version", "_attn_implementation_autoset", "dtype", "torch_dtype"):
+        config.pop(key, None)
+    return {"_target_": f"{__name__}.build_hf_backbone", "config": config,
+            "attn_implementation": model.config._attn_implementation,
+            "gradient_checkpointing": bool(getattr(model, "is_activation_checkpointing", False))}

@@ -1,0 +1,6 @@
+from omnigen.model.masks.base import MaskStrategy, SequenceLayout
+from omnigen.model.masks.causal import CausalMask
+from omnigen.model.masks.full import FullMask
+from omnigen.model.masks.omnigen import OmniGenMask
+
+__all__ = ["CausalMask", "FullMask", "MaskStrategy", "OmniGenMask", "SequenceLayout"]

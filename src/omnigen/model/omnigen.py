@@ -1,0 +1,91 @@
+"""The OmniGen transformer: one LLM over `[condition tokens | time token | output-image tokens]`.
+
+Condition tokens are the instruction's text embeddings with each image placeholder span
+replaced by that input image's patch tokens. The velocity of the output image is read from
+the last tokens through an adaLN final layer.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from omnigen.model.backbone.base import check_backbone
+from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
+from omnigen.model.masks.base import MaskStrategy, SequenceLayout
+
+
+class OmniGen(nn.Module):
+    def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
+                 pos_embed_max_size: int = 192) -> None:
+        super().__init__()
+        check_backbone(llm)
+        hidden = llm.config.hidden_size
+        self.patch_size, self.in_channels, self.pos_embed_max_size = patch_size, in_channels, pos_embed_max_size
+        self.mask = mask
+        # Two embedders: clean condition images and the noisy output image are different inputs.
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden)
+        self.input_x_embedder = PatchEmbed(patch_size, in_channels, hidden)
+        self.time_token = TimestepEmbedder(hidden)  # the token placed before the output image
+        self.t_embedder = TimestepEmbedder(hidden)  # adaLN conditioning of the final layer
+        self.register_buffer("pos_embed", sincos_2d_table(hidden, pos_embed_max_size)[None], persistent=True)
+        self.final_layer = FinalLayer(hidden, patch_size, in_channels)
+        self.llm = llm
+        self._init_embedders()
+
+    def _init_embedders(self) -> None:
+        # DiT-style: patch convs as linear layers (xavier on the flattened kernel), timestep MLPs N(0, 0.02).
+        for embedder in (self.x_embedder, self.input_x_embedder):
+            w = embedder.proj.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(embedder.proj.bias)
+        for mlp in (self.time_token.mlp, self.t_embedder.mlp):
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llm.config.hidden_size
+
+    def patch_grid(self, latent: Tensor) -> tuple[int, int]:
+        h, w = latent.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"latent {h}×{w} is not divisible by patch size {self.patch_size}")
+        return h // self.patch_size, w // self.patch_size
+
+    def embed_image(self, latent: Tensor, embedder: PatchEmbed) -> Tensor:
+        """(B, C, H, W) latent -> (B, h·w, D) patch tokens with their 2D positions."""
+        h, w = self.patch_grid(latent)
+        return embedder(latent) + crop_pos_embed(self.pos_embed, self.pos_embed_max_size, h, w).to(latent.dtype)
+
+    def condition_embeds(self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor]) -> Tensor:
+        """Text embeddings with image spans filled by input-image tokens -> (B, Lc, D).
+
+        `input_latents` are (C, h, w) latents in the row-major order of their spans.
+        """
+        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, Lc, D)
+        if not input_latents:
+            return embeds
+        tokens = torch.cat([self.embed_image(z[None], self.input_x_embedder)[0] for z in input_latents])  # (N_img, D)
+        if tokens.shape[0] != int(image_token_mask.sum()):
+            raise ValueError(f"{tokens.shape[0]} image tokens for {int(image_token_mask.sum())} placeholder positions")
+        return embeds.masked_scatter(image_token_mask[..., None], tokens.to(embeds.dtype))
+
+    def forward(self, x_t: Tensor, t: Tensor, input_ids: Tensor, image_token_mask: Tensor,
+                input_latents: list[Tensor], layout: SequenceLayout) -> Tensor:
+        """Velocity of the output image.
+
+        x_t: (B, C, H, W) noisy output latent; t: (B,) in [0, 1]; input_ids, image_token_mask:
+        (B, Lc) left-padded condition; layout: the full sequence (B, Lc + 1 + N).
+        """
+        h, w = self.patch_grid(x_t)
+        num_output = h * w
+        if layout.num_output_tokens != num_output or layout.prefix_length != input_ids.shape[1]:
+            raise ValueError(f"layout (prefix {layout.prefix_length}, output {layout.num_output_tokens}) does not "
+                             f"match the inputs (prefix {input_ids.shape[1]}, output {num_output})")
+        condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
+        time_token = self.time_token(t)[:, None].to(condition.dtype)  # (B, 1, D)
+        output = self.embed_image(x_t.to(condition.dtype), self.x_embedder)  # (B, N, D)
+        sequence = torch.cat([condition, time_token, output], dim=1)  # (B, L, D)
+        hidden = self.llm(inputs_embeds=sequence, attention_mask=self.mask.dense(layout, sequence.dtype),
+                          position_ids=layout.position_ids(), use_cache=False).last_hidden_state
+        tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
+        return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)

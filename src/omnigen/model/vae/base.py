@@ -1,0 +1,33 @@
+"""A frozen image autoencoder: pixels in [-1, 1] <-> latents the transformer works on."""
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class VAE(nn.Module, ABC):
+    """Frozen: never trained, kept in eval mode whatever the parent module's mode."""
+
+    latent_channels: int
+    downsample_factor: int  # pixels per latent cell along each side
+
+    def freeze(self) -> None:
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VAE":
+        return super().train(False)  # frozen: dropout/norm statistics never switch to training
+
+    @abstractmethod
+    def encode(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, latent_channels, H / f, W / f), normalised."""
+
+    @abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """Inverse of `encode`: latents -> (B, 3, H, W), roughly in [-1, 1]."""
+
+    @abstractmethod
+    def architecture_config(self) -> dict[str, Any]:
+        """A `_target_` config that rebuilds this VAE's architecture without any local files
+        (weights come from the checkpoint), for self-describing checkpoints."""

@@ -1,0 +1,179 @@
+"""OmniGenLitModule: rectified-flow training of the OmniGen transformer over a frozen VAE."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from omnigen.flow.rectified import interpolate, velocity_target
+from omnigen.flow.sampler import euler_sample, guided_velocity
+from omnigen.flow.timesteps.base import TimestepSampler
+from omnigen.flow.weighting.base import LossWeighting
+from omnigen.model.backbone.hf import backbone_architecture_config
+from omnigen.model.masks.base import MaskStrategy
+from omnigen.model.omnigen import OmniGen
+from omnigen.model.vae.base import VAE
+from omnigen.processor import DEFAULT_TEMPLATE, OmniGenProcessor, PromptBatch, drop_images, drop_text, tokenizer_to_files
+
+log = logging.getLogger(__name__)
+CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
+CHECKPOINT_FORMAT = 1
+
+
+class OmniGenLitModule(LightningModule):
+    def __init__(self, vae: VAE, backbone: nn.Module, mask: MaskStrategy, weighting: LossWeighting,
+                 timesteps: TimestepSampler, tokenizer: PreTrainedTokenizerBase,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+                 patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
+                 max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1) -> None:
+        super().__init__()
+        for name, p in (("text_dropout", text_dropout), ("image_dropout", image_dropout)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if len(tokenizer) > backbone.config.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the backbone's vocabulary is "
+                             f"{backbone.config.vocab_size}")
+        self.vae = vae
+        self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size)
+        self.processor = OmniGenProcessor(tokenizer, prompt_template, max_condition_tokens)
+        self.weighting, self.timesteps = weighting, timesteps
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.text_dropout, self.image_dropout = text_dropout, image_dropout
+        # The resolved model config this module was built from (set by omnigen.fit and
+        # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
+        # With it, checkpoints rebuild the module on their own.
+        self.model_config: dict[str, Any] | None = None
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.vae.downsample_factor * self.transformer.patch_size
+
+    def tokens_for(self, image: Tensor) -> int:
+        """Patch tokens of a (3, H, W) pixel image."""
+        h, w = image.shape[-2:]
+        f = self.pixels_per_token
+        if h % f or w % f:
+            raise ValueError(f"image {h}×{w} is not a multiple of {f} pixels (VAE factor × patch size)")
+        return (h // f) * (w // f)
+
+    # ---- conditioning -------------------------------------------------------------------
+    def prepare(self, instructions: list[str], images: list[list[Tensor]], output_hw: tuple[int, int]) -> tuple[PromptBatch, list[Tensor]]:
+        """Tokenise a batch and encode its input images -> (prompt batch, latents in span order)."""
+        prompts = [self.processor.tokenize(text, [self.tokens_for(im) for im in imgs])
+                   for text, imgs in zip(instructions, images, strict=True)]
+        f = self.pixels_per_token
+        batch = self.processor.batch(prompts, (output_hw[0] // f) * (output_hw[1] // f), self.device)
+        latents = [self.vae.encode(images[b][i][None].to(self.device))[0] for b, i in batch.image_order]
+        return batch, latents
+
+    def drop_conditions(self, instructions: list[str], images: list[list[Tensor]]) -> tuple[list[str], list[list[Tensor]]]:
+        """CFG dropout, independently per sample: text (keep placeholders) and images (and their
+        placeholders); both dropped gives the unconditional prompt."""
+        out_text, out_images = [], []
+        for text, imgs in zip(instructions, images, strict=True):
+            if torch.rand(()) < self.text_dropout:
+                text = drop_text(text)
+            if imgs and torch.rand(()) < self.image_dropout:
+                text, imgs = drop_images(text), []
+            out_text.append(text)
+            out_images.append(imgs)
+        return out_text, out_images
+
+    # ---- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        target_images: Tensor = batch["output_image"]  # (B, 3, H, W) in [-1, 1]
+        x = self.vae.encode(target_images)  # (B, C, h, w)
+        references = [self.edit_reference(imgs, target_images.shape[-2:]) for imgs in batch["input_images"]]
+        weights = self.weighting.weights(x, [None if r is None else self.vae.encode(r[None])[0] for r in references])
+        instructions, images = self.drop_conditions(batch["instruction"], batch["input_images"])
+        prompt, latents = self.prepare(instructions, images, target_images.shape[-2:])
+
+        noise = torch.randn_like(x)
+        t = self.timesteps.sample(x.shape[0], device=x.device)
+        pred = self.transformer(interpolate(x, noise, t), t, prompt.input_ids, prompt.image_token_mask, latents, prompt.layout)
+        per_sample = (weights * (pred.float() - velocity_target(x, noise).float()).pow(2)).flatten(1).mean(1)  # (B,)
+        loss = per_sample.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step} "
+                                     f"(tasks in batch: {sorted(set(batch['task']))})")
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        self.log_per_task(per_sample.detach(), batch["task"])
+        return loss
+
+    @staticmethod
+    def edit_reference(images: list[Tensor], hw: torch.Size) -> Tensor | None:
+        """The input image an edit starts from: the first one of the output's size."""
+        return next((im for im in images if im.shape[-2:] == hw), None)
+
+    def log_per_task(self, per_sample: Tensor, tasks: list[str]) -> None:
+        groups: dict[str, list[Tensor]] = defaultdict(list)
+        for loss, task in zip(per_sample, tasks, strict=True):
+            groups[task].append(loss)
+        for task, losses in groups.items():
+            self.log(f"train/loss/{task}", torch.stack(losses).mean(), batch_size=len(losses))
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    # ---- sampling -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, instructions: list[str], input_images: list[list[Tensor]] | None = None, height: int = 32,
+                 width: int = 32, num_steps: int = 20, guidance_scale: float = 1.0, image_guidance_scale: float = 1.0,
+                 negative_instruction: str = "", generator: torch.Generator | None = None) -> Tensor:
+        """Euler sampling with classifier-free guidance -> (B, 3, H, W) images in [-1, 1]."""
+        images = input_images if input_images is not None else [[] for _ in instructions]
+        n = len(instructions)
+        texts, imgs = list(instructions), list(images)
+        guided = guidance_scale != 1.0 or image_guidance_scale != 1.0
+        with_images = guided and any(images)
+        if guided:  # branches stacked in one batch: [cond | image-cond | uncond]
+            if with_images:
+                texts += [drop_text(t) for t in instructions]
+                imgs += images
+            texts += [negative_instruction] * n
+            imgs += [[] for _ in range(n)]
+        prompt, latents = self.prepare(texts, imgs, (height, width))
+        f = self.vae.downsample_factor
+        noise = torch.randn(n, self.vae.latent_channels, height // f, width // f, generator=generator).to(self.device)
+        branches = len(texts) // n
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            v = self.transformer(x.repeat(branches, 1, 1, 1), t.repeat(branches), prompt.input_ids,
+                                 prompt.image_token_mask, latents, prompt.layout).chunk(branches)
+            if branches == 1:
+                return v[0]
+            return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, image_guidance_scale)
+
+        return self.vae.decode(euler_sample(velocity, noise, num_steps)).clamp(-1, 1)
+
+    # ---- self-describing checkpoints ------------------------------------------------------
+    def architecture_config(self) -> dict[str, Any]:
+        """The model config with the VAE and backbone replaced by weight-free rebuilds."""
+        if self.model_config is None:
+            raise RuntimeError("this module was built without `config`, so its checkpoint cannot describe it; "
+                               "build it through omnigen.fit or set module.model_config")
+        config = dict(self.model_config)
+        config["vae"] = self.vae.architecture_config()
+        config["backbone"] = backbone_architecture_config(self.transformer.llm)
+        config.pop("tokenizer", None)  # stored as files beside it
+        return config
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": self.architecture_config(),
+            "tokenizer_files": tokenizer_to_files(self.processor.tokenizer),
+            "global_step": self.global_step,
+        }

@@ -1,0 +1,26 @@
+"""Learning-rate schedules, built per optimiser (`_partial_` in config)."""
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 0, total_steps: int | None = None,
+                  min_lr_ratio: float = 1.0) -> LambdaLR:
+    """Linear warm-up to the base lr, then a cosine decay to min_lr_ratio · lr at total_steps.
+
+    min_lr_ratio = 1 (the default) keeps the lr constant after warm-up.
+    """
+    if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if total_steps is None or total_steps <= warmup_steps or min_lr_ratio == 1.0:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)

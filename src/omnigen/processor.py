@@ -1,0 +1,150 @@
+"""Instruction + images -> token ids, image spans and the sequence layout the mask reads.
+
+Prompts follow the released OmniGen format: input image i is written `<img><|image_i|></img>`;
+the `<|image_i|>` part is replaced by that image's patch tokens, `<img>`/`</img>` stay as text.
+Ids must be 1..n with no gap, one per given image (an id may repeat to reuse an image).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from omnigen.model.masks.base import SequenceLayout
+
+IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
+WRAPPED_IMAGE_TAG = re.compile(r"<img><\|image_(\d+)\|></img>")
+MALFORMED_TAG = re.compile(r"<\|image_(?!\d+\|>)[^>]*>")
+DEFAULT_TEMPLATE = "<|user|>\n{instruction}<|end|>\n<|assistant|>\n"
+
+
+class PromptError(ValueError):
+    """An instruction and its images do not fit together; the message says how."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    input_ids: list[int]
+    image_spans: list[tuple[int, int, int]]  # (start, end, image index), in order of position
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    input_ids: Tensor  # (B, Lc) left-padded condition ids
+    image_token_mask: Tensor  # (B, Lc) True where an input-image token goes
+    layout: SequenceLayout  # the whole sequence [condition | time | output], (B, Lc + 1 + N)
+    image_order: list[tuple[int, int]]  # (sample, image index) filling each span, row-major
+
+
+def placeholder_ids(instruction: str) -> list[int]:
+    """The image ids of `instruction`, in order of appearance, after validating their syntax."""
+    if bad := MALFORMED_TAG.search(instruction):
+        raise PromptError(f"malformed image placeholder {bad.group(0)!r}: write <img><|image_1|></img>, ...")
+    ids = [int(m) for m in IMAGE_TAG.findall(instruction)]
+    if len(WRAPPED_IMAGE_TAG.findall(instruction)) != len(ids):
+        raise PromptError(f"every <|image_i|> must be wrapped as <img><|image_i|></img> in {instruction!r}")
+    return ids
+
+
+def drop_text(instruction: str) -> str:
+    """Keep only the image placeholders (the image-conditional CFG branch)."""
+    return " ".join(m.group(0) for m in WRAPPED_IMAGE_TAG.finditer(instruction))
+
+
+def drop_images(instruction: str) -> str:
+    """Remove the image placeholders, keeping the text."""
+    return " ".join(WRAPPED_IMAGE_TAG.sub(" ", instruction).split())
+
+
+class OmniGenProcessor:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str = DEFAULT_TEMPLATE,
+                 max_condition_tokens: int | None = None, add_bos: bool = True) -> None:
+        if "{instruction}" not in template:
+            raise ValueError(f"prompt template must contain '{{instruction}}', got {template!r}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs a pad token")
+        self.tokenizer, self.template = tokenizer, template
+        self.max_condition_tokens, self.add_bos = max_condition_tokens, add_bos
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def tokenize(self, instruction: str, image_token_counts: list[int]) -> Prompt:
+        """image_token_counts[i]: number of patch tokens of input image i + 1."""
+        ids = placeholder_ids(instruction)
+        unique = sorted(set(ids))
+        if unique != list(range(1, len(unique) + 1)):
+            raise PromptError(f"image ids must be 1..n without gaps, got {unique} in {instruction!r}")
+        if len(unique) != len(image_token_counts):
+            raise PromptError(f"instruction references {len(unique)} image(s) but {len(image_token_counts)} were given: "
+                              f"{instruction!r}")
+        chunks = IMAGE_TAG.split(self.template.format(instruction=instruction))  # text, id, text, id, ..., text
+        input_ids = [self.tokenizer.bos_token_id] if self.add_bos and self.tokenizer.bos_token_id is not None else []
+        spans = []
+        for i, chunk in enumerate(chunks):
+            if i % 2 == 0:
+                input_ids += self._encode(chunk)
+                continue
+            index = int(chunk) - 1
+            start = len(input_ids)
+            # The placeholder id is never embedded: these positions take the image's patch tokens.
+            input_ids += [self.tokenizer.pad_token_id] * image_token_counts[index]
+            spans.append((start, len(input_ids), index))
+        if self.max_condition_tokens is not None and len(input_ids) > self.max_condition_tokens:
+            raise PromptError(f"prompt has {len(input_ids)} condition tokens, over the limit of "
+                              f"{self.max_condition_tokens}: {instruction[:80]!r}")
+        return Prompt(input_ids, spans)
+
+    def batch(self, prompts: list[Prompt], num_output_tokens: int, device: torch.device | str = "cpu") -> PromptBatch:
+        """Left-pad the prompts and describe the full `[condition | time | output]` sequence."""
+        if not prompts:
+            raise ValueError("cannot batch zero prompts")
+        prefix = max(len(p.input_ids) for p in prompts)
+        length = prefix + 1 + num_output_tokens
+        input_ids = torch.full((len(prompts), prefix), self.tokenizer.pad_token_id, dtype=torch.long)
+        image_mask = torch.zeros(len(prompts), prefix, dtype=torch.bool)
+        span_ids = torch.zeros(len(prompts), length, dtype=torch.long)
+        valid = torch.ones(len(prompts), length, dtype=torch.bool)
+        order = []
+        for b, prompt in enumerate(prompts):
+            pad = prefix - len(prompt.input_ids)
+            input_ids[b, pad:] = torch.tensor(prompt.input_ids, dtype=torch.long)
+            valid[b, :pad] = False
+            for k, (start, end, index) in enumerate(prompt.image_spans, start=1):
+                image_mask[b, pad + start:pad + end] = True
+                span_ids[b, pad + start:pad + end] = k
+                order.append((b, index))
+            span_ids[b, prefix + 1:] = len(prompt.image_spans) + 1  # the output image is the last span
+        layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens)
+        return PromptBatch(input_ids.to(device), image_mask.to(device), layout, order)
+
+
+def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:
+    """A tokenizer from a local directory, or the shipped Shapes-X2I word-level one when None."""
+    if path is None:
+        from omnigen.data.shapes.vocab import load_tokenizer as load_shapes_tokenizer
+
+        return load_shapes_tokenizer()
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"tokenizer directory not found: {path} (tokenizers load from local paths only)")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer's saved files as {name: text}, to embed in a checkpoint."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        return AutoTokenizer.from_pretrained(tmp, local_files_only=True)

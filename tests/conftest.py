@@ -1,0 +1,38 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(2)
+
+TINY_PHI3 = dict(model_type="phi3", vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0,
+                 bos_token_id=2, eos_token_id=3)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from omnigen.processor import load_tokenizer
+
+    return load_tokenizer()
+
+
+def make_module(tokenizer, mask=None, weighting=None, vae=None, patch_size=4, text_dropout=0.0, image_dropout=0.0,
+                lr=1e-3, backbone_config=None):
+    """A small OmniGenLitModule built without Hydra, as a notebook would."""
+    from functools import partial
+
+    from omnigen.flow.timesteps import LogitNormalTimesteps
+    from omnigen.flow.weighting import UniformWeighting
+    from omnigen.model.backbone import build_hf_backbone
+    from omnigen.model.masks import OmniGenMask
+    from omnigen.model.vae import PixelVAE
+    from omnigen.module import OmniGenLitModule
+
+    return OmniGenLitModule(
+        vae=vae or PixelVAE(), backbone=build_hf_backbone(config=backbone_config or TINY_PHI3), mask=mask or OmniGenMask(),
+        weighting=weighting or UniformWeighting(), timesteps=LogitNormalTimesteps(), tokenizer=tokenizer,
+        optimizer=partial(torch.optim.AdamW, lr=lr), patch_size=patch_size, pos_embed_max_size=16,
+        text_dropout=text_dropout, image_dropout=image_dropout)

@@ -1,0 +1,27 @@
+"""Compose the fit config in tests exactly as `python -m omnigen.fit` would."""
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from omnigen.fit import CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+# Small enough for seconds of CPU: a handful of steps on tiny batches.
+FAST = ["trainer.max_steps=4", "data.batch_size=4", "model.scheduler.warmup_steps=2",
+        "callbacks.checkpoint.every_n_train_steps=2", "callbacks.sample_grid.num_samples=2",
+        "callbacks.sample_grid.num_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false"]
+
+
+def compose_fit(overrides: list[str], output_dir: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("fit", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)  # so ${hydra:...} resolves as in a real run
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+    return cfg

@@ -1,0 +1,66 @@
+"""Every config composes and instantiates, and overrides really take."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hydra_utils import EXPERIMENTS, compose_fit
+from omnigen.fit import build
+from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
+from omnigen.model.omnigen import OmniGen
+
+
+def test_default_config_is_the_quickstart(tmp_path):
+    cfg = compose_fit([], tmp_path)
+    assert cfg.model.backbone.config.model_type == "phi3" and cfg.model.vae._target_.endswith("PixelVAE")
+    assert cfg.trainer.accelerator == "cpu" and cfg.logger.wandb.offline is True
+    assert cfg.data._target_.endswith("ShapesX2IDataModule")
+    objects = build(cfg)
+    assert isinstance(objects["module"].transformer.mask, OmniGenMask)
+    assert objects["module"].model_config["patch_size"] == 4
+    assert len(objects["module"].processor.tokenizer) <= cfg.model.backbone.config.vocab_size
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_fit([f"experiment={experiment}"], tmp_path)
+    objects = build(cfg)
+    assert objects["trainer"].max_steps == cfg.trainer.max_steps
+    assert experiment in cfg.tags or cfg.task_name == experiment
+
+
+def test_experiment_overrides_beat_the_defaults_and_the_command_line_beats_both(tmp_path):
+    cfg = compose_fit(["experiment=ablate_mask"], tmp_path)
+    assert list(cfg.tags) == ["ablation", "mask"]  # fit.yaml says [quickstart]
+    assert cfg.logger.wandb.group == "ablate_mask" and cfg.task_name == "ablate_mask"
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {"model/mask": "omnigen,causal,full"}
+    cfg = compose_fit(["experiment=ablate_mask", "model/mask=full", "trainer.max_steps=7"], tmp_path)
+    objects = build(cfg)
+    assert isinstance(objects["module"].transformer.mask, FullMask) and objects["trainer"].max_steps == 7
+
+
+@pytest.mark.parametrize("group, option, check", [
+    ("model/mask", "causal", lambda m: isinstance(m.transformer.mask, CausalMask)),
+    ("model/weighting", "edit_region", lambda m: type(m.weighting).__name__ == "EditRegionWeighting"),
+    ("model/timesteps", "uniform", lambda m: type(m.timesteps).__name__ == "UniformTimesteps"),
+    ("model/vae", "tiny_kl", lambda m: m.vae.latent_channels == 4 and m.pixels_per_token == 32),
+])
+def test_plugin_group_overrides_take(group, option, check, tmp_path):
+    assert check(build(compose_fit([f"{group}={option}"], tmp_path))["module"])
+
+
+def test_paper_preset_builds_on_meta_with_3_8b_parameters(tmp_path):
+    cfg = compose_fit(["model=paper"], tmp_path)
+    assert cfg.model.backbone.config.hidden_size == 3072 and cfg.model.vae.config.scaling_factor == 0.13025
+    with torch.device("meta"):
+        llm = instantiate(cfg.model.backbone, _convert_="all")
+        vae = instantiate(cfg.model.vae, _convert_="all")
+        model = OmniGen(llm, instantiate(cfg.model.mask), vae.latent_channels, cfg.model.patch_size,
+                        cfg.model.pos_embed_max_size)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 3.8e9) / 3.8e9 < 0.05, n
+    assert llm.config.rope_parameters["rope_type"] == "longrope" and model.pos_embed.shape == (1, 192 * 192, 3072)
+    assert vae.downsample_factor == 8 and vae.latent_channels == 4
+    with pytest.raises(Exception, match="tokenizer.path"):  # real runs must name a local tokenizer
+        OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)

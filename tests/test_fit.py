@@ -1,0 +1,64 @@
+"""Fits through Hydra: checkpoints that load on their own, fast_dev_run, the W&B default and sweeps."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from hydra_utils import FAST, compose_fit
+from omnigen.checkpoint import load_module, read_checkpoint
+from omnigen.fit import train
+from omnigen.model.masks import CausalMask
+
+
+def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
+    cfg = compose_fit(FAST + ["logger=csv", "model/mask=causal"], tmp_path)
+    objects = train(cfg)
+    trained = objects["module"]
+    assert objects["trainer"].global_step == 4
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (tmp_path / "checkpoints" / "step_0000002.ckpt").is_file()
+    meta = read_checkpoint(ckpt)["omnigen"]
+    assert meta["global_step"] == 4 and "tokenizer.json" in meta["tokenizer_files"]
+    assert meta["model_config"]["backbone"]["config"]["hidden_size"] == cfg.model.backbone.config.hidden_size
+
+    loaded = load_module(ckpt)
+    assert isinstance(loaded.transformer.mask, CausalMask)
+    assert loaded.processor.tokenizer.get_vocab() == trained.processor.tokenizer.get_vocab()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    trained.eval()
+    kwargs = dict(instructions=["a large red circle at the center on a white background"], num_steps=2)
+    torch.testing.assert_close(loaded.generate(**kwargs, generator=torch.Generator().manual_seed(0)),
+                               trained.generate(**kwargs, generator=torch.Generator().manual_seed(0)))
+    assert (tmp_path / "samples" / "step_0000004.png").is_file()
+    metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "train/loss/t2i" in metrics
+
+
+def test_fast_dev_run_debug_config(tmp_path):
+    objects = train(compose_fit(["debug=fast", "data.batch_size=2"], tmp_path))
+    assert objects["trainer"].fast_dev_run and objects["trainer"].global_step == 1
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_default_logger_writes_an_offline_wandb_run(tmp_path):
+    train(compose_fit(FAST + ["trainer.max_steps=1", "callbacks.checkpoint=null"], tmp_path))
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run written"
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+
+
+def test_command_line_sweep_over_masks(tmp_path):
+    overrides = [o for o in FAST if not o.startswith("callbacks.sample_grid")] + [
+        "trainer.max_steps=2", "logger=csv", "callbacks.sample_grid=null", f"paths.log_dir={tmp_path}"]
+    result = subprocess.run([sys.executable, "-m", "omnigen.fit", "-m", "model/mask=omnigen,causal,full", *overrides],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(Path(tmp_path, "fit", "multiruns").glob("*/[0-9]*"))
+    assert len(runs) == 3
+    masks = [OmegaConf.load(run / ".hydra" / "config.yaml").model.mask._target_.rsplit(".", 1)[1] for run in runs]
+    assert masks == ["OmniGenMask", "CausalMask", "FullMask"]
+    for run in runs:
+        assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,66 @@
+"""Rectified-flow endpoints, the Euler sampler, CFG algebra and the timestep samplers."""
+
+import pytest
+import torch
+
+from omnigen.flow.rectified import interpolate, velocity_target
+from omnigen.flow.sampler import euler_sample, euler_timesteps, guided_velocity
+from omnigen.flow.timesteps import LogitNormalTimesteps, UniformTimesteps
+
+
+def test_interpolation_endpoints_and_velocity():
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    assert torch.equal(interpolate(x, eps, torch.zeros(3)), eps)  # t = 0 is noise
+    assert torch.equal(interpolate(x, eps, torch.ones(3)), x)  # t = 1 is data
+    t = torch.tensor([0.1, 0.5, 0.9])
+    v = velocity_target(x, eps)
+    # moving along the target velocity for the remaining time lands exactly on the data
+    torch.testing.assert_close(interpolate(x, eps, t) + (1 - t).view(-1, 1, 1, 1) * v, x)
+    # and the path is straight: d/dt x_t equals v
+    h = 1e-3
+    torch.testing.assert_close((interpolate(x, eps, t + h) - interpolate(x, eps, t)) / h, v, atol=1e-3, rtol=1e-3)
+
+
+def test_euler_with_the_true_velocity_reaches_the_data():
+    g = torch.Generator().manual_seed(1)
+    x, eps = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    seen = []
+
+    def velocity(x_t, t):
+        seen.append(t.clone())
+        return x - eps  # a straight flow's velocity is constant
+
+    out = euler_sample(velocity, eps, num_steps=5)
+    torch.testing.assert_close(out, x)
+    assert len(seen) == 5 and seen[0].tolist() == [0.0, 0.0] and seen[-1][0].item() == pytest.approx(0.8)
+
+
+def test_euler_timesteps_validate():
+    assert euler_timesteps(4).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match="num_steps"):
+        euler_timesteps(0)
+
+
+def test_guidance_algebra():
+    c, ci, u = torch.full((2,), 3.0), torch.full((2,), 2.0), torch.full((2,), 1.0)
+    assert torch.equal(guided_velocity(c, u, 1.0), c)  # scale 1 is the conditional branch
+    assert torch.equal(guided_velocity(c, u, 1.0, ci, 1.0), c)
+    assert guided_velocity(c, u, 2.0).tolist() == [5.0, 5.0]  # u + 2(c - u)
+    assert guided_velocity(c, u, 3.0, ci, 2.0).tolist() == [1 + 2 * 1 + 3 * 1] * 2  # u + 2(ci - u) + 3(c - ci)
+
+
+def test_timestep_samplers():
+    g = torch.Generator().manual_seed(0)
+    t = LogitNormalTimesteps().sample(20000, generator=g)
+    assert t.shape == (20000,) and 0 < t.min() and t.max() < 1
+    assert t.median().item() == pytest.approx(0.5, abs=0.02)  # sigmoid(N(0, 1)) is symmetric about 1/2
+    assert ((t > 0.25) & (t < 0.75)).float().mean() > 0.7  # concentrated mid-path (a uniform gives 0.5)
+    shifted = LogitNormalTimesteps(mean=1.0).sample(20000, generator=g)
+    assert shifted.median().item() == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item(), abs=0.02)
+    u = UniformTimesteps(0.2, 0.6).sample(20000, generator=g)
+    assert 0.2 <= u.min() and u.max() <= 0.6 and u.mean().item() == pytest.approx(0.4, abs=0.01)
+    with pytest.raises(ValueError):
+        UniformTimesteps(0.5, 0.5)
+    with pytest.raises(ValueError):
+        LogitNormalTimesteps(std=0)

@@ -1,0 +1,60 @@
+"""Edit-region weighting (paper Eq. 2): 1 where the edit leaves the latent unchanged, the stated
+value where it changes it; uniform everywhere else."""
+
+import pytest
+import torch
+
+from omnigen.flow.weighting import EditRegionWeighting, UniformWeighting
+
+
+def edited_pair():
+    reference = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = reference.clone()
+    target[:, 2:4, 5:7] += 0.5  # an edit of 4 of 64 positions, all channels
+    return target, reference
+
+
+def test_edit_weight_is_one_on_unchanged_and_clipped_inverse_distance_on_changed():
+    target, reference = edited_pair()
+    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l2").weights(target[None], [reference])[0]
+    d = (0.5 ** 2) * 4 / 64  # mean squared latent difference of the sample
+    changed = torch.zeros(8, 8, dtype=torch.bool)
+    changed[2:4, 5:7] = True
+    assert torch.all(w[:, ~changed] == 1.0)
+    torch.testing.assert_close(w[:, changed], torch.full_like(w[:, changed], 1 / d), rtol=1e-5, atol=0)
+
+
+def test_edit_weight_l1_norm_and_clip_range():
+    target, reference = edited_pair()
+    d_l1 = 0.5 * 4 / 64
+    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l1").weights(target[None], [reference])[0]
+    assert w.max().item() == pytest.approx(1 / d_l1, rel=1e-5)
+    clipped = EditRegionWeighting(threshold=0.1, clip_min=5.0, clip_max=20.0).weights(target[None], [reference])[0]
+    assert clipped.max().item() == 20.0 and clipped.min().item() == 1.0  # 1/d = 64 clipped to 20
+    tiny_edit = reference.clone()
+    tiny_edit[:, 0, 0] += 10.0  # a large difference: 1/d below clip_min
+    floor = EditRegionWeighting(threshold=0.1, clip_min=5.0, clip_max=64.0).weights(tiny_edit[None], [reference])[0]
+    assert floor.max().item() == 5.0
+
+
+def test_threshold_decides_what_counts_as_changed():
+    target, reference = edited_pair()
+    w = EditRegionWeighting(threshold=0.6).weights(target[None], [reference])  # 0.5 change is under it
+    assert torch.all(w == 1.0)
+
+
+def test_samples_without_a_reference_get_weight_one():
+    target, reference = edited_pair()
+    batch = torch.stack([target, target])
+    w = EditRegionWeighting(threshold=0.1).weights(batch, [None, reference])
+    assert torch.all(w[0] == 1.0) and w[1].max() > 1.0
+    assert torch.all(UniformWeighting().weights(batch, [reference, reference]) == 1.0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="norm"):
+        EditRegionWeighting(norm="l3")
+    with pytest.raises(ValueError, match="clip_min"):
+        EditRegionWeighting(clip_min=10, clip_max=5)
+    with pytest.raises(ValueError, match="references"):
+        EditRegionWeighting().weights(torch.zeros(2, 4, 8, 8), [None])
