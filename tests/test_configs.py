@@ -5,8 +5,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hydra_utils import EXPERIMENTS, compose_fit
-from omnigen.fit import build
+from hydra_utils import EXPERIMENTS, FAST, compose_fit
+from omnigen.fit import build, train
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
 from omnigen.model.omnigen import OmniGen
 
@@ -23,21 +23,30 @@ def test_default_config_is_the_quickstart(tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
+def test_every_experiment_composes_instantiates_and_trains(experiment, tmp_path):
     cfg = compose_fit([f"experiment={experiment}"], tmp_path)
-    objects = build(cfg)
-    assert objects["trainer"].max_steps == cfg.trainer.max_steps
-    assert experiment in cfg.tags or cfg.task_name == experiment
+    assert build(cfg)["trainer"].max_steps == cfg.trainer.max_steps
+    assert cfg.task_name == experiment
+    # and a few steps of it run end to end
+    objects = train(compose_fit([f"experiment={experiment}", *FAST, "logger=csv"], tmp_path))
+    assert objects["trainer"].global_step == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_experiment_overrides_beat_the_defaults_and_the_command_line_beats_both(tmp_path):
     cfg = compose_fit(["experiment=ablate_mask"], tmp_path)
     assert list(cfg.tags) == ["ablation", "mask"]  # fit.yaml says [quickstart]
     assert cfg.logger.wandb.group == "ablate_mask" and cfg.task_name == "ablate_mask"
+    assert build(cfg)["loggers"][0]._wandb_init["group"] == "ablate_mask"
     assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {"model/mask": "omnigen,causal,full"}
     cfg = compose_fit(["experiment=ablate_mask", "model/mask=full", "trainer.max_steps=7"], tmp_path)
     objects = build(cfg)
     assert isinstance(objects["module"].transformer.mask, FullMask) and objects["trainer"].max_steps == 7
+
+
+def test_a_field_set_on_an_unselected_logger_is_named(tmp_path):
+    cfg = compose_fit(["logger=csv", "+logger.wandb.group=x"], tmp_path)
+    with pytest.raises(ValueError, match="logger.wandb has no _target_"):
+        build(cfg)
 
 
 @pytest.mark.parametrize("group, option, check", [

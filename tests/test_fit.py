@@ -38,6 +38,20 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     assert "train/loss" in metrics and "train/loss/t2i" in metrics
 
 
+def test_resume_continues_at_the_same_step_through_a_latent_vae(tmp_path):
+    latent = ["model/vae=tiny_kl", "model.patch_size=1", "logger=csv", "callbacks.sample_grid=null"]
+    first = train(compose_fit(FAST + latent + ["trainer.max_steps=2"], tmp_path / "a"))
+    assert first["trainer"].global_step == 2
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_fit(FAST + latent + [f"ckpt_path={ckpt}"], tmp_path / "b"))
+    assert resumed["trainer"].global_step == 4
+    steps = {int(row.split(",")[2]) for row in (tmp_path / "b" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1:]
+             if row.split(",")[3]}  # rows that logged train/loss
+    assert steps == {2, 3}  # only the two missing steps ran, numbered on from the checkpoint
+    assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["omnigen"]["global_step"] == 4
+    assert load_module(tmp_path / "b" / "checkpoints" / "last.ckpt").vae.latent_channels == 4
+
+
 def test_fast_dev_run_debug_config(tmp_path):
     objects = train(compose_fit(["debug=fast", "data.batch_size=2"], tmp_path))
     assert objects["trainer"].fast_dev_run and objects["trainer"].global_step == 1

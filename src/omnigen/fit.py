@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,13 +18,26 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
+def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
+    """Instantiate each entry of a {name: config} group; `name: null` switches an entry off."""
+    objects = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            raise ValueError(f"{group}.{name} has no _target_: a config sets fields of an entry that is not selected "
+                             f"({OmegaConf.to_yaml(node).strip()})")
+        objects.append(instantiate(node, _convert_="all"))
+    return objects
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything a run needs: datamodule, module, callbacks, loggers, trainer."""
     module = instantiate(cfg.model, _convert_="all")
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     datamodule = instantiate(cfg.data, _convert_="all")
-    callbacks = [instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c, _convert_="all") for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = instantiate_group(cfg, "callbacks")
+    loggers = instantiate_group(cfg, "logger")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
     return {"module": module, "datamodule": datamodule, "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
 
@@ -32,11 +46,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one fit; returns the built objects (the trainer holds the final state)."""
     L.seed_everything(cfg.seed, workers=True)
     objects = build(cfg)
+    run_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                  for k, v in cfg.items() if k != "hydra"}  # the hydra node is only there when composed in tests
     for logger in objects["loggers"]:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(run_config)
     objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=cfg.get("ckpt_path"))
     for logger in objects["loggers"]:
         logger.finalize("success")
+    if wandb.run is not None:
+        wandb.finish()  # a sweep's next run (same process) must start its own W&B run
     return objects
 
 
