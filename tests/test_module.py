@@ -21,7 +21,7 @@ def test_training_reduces_the_loss_on_a_fixed_batch(tokenizer):
     batch = shapes_batch()
     optimizer = module.configure_optimizers()
     logged = {}
-    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(torch.as_tensor(value).detach()))
     losses = []
     for _ in range(30):
         torch.manual_seed(1)  # the same noise and timesteps each step: a pure optimisation check
@@ -92,3 +92,11 @@ def test_a_module_without_config_says_it_cannot_describe_itself(tokenizer):
 def test_vocabulary_must_fit_the_backbone(tokenizer):
     with pytest.raises(ValueError, match="vocabulary"):
         make_module(tokenizer, backbone_config=dict(TINY_PHI3, vocab_size=16))
+
+
+def test_sizes_off_the_patch_grid_are_named(tokenizer):
+    module = make_module(tokenizer)  # pixel VAE, patch 4
+    with pytest.raises(ValueError, match="30×32 is not a multiple of 4 pixels"):
+        module.generate(["a red circle"], height=30, width=32)
+    with pytest.raises(ValueError, match="not a multiple of 4"):
+        module.encode(torch.zeros(1, 3, 32, 18))

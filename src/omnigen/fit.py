@@ -5,6 +5,7 @@ With no arguments this is the quickstart: the tiny preset on Shapes-X2I, on the 
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+# The VAE is frozen in eval mode on purpose; Lightning's warning about it would only alarm users.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 

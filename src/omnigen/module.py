@@ -56,27 +56,32 @@ class OmniGenLitModule(LightningModule):
     def pixels_per_token(self) -> int:
         return self.vae.downsample_factor * self.transformer.patch_size
 
-    def tokens_for(self, image: Tensor) -> int:
-        """Patch tokens of a (3, H, W) pixel image."""
-        h, w = image.shape[-2:]
+    def check_size(self, height: int, width: int) -> None:
         f = self.pixels_per_token
-        if h % f or w % f:
-            raise ValueError(f"image {h}×{w} is not a multiple of {f} pixels (VAE factor × patch size)")
-        return (h // f) * (w // f)
+        if height % f or width % f:
+            raise ValueError(f"image {height}×{width} is not a multiple of {f} pixels (VAE factor × patch size)")
+
+    def encode(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) pixels in [-1, 1] -> latents."""
+        self.check_size(*images.shape[-2:])
+        return self.vae.encode(images.to(self.device))
+
+    def encode_inputs(self, images: list[list[Tensor]]) -> list[list[Tensor]]:
+        """Each sample's (3, H, W) input images -> (C, h, w) latents, encoded once per step."""
+        return [[self.encode(im[None])[0] for im in imgs] for imgs in images]
 
     # ---- conditioning -------------------------------------------------------------------
-    def prepare(self, instructions: list[str], images: list[list[Tensor]], output_hw: tuple[int, int]) -> tuple[PromptBatch, list[Tensor]]:
-        """Tokenise a batch and encode its input images -> (prompt batch, latents in span order)."""
-        prompts = [self.processor.tokenize(text, [self.tokens_for(im) for im in imgs])
-                   for text, imgs in zip(instructions, images, strict=True)]
-        f = self.pixels_per_token
-        batch = self.processor.batch(prompts, (output_hw[0] // f) * (output_hw[1] // f), self.device)
-        latents = [self.vae.encode(images[b][i][None].to(self.device))[0] for b, i in batch.image_order]
-        return batch, latents
+    def prepare(self, instructions: list[str], latents: list[list[Tensor]], output_hw: tuple[int, int]) -> tuple[PromptBatch, list[Tensor]]:
+        """Tokenise a batch -> (prompt batch, input latents in span order). output_hw is in latent cells."""
+        p = self.transformer.patch_size
+        prompts = [self.processor.tokenize(text, [(z.shape[-2] // p) * (z.shape[-1] // p) for z in zs])
+                   for text, zs in zip(instructions, latents, strict=True)]
+        batch = self.processor.batch(prompts, (output_hw[0] // p) * (output_hw[1] // p), self.device)
+        return batch, [latents[b][i] for b, i in batch.image_order]
 
     def drop_conditions(self, instructions: list[str], images: list[list[Tensor]]) -> tuple[list[str], list[list[Tensor]]]:
         """CFG dropout, independently per sample: text (keep placeholders) and images (and their
-        placeholders); both dropped gives the unconditional prompt."""
+        placeholders); both dropped gives the unconditional prompt. `images` may be latents."""
         out_text, out_images = [], []
         for text, imgs in zip(instructions, images, strict=True):
             if torch.rand(()) < self.text_dropout:
@@ -89,12 +94,11 @@ class OmniGenLitModule(LightningModule):
 
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        target_images: Tensor = batch["output_image"]  # (B, 3, H, W) in [-1, 1]
-        x = self.vae.encode(target_images)  # (B, C, h, w)
-        references = [self.edit_reference(imgs, target_images.shape[-2:]) for imgs in batch["input_images"]]
-        weights = self.weighting.weights(x, [None if r is None else self.vae.encode(r[None])[0] for r in references])
-        instructions, images = self.drop_conditions(batch["instruction"], batch["input_images"])
-        prompt, latents = self.prepare(instructions, images, target_images.shape[-2:])
+        x = self.encode(batch["output_image"])  # (B, C, h, w) from (B, 3, H, W) in [-1, 1]
+        inputs = self.encode_inputs(batch["input_images"])
+        weights = self.weighting.weights(x, [self.edit_reference(zs, x.shape[-2:]) for zs in inputs])
+        instructions, inputs = self.drop_conditions(batch["instruction"], inputs)
+        prompt, latents = self.prepare(instructions, inputs, x.shape[-2:])
 
         noise = torch.randn_like(x)
         t = self.timesteps.sample(x.shape[0], device=x.device)
@@ -109,9 +113,9 @@ class OmniGenLitModule(LightningModule):
         return loss
 
     @staticmethod
-    def edit_reference(images: list[Tensor], hw: torch.Size) -> Tensor | None:
-        """The input image an edit starts from: the first one of the output's size."""
-        return next((im for im in images if im.shape[-2:] == hw), None)
+    def edit_reference(latents: list[Tensor], hw: torch.Size) -> Tensor | None:
+        """The input latent an edit starts from: the first one of the output's size."""
+        return next((z for z in latents if z.shape[-2:] == hw), None)
 
     def log_per_task(self, per_sample: Tensor, tasks: list[str]) -> None:
         groups: dict[str, list[Tensor]] = defaultdict(list)
@@ -133,25 +137,26 @@ class OmniGenLitModule(LightningModule):
                  width: int = 32, num_steps: int = 20, guidance_scale: float = 1.0, image_guidance_scale: float = 1.0,
                  negative_instruction: str = "", generator: torch.Generator | None = None) -> Tensor:
         """Euler sampling with classifier-free guidance -> (B, 3, H, W) images in [-1, 1]."""
-        images = input_images if input_images is not None else [[] for _ in instructions]
+        self.check_size(height, width)
         n = len(instructions)
-        texts, imgs = list(instructions), list(images)
+        inputs = self.encode_inputs(input_images if input_images is not None else [[] for _ in instructions])
+        texts, latents = list(instructions), list(inputs)
         guided = guidance_scale != 1.0 or image_guidance_scale != 1.0
-        with_images = guided and any(images)
+        with_images = guided and any(inputs)
         if guided:  # branches stacked in one batch: [cond | image-cond | uncond]
             if with_images:
                 texts += [drop_text(t) for t in instructions]
-                imgs += images
+                latents += inputs
             texts += [negative_instruction] * n
-            imgs += [[] for _ in range(n)]
-        prompt, latents = self.prepare(texts, imgs, (height, width))
+            latents += [[] for _ in range(n)]
         f = self.vae.downsample_factor
         noise = torch.randn(n, self.vae.latent_channels, height // f, width // f, generator=generator).to(self.device)
+        prompt, ordered = self.prepare(texts, latents, noise.shape[-2:])
         branches = len(texts) // n
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             v = self.transformer(x.repeat(branches, 1, 1, 1), t.repeat(branches), prompt.input_ids,
-                                 prompt.image_token_mask, latents, prompt.layout).chunk(branches)
+                                 prompt.image_token_mask, ordered, prompt.layout).chunk(branches)
             if branches == 1:
                 return v[0]
             return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, image_guidance_scale)
