@@ -22,6 +22,7 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     assert ckpt.is_file() and (tmp_path / "checkpoints" / "step_0000002.ckpt").is_file()
     meta = read_checkpoint(ckpt)["omnigen"]
     assert meta["global_step"] == 4 and "tokenizer.json" in meta["tokenizer_files"]
+    assert meta["run_config"]["data"]["batch_size"] == 4 and meta["run_config"]["seed"] == cfg.seed
     assert meta["model_config"]["backbone"]["config"]["hidden_size"] == cfg.model.backbone.config.hidden_size
 
     loaded = load_module(ckpt)

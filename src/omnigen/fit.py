@@ -38,6 +38,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything a run needs: datamodule, module, callbacks, loggers, trainer."""
     module = instantiate(cfg.model, _convert_="all")
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    # Everything but the hydra node (present only when tests compose with return_hydra_config).
+    module.run_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                         for k, v in cfg.items() if k != "hydra"}
     datamodule = instantiate(cfg.data, _convert_="all")
     callbacks = instantiate_group(cfg, "callbacks")
     loggers = instantiate_group(cfg, "logger")
@@ -49,10 +52,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one fit; returns the built objects (the trainer holds the final state)."""
     L.seed_everything(cfg.seed, workers=True)
     objects = build(cfg)
-    run_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                  for k, v in cfg.items() if k != "hydra"}  # the hydra node is only there when composed in tests
     for logger in objects["loggers"]:
-        logger.log_hyperparams(run_config)
+        logger.log_hyperparams(objects["module"].run_config)
     objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=cfg.get("ckpt_path"))
     for logger in objects["loggers"]:
         logger.finalize("success")

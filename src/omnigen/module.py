@@ -51,6 +51,7 @@ class OmniGenLitModule(LightningModule):
         # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
         self.model_config: dict[str, Any] | None = None
+        self.run_config: dict[str, Any] | None = None  # the whole resolved run config, for provenance
 
     @property
     def pixels_per_token(self) -> int:
@@ -179,6 +180,7 @@ class OmniGenLitModule(LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "model_config": self.architecture_config(),
+            "run_config": self.run_config,
             "tokenizer_files": tokenizer_to_files(self.processor.tokenizer),
             "global_step": self.global_step,
         }
