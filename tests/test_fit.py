@@ -61,7 +61,9 @@ def test_fast_dev_run_debug_config(tmp_path):
 
 def test_default_logger_writes_an_offline_wandb_run(tmp_path):
     train(compose_fit(FAST + ["trainer.max_steps=1", "callbacks.checkpoint=null"], tmp_path))
-    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline W&B run written"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "expected one offline W&B run"
+    assert list(runs[0].glob("files/media/images/samples_*.png")), "the sample grid did not reach W&B"
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
 
 

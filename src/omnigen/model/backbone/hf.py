@@ -31,7 +31,7 @@ def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str
         model = AutoModel.from_config(hf_config, attn_implementation=attn_implementation)
     check_backbone(model)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -43,4 +43,4 @@ def backbone_architecture_config(model: PreTrainedModel) -> dict[str, Any]:
         config.pop(key, None)
     return {"_target_": f"{__name__}.build_hf_backbone", "config": config,
             "attn_implementation": model.config._attn_implementation,
-            "gradient_checkpointing": bool(getattr(model, "is_activation_checkpointing", False))}
+            "gradient_checkpointing": bool(model.is_activation_checkpointing)}
