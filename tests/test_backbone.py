@@ -47,6 +47,19 @@ def test_local_directory_drops_the_lm_head_and_keeps_the_weights(tmp_path):
         assert torch.equal(value, lm.state_dict()[f"model.{name}"]), name
 
 
+def test_a_bf16_directory_loads_as_fp32_and_runs(tmp_path, tokenizer):
+    config = dict(TINY_PHI3)
+    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type"), **config)).to(torch.bfloat16)
+    lm.save_pretrained(tmp_path / "phi3")  # as Phi-3 and OmniGen-v1 ship
+    backbone = build_hf_backbone(pretrained_path=str(tmp_path / "phi3"))
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    model = OmniGen(backbone, OmniGenMask(), in_channels=3, patch_size=4, pos_embed_max_size=8)
+    processor = OmniGenProcessor(tokenizer)
+    batch = processor.batch([processor.tokenize("a red circle", [])], 4)
+    assert model(torch.randn(1, 3, 8, 8), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [],
+                 batch.layout).dtype == torch.float32
+
+
 def test_gradient_checkpointing_flag_and_bad_arguments():
     checkpointed = build_hf_backbone(config=TINY_PHI3, gradient_checkpointing=True)
     assert checkpointed.is_activation_checkpointing

@@ -9,6 +9,7 @@ from hydra_utils import EXPERIMENTS, FAST, compose_fit
 from omnigen.fit import build, train
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
 from omnigen.model.omnigen import OmniGen
+from omnigen.processor import RELEASE_TEMPLATE
 
 
 def test_default_config_is_the_quickstart(tmp_path):
@@ -71,5 +72,6 @@ def test_paper_preset_builds_on_meta_with_3_8b_parameters(tmp_path):
     assert abs(n - 3.8e9) / 3.8e9 < 0.05, n
     assert llm.config.rope_parameters["rope_type"] == "longrope" and model.pos_embed.shape == (1, 192 * 192, 3072)
     assert vae.downsample_factor == 8 and vae.latent_channels == 4
+    assert cfg.model.prompt_template == RELEASE_TEMPLATE
     with pytest.raises(Exception, match="tokenizer.path"):  # real runs must name a local tokenizer
         OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)

@@ -39,7 +39,7 @@ def test_family_ratio_zero_is_never_drawn_and_previews_are_held_out():
 
 
 def test_bad_families_and_mixed_sizes_are_named():
-    with pytest.raises(ValueError, match="unknown Shapes-X2I families"):
+    with pytest.raises(ValueError, match="unknown Shapes-X2I family .video."):
         ShapesX2IDataset({"t2i": 1.0, "video": 1.0}, 32, 0, 10)
     with pytest.raises(ValueError, match="positive sum"):
         ShapesX2IDataset({"t2i": 0.0}, 32, 0, 10)

@@ -39,18 +39,28 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     assert "train/loss" in metrics and "train/loss/t2i" in metrics
 
 
-def test_resume_continues_at_the_same_step_through_a_latent_vae(tmp_path):
+def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):
+    """Through a posterior-sampling VAE, with CFG dropout on: same step, same data, same weights."""
     latent = ["model/vae=tiny_kl", "model.patch_size=1", "logger=csv", "callbacks.sample_grid=null"]
+    straight = train(compose_fit(FAST + latent, tmp_path / "straight"))["module"]
     first = train(compose_fit(FAST + latent + ["trainer.max_steps=2"], tmp_path / "a"))
     assert first["trainer"].global_step == 2
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     resumed = train(compose_fit(FAST + latent + [f"ckpt_path={ckpt}"], tmp_path / "b"))
     assert resumed["trainer"].global_step == 4
-    steps = {int(row.split(",")[2]) for row in (tmp_path / "b" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1:]
-             if row.split(",")[3]}  # rows that logged train/loss
-    assert steps == {2, 3}  # only the two missing steps ran, numbered on from the checkpoint
+    rows = (tmp_path / "b" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1:]
+    assert {int(r.split(",")[2]) for r in rows if r.split(",")[3]} == {2, 3}  # only the two missing steps ran
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed["module"].state_dict()[name], value, atol=0, rtol=0, msg=name)
     assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["omnigen"]["global_step"] == 4
     assert load_module(tmp_path / "b" / "checkpoints" / "last.ckpt").vae.latent_channels == 4
+
+
+def test_sample_grid_runs_once_per_trigger_under_gradient_accumulation(tmp_path):
+    objects = train(compose_fit(FAST + ["logger=csv", "trainer.accumulate_grad_batches=3",
+                                        "callbacks.sample_grid.every_n_steps=2"], tmp_path))
+    grid = next(c for c in objects["callbacks"] if type(c).__name__ == "SampleGridCallback")
+    assert [p.name for p in grid.saved] == ["step_0000002.png", "step_0000004.png"]
 
 
 def test_fast_dev_run_debug_config(tmp_path):

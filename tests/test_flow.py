@@ -43,11 +43,12 @@ def test_euler_timesteps_validate():
 
 
 def test_guidance_algebra():
-    c, ci, u = torch.full((2,), 3.0), torch.full((2,), 2.0), torch.full((2,), 1.0)
+    c, ci, u = torch.full((2,), 5.0), torch.full((2,), 2.0), torch.full((2,), 1.0)
     assert torch.equal(guided_velocity(c, u, 1.0), c)  # scale 1 is the conditional branch
     assert torch.equal(guided_velocity(c, u, 1.0, ci, 1.0), c)
-    assert guided_velocity(c, u, 2.0).tolist() == [5.0, 5.0]  # u + 2(c - u)
-    assert guided_velocity(c, u, 3.0, ci, 2.0).tolist() == [1 + 2 * 1 + 3 * 1] * 2  # u + 2(ci - u) + 3(c - ci)
+    assert guided_velocity(c, u, 2.0).tolist() == [9.0, 9.0]  # u + 2(c - u)
+    # u + s_img(ci - u) + s_txt(c - ci) = 1 + 2·1 + 3·3 (swapping the scales would give 1 + 3·1 + 2·3)
+    assert guided_velocity(c, u, 3.0, ci, 2.0).tolist() == [12.0, 12.0]
 
 
 def test_timestep_samplers():
@@ -64,3 +65,24 @@ def test_timestep_samplers():
         UniformTimesteps(0.5, 0.5)
     with pytest.raises(ValueError):
         LogitNormalTimesteps(std=0)
+
+
+def test_warmup_cosine_schedule():
+    import torch.nn as nn
+
+    from omnigen.optim import warmup_cosine
+
+    opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
+    sched = warmup_cosine(opt, warmup_steps=4, total_steps=12, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[8] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    assert lrs[12] == pytest.approx(0.1) and lrs[13] == pytest.approx(0.1)
+    constant = warmup_cosine(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0), warmup_steps=0)
+    assert constant.get_last_lr() == [1.0]
+    with pytest.raises(ValueError, match="total_steps"):
+        warmup_cosine(opt, warmup_steps=10, total_steps=-1, min_lr_ratio=0.5)

@@ -5,7 +5,7 @@ import torch
 
 from conftest import TINY_PHI3
 from omnigen.model.backbone import build_hf_backbone
-from omnigen.model.embeddings import crop_pos_embed, patchify, sincos_2d_table, timestep_sinusoid, unpatchify
+from omnigen.model.embeddings import crop_pos_embed, sincos_2d_table, timestep_sinusoid, unpatchify
 from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import OmniGenProcessor
@@ -15,6 +15,13 @@ def model(patch_size=2, channels=4) -> OmniGen:
     torch.manual_seed(0)
     return OmniGen(build_hf_backbone(config=TINY_PHI3), OmniGenMask(), in_channels=channels, patch_size=patch_size,
                    pos_embed_max_size=16).eval()
+
+
+def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
+    """The inverse of unpatchify, written independently: (B, C, H, W) -> (B, H/p · W/p, p·p·C)."""
+    b, c, h, w = latent.shape
+    x = latent.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
 def test_patchify_round_trip_and_row_major_order():
@@ -47,12 +54,20 @@ def test_timestep_sinusoid_is_cos_then_sin_of_unscaled_t():
 
 
 def test_state_dict_uses_the_released_layout():
-    keys = set(model().state_dict())
-    for name in ["x_embedder.proj.weight", "input_x_embedder.proj.bias", "time_token.mlp.0.weight",
-                 "time_token.mlp.2.weight", "t_embedder.mlp.0.bias", "t_embedder.mlp.2.weight",
-                 "final_layer.adaLN_modulation.1.weight", "final_layer.linear.weight", "pos_embed",
-                 "llm.embed_tokens.weight", "llm.layers.0.self_attn.qkv_proj.weight", "llm.norm.weight"]:
-        assert name in keys, name
+    d, c, p, g = 64, 4, 2, 16  # hidden, latent channels, patch, position grid
+    shapes = {name: tuple(v.shape) for name, v in model(patch_size=p, channels=c).state_dict().items()}
+    expected = {
+        "x_embedder.proj.weight": (d, c, p, p), "x_embedder.proj.bias": (d,),
+        "input_x_embedder.proj.weight": (d, c, p, p), "input_x_embedder.proj.bias": (d,),
+        "time_token.mlp.0.weight": (d, 256), "time_token.mlp.2.weight": (d, d),
+        "t_embedder.mlp.0.weight": (d, 256), "t_embedder.mlp.2.bias": (d,),
+        "final_layer.adaLN_modulation.1.weight": (2 * d, d), "final_layer.linear.weight": (p * p * c, d),
+        "pos_embed": (1, g * g, d), "llm.embed_tokens.weight": (64, d),
+        "llm.layers.0.self_attn.qkv_proj.weight": (3 * d, d), "llm.norm.weight": (d,),
+    }
+    for name, shape in expected.items():
+        assert shapes.get(name) == shape, (name, shapes.get(name))
+    assert not [k for k in shapes if k.startswith("mask") or "lm_head" in k]
 
 
 def inputs(processor, m: OmniGen, instructions, images, hw=(8, 8)):
@@ -111,6 +126,37 @@ def test_the_input_images_reach_the_output(tokenizer):
             batch, latents = inputs(processor, m, ["<img><|image_1|></img> make the red circle green"], [[image]])
             outs.append(m(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout))
     assert (outs[0] - outs[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_the_backbone_obeys_the_mask(attn, tokenizer):
+    """Through the real LLM: the prefix never sees the output; output patches see each other."""
+    from conftest import TINY_PHI3
+    torch.manual_seed(0)
+    m = OmniGen(build_hf_backbone(config=TINY_PHI3, attn_implementation=attn), OmniGenMask(), in_channels=4,
+                patch_size=2, pos_embed_max_size=16).eval()
+    captured = []
+    m.llm.register_forward_hook(lambda mod, args, out: captured.append(out.last_hidden_state))
+    processor = OmniGenProcessor(tokenizer)
+    image = torch.randn(4, 4, 4)
+    batch, latents = inputs(processor, m, ["<img><|image_1|></img> make the red circle green"], [[image]])
+    x = torch.randn(1, 4, 8, 8)
+    changed = x.clone()
+    changed[..., 6:, 6:] += 1.0  # perturb only the last output patch
+    with torch.no_grad():
+        for latent in (x, changed):
+            m(latent, torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, latents, batch.layout)
+    prefix = batch.layout.prefix_length + 1  # condition tokens and the time token
+    assert torch.equal(captured[0][:, :prefix], captured[1][:, :prefix])
+    assert (captured[0][:, prefix] - captured[1][:, prefix]).abs().max() > 1e-4  # the first output patch sees the last
+
+
+def test_placeholders_without_latents_are_an_error(tokenizer):
+    m = model()
+    processor = OmniGenProcessor(tokenizer)
+    batch, _ = inputs(processor, m, ["<img><|image_1|></img> remove the blue square"], [[torch.randn(4, 8, 8)]])
+    with pytest.raises(ValueError, match="0 input latent"):
+        m(torch.randn(1, 4, 8, 8), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [], batch.layout)
 
 
 def test_mismatched_layout_is_rejected(tokenizer):

@@ -25,7 +25,7 @@ from omnigen.data.shapes import (
     cell_centre,
     cell_slices,
     describe,
-    load_tokenizer,
+    load_shapes_tokenizer,
     make_sample,
     render,
     sample_at,
@@ -276,7 +276,7 @@ def test_shipped_tokenizer_is_up_to_date():
 
 
 def test_instructions_tokenise_without_unk():
-    tok = load_tokenizer()
+    tok = load_shapes_tokenizer()
     assert tok.pad_token_id == 0 and tok.convert_tokens_to_ids(SPECIAL_TOKENS) == list(range(len(SPECIAL_TOKENS)))
     for index in range(500):
         sample = sample_at(index, 2, MIX, 32)
@@ -289,7 +289,7 @@ def test_instructions_tokenise_without_unk():
 
 
 def test_special_tokens_are_atomic():
-    tok = load_tokenizer()
+    tok = load_shapes_tokenizer()
     tokens = tok.convert_ids_to_tokens(tok("<|user|>\na red circle<|end|>\n<|assistant|>\n<img></img>").input_ids)
     assert tokens == ["<|user|>", "a", "red", "circle", "<|end|>", "<|assistant|>", "<img>", "</img>"]
     assert tok.convert_ids_to_tokens(tok("the Red circle, 12").input_ids) == ["the", "red", "circle", ",", "1", "2"]

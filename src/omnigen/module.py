@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import LightningModule
 from torch import Tensor, nn
@@ -33,7 +34,8 @@ class OmniGenLitModule(LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
-                 max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1) -> None:
+                 max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
+                 seed: int = 0) -> None:
         super().__init__()
         for name, p in (("text_dropout", text_dropout), ("image_dropout", image_dropout)):
             if not 0.0 <= p <= 1.0:
@@ -46,7 +48,7 @@ class OmniGenLitModule(LightningModule):
         self.processor = OmniGenProcessor(tokenizer, prompt_template, max_condition_tokens)
         self.weighting, self.timesteps = weighting, timesteps
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.text_dropout, self.image_dropout = text_dropout, image_dropout
+        self.text_dropout, self.image_dropout, self.seed = text_dropout, image_dropout, seed
         # The resolved model config this module was built from (set by omnigen.fit and
         # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
@@ -62,14 +64,23 @@ class OmniGenLitModule(LightningModule):
         if height % f or width % f:
             raise ValueError(f"image {height}×{width} is not a multiple of {f} pixels (VAE factor × patch size)")
 
-    def encode(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) pixels in [-1, 1] -> latents."""
+    def moments(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) pixels in [-1, 1] -> the VAE posterior's normalised mean and std."""
         self.check_size(*images.shape[-2:])
-        return self.vae.encode(images.to(self.device))
+        return self.vae.moments(images.to(self.device))
 
     def encode_inputs(self, images: list[list[Tensor]]) -> list[list[Tensor]]:
-        """Each sample's (3, H, W) input images -> (C, h, w) latents, encoded once per step."""
-        return [[self.encode(im[None])[0] for im in imgs] for imgs in images]
+        """Each sample's (3, H, W) input images -> (C, h, w) latents, once per step. Conditions
+        take the posterior mean: deterministic, so sampling is reproducible and edits compare
+        like with like."""
+        return [[self.moments(im[None])[0][0] for im in imgs] for imgs in images]
+
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """All randomness of one training batch (noise, timesteps, dropout, posterior draws) as a
+        pure function of (seed, rank, step, micro-batch): a resumed run repeats an uninterrupted one."""
+        accumulate = self._trainer.accumulate_grad_batches if self._trainer is not None else 1
+        state = np.random.SeedSequence([self.seed, self.global_rank, self.global_step, batch_idx % accumulate])
+        return torch.Generator(self.device).manual_seed(int(state.generate_state(1)[0]))
 
     # ---- conditioning -------------------------------------------------------------------
     def prepare(self, instructions: list[str], latents: list[list[Tensor]], output_hw: tuple[int, int]) -> tuple[PromptBatch, list[Tensor]]:
@@ -80,14 +91,17 @@ class OmniGenLitModule(LightningModule):
         batch = self.processor.batch(prompts, (output_hw[0] // p) * (output_hw[1] // p), self.device)
         return batch, [latents[b][i] for b, i in batch.image_order]
 
-    def drop_conditions(self, instructions: list[str], images: list[list[Tensor]]) -> tuple[list[str], list[list[Tensor]]]:
+    def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
+                        generator: torch.Generator | None = None) -> tuple[list[str], list[list[Tensor]]]:
         """CFG dropout, independently per sample: text (keep placeholders) and images (and their
         placeholders); both dropped gives the unconditional prompt. `images` may be latents."""
+        device = generator.device if generator is not None else None
+        draws = torch.rand(len(instructions), 2, generator=generator, device=device).tolist()  # (B, [text, images])
         out_text, out_images = [], []
-        for text, imgs in zip(instructions, images, strict=True):
-            if torch.rand(()) < self.text_dropout:
+        for text, imgs, (u_text, u_images) in zip(instructions, images, draws, strict=True):
+            if u_text < self.text_dropout:
                 text = drop_text(text)
-            if imgs and torch.rand(()) < self.image_dropout:
+            if imgs and u_images < self.image_dropout:
                 text, imgs = drop_images(text), []
             out_text.append(text)
             out_images.append(imgs)
@@ -95,14 +109,18 @@ class OmniGenLitModule(LightningModule):
 
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        x = self.encode(batch["output_image"])  # (B, C, h, w) from (B, 3, H, W) in [-1, 1]
-        inputs = self.encode_inputs(batch["input_images"])
-        weights = self.weighting.weights(x, [self.edit_reference(zs, x.shape[-2:]) for zs in inputs])
-        instructions, inputs = self.drop_conditions(batch["instruction"], inputs)
+        g = self.step_generator(batch_idx)
+        mean, std = self.moments(batch["output_image"])  # (B, C, h, w) each, from (B, 3, H, W) in [-1, 1]
+        x = self.vae.draw(mean, std, g)
+        instructions, inputs = self.drop_conditions(batch["instruction"], self.encode_inputs(batch["input_images"]), g)
+        # Edit weighting compares posterior means, and only where the edited image is in the prompt.
+        references = [zs[i] if i is not None and i < len(zs) else None
+                      for zs, i in zip(inputs, batch.get("edit_source") or [None] * len(inputs), strict=True)]
+        weights = self.weighting.weights(mean, references)
         prompt, latents = self.prepare(instructions, inputs, x.shape[-2:])
 
-        noise = torch.randn_like(x)
-        t = self.timesteps.sample(x.shape[0], device=x.device)
+        noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        t = self.timesteps.sample(x.shape[0], device=x.device, generator=g)
         pred = self.transformer(interpolate(x, noise, t), t, prompt.input_ids, prompt.image_token_mask, latents, prompt.layout)
         per_sample = (weights * (pred.float() - velocity_target(x, noise).float()).pow(2)).flatten(1).mean(1)  # (B,)
         loss = per_sample.mean()
@@ -112,11 +130,6 @@ class OmniGenLitModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log_per_task(per_sample.detach(), batch["task"])
         return loss
-
-    @staticmethod
-    def edit_reference(latents: list[Tensor], hw: torch.Size) -> Tensor | None:
-        """The input latent an edit starts from: the first one of the output's size."""
-        return next((z for z in latents if z.shape[-2:] == hw), None)
 
     def log_per_task(self, per_sample: Tensor, tasks: list[str]) -> None:
         groups: dict[str, list[Tensor]] = defaultdict(list)
@@ -145,8 +158,8 @@ class OmniGenLitModule(LightningModule):
         guided = guidance_scale != 1.0 or image_guidance_scale != 1.0
         with_images = guided and any(inputs)
         if guided:  # branches stacked in one batch: [cond | image-cond | uncond]
-            if with_images:
-                texts += [drop_text(t) for t in instructions]
+            if with_images:  # a sample without images gets u here, so its guidance reduces to u + s(c - u)
+                texts += [drop_text(t) if zs else negative_instruction for t, zs in zip(instructions, inputs)]
                 latents += inputs
             texts += [negative_instruction] * n
             latents += [[] for _ in range(n)]

@@ -14,11 +14,14 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 0, total_steps: int 
     """
     if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
+    if min_lr_ratio < 1.0 and (total_steps is None or total_steps <= warmup_steps):
+        raise ValueError(f"a cosine decay (min_lr_ratio={min_lr_ratio}) needs total_steps > warmup_steps={warmup_steps}, "
+                         f"got {total_steps} (epoch-based runs: set trainer.max_steps or scheduler.total_steps)")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if total_steps is None or total_steps <= warmup_steps or min_lr_ratio == 1.0:
+        if min_lr_ratio == 1.0:
             return 1.0
         progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -22,6 +22,9 @@ IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
 WRAPPED_IMAGE_TAG = re.compile(r"<img><\|image_(\d+)\|></img>")
 MALFORMED_TAG = re.compile(r"<\|image_(?!\d+\|>)[^>]*>")
 DEFAULT_TEMPLATE = "<|user|>\n{instruction}<|end|>\n<|assistant|>\n"
+# The released OmniGen-v1's prompt (Phi-3 chat format); use it with the released weights.
+RELEASE_TEMPLATE = ("<|user|>\nGenerate an image according to the following instructions\n{instruction}<|end|>\n"
+                    "<|assistant|>\n<|diffusion|>")
 
 
 class PromptError(ValueError):
@@ -128,7 +131,7 @@ class OmniGenProcessor:
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:
     """A tokenizer from a local directory, or the shipped Shapes-X2I word-level one when None."""
     if path is None:
-        from omnigen.data.shapes.vocab import load_tokenizer as load_shapes_tokenizer
+        from omnigen.data.shapes.vocab import load_shapes_tokenizer
 
         return load_shapes_tokenizer()
     if not Path(path).is_dir():
@@ -136,15 +139,15 @@ def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
-    """The tokenizer's saved files as {name: text}, to embed in a checkpoint."""
+def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, bytes]:
+    """The tokenizer's saved files as {name: bytes} (some are binary, e.g. sentencepiece), for a checkpoint."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_text() for p in Path(tmp).iterdir() if p.is_file()}
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
-def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+def tokenizer_from_files(files: dict[str, bytes]) -> PreTrainedTokenizerBase:
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
         return AutoTokenizer.from_pretrained(tmp, local_files_only=True)

@@ -28,7 +28,8 @@ class SampleGridCallback(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step % self.every_n_steps == 0:
+        # global_step holds still across the micro-batches of gradient accumulation: sample once.
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
             self.sample(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

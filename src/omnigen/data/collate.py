@@ -15,4 +15,5 @@ def collate_x2i(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "output_image": torch.stack([s["output_image"] for s in samples]),  # (B, 3, H, W)
         "task": [s["task"] for s in samples],
         "spec": [s["spec"] for s in samples],
+        "edit_source": [s.get("edit_source") for s in samples],
     }

@@ -104,11 +104,3 @@ def unpatchify(tokens: Tensor, patch_size: int, channels: int, height: int, widt
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
     return x.reshape(b, channels, height * p, width * p)
 
-
-def patchify(latent: Tensor, patch_size: int) -> Tensor:
-    """Inverse of `unpatchify`: (B, C, H, W) -> (B, H/p · W/p, p·p·C)."""
-    b, c, h, w = latent.shape
-    p = patch_size
-    x = latent.reshape(b, c, h // p, p, w // p, p)  # (B, C, h, p, w, p)
-    x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
-    return x.reshape(b, (h // p) * (w // p), p * p * c)

@@ -41,10 +41,6 @@ class OmniGen(nn.Module):
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
 
-    @property
-    def hidden_size(self) -> int:
-        return self.llm.config.hidden_size
-
     def patch_grid(self, latent: Tensor) -> tuple[int, int]:
         h, w = latent.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
@@ -62,12 +58,13 @@ class OmniGen(nn.Module):
         `input_latents` are (C, h, w) latents in the row-major order of their spans.
         """
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, Lc, D)
-        if not input_latents:
+        tokens = [self.embed_image(z[None], self.input_x_embedder)[0] for z in input_latents]  # [(h·w, D), ...]
+        num_tokens, num_slots = sum(t.shape[0] for t in tokens), int(image_token_mask.sum())
+        if num_tokens != num_slots:
+            raise ValueError(f"{len(tokens)} input latent(s) give {num_tokens} image tokens for {num_slots} placeholder positions")
+        if not tokens:
             return embeds
-        tokens = torch.cat([self.embed_image(z[None], self.input_x_embedder)[0] for z in input_latents])  # (N_img, D)
-        if tokens.shape[0] != int(image_token_mask.sum()):
-            raise ValueError(f"{tokens.shape[0]} image tokens for {int(image_token_mask.sum())} placeholder positions")
-        return embeds.masked_scatter(image_token_mask[..., None], tokens.to(embeds.dtype))
+        return embeds.masked_scatter(image_token_mask[..., None], torch.cat(tokens).to(embeds.dtype))
 
     def forward(self, x_t: Tensor, t: Tensor, input_ids: Tensor, image_token_mask: Tensor,
                 input_latents: list[Tensor], layout: SequenceLayout) -> Tensor:

@@ -30,7 +30,7 @@ from omnigen.data.shapes.world import (
 # vocab pulls in transformers (seconds to import); load it only when asked for,
 # so data workers that just render scenes stay light and `python -m
 # omnigen.data.shapes.vocab` does not find the module pre-imported.
-_VOCAB_NAMES = ("SPECIAL_TOKENS", "TOKENIZER_PATH", "build_tokenizer", "load_tokenizer", "vocabulary")
+_VOCAB_NAMES = ("SPECIAL_TOKENS", "TOKENIZER_PATH", "build_tokenizer", "load_shapes_tokenizer", "vocabulary")
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +60,7 @@ __all__ = [
     "cell_centre",
     "cell_slices",
     "describe",
-    "load_tokenizer",
+    "load_shapes_tokenizer",
     "make_sample",
     "render",
     "sample_at",

@@ -45,6 +45,8 @@ class ShapesSample:
     task: str
     family: str
     spec: dict[str, Any]
+    # Index of the input image the output is an edit of (edit-region loss weighting), else None.
+    edit_source: int | None = None
 
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
@@ -134,6 +136,7 @@ def _make_edit(rng: np.random.Generator, image_size: int) -> ShapesSample:
         task=f"edit/{kind}",
         family="edit",
         spec={"source": source.to_dict(), "target": target.to_dict(), "edit": {"kind": kind, **details}},
+        edit_source=0,
     )
 
 
@@ -149,8 +152,8 @@ def make_sample(family: str, rng: np.random.Generator, image_size: int) -> Shape
     return _FAMILY_MAKERS[family](rng, image_size)
 
 
-def sample_at(index: int, seed: int, families: dict[str, float], image_size: int) -> ShapesSample:
-    """Sample `index` of the stream `seed`: a pure function of its arguments (random access)."""
+def family_probabilities(families: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """Validated family names and their normalised probabilities."""
     names = list(families)
     for name in names:
         if name not in _FAMILY_MAKERS:
@@ -158,8 +161,14 @@ def sample_at(index: int, seed: int, families: dict[str, float], image_size: int
     weights = np.asarray([families[n] for n in names], dtype=np.float64)
     if weights.size == 0 or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"family ratios must be non-negative with a positive sum, got {families}")
+    return names, weights / weights.sum()
+
+
+def sample_at(index: int, seed: int, families: dict[str, float], image_size: int) -> ShapesSample:
+    """Sample `index` of the stream `seed`: a pure function of its arguments (random access)."""
+    names, probabilities = family_probabilities(families)
     # Seeding per (seed, index) rather than advancing one stream makes samples
     # independent of iteration order, worker sharding and resumption.
     rng = np.random.default_rng([seed, index])
-    family = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    family = names[int(rng.choice(len(names), p=probabilities))]
     return make_sample(family, rng, image_size)

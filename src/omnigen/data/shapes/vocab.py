@@ -71,7 +71,7 @@ def build_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def load_tokenizer() -> PreTrainedTokenizerFast:
+def load_shapes_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_file=str(TOKENIZER_PATH),
         pad_token="<pad>",

@@ -109,12 +109,6 @@ class Scene:
         if len(set(names)) != len(names):
             raise ValueError(f"Scene.shapes must have unique (colour, kind) pairs, got {names}")
 
-    def find(self, colour: str, kind: str) -> ShapeSpec:
-        for shape in self.shapes:
-            if shape.colour == colour and shape.kind == kind:
-                return shape
-        raise KeyError(f"no {colour} {kind} in scene")
-
     def to_dict(self) -> dict[str, Any]:
         return {"background": self.background, "shapes": [s.to_dict() for s in self.shapes]}
 

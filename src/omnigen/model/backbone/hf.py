@@ -6,6 +6,7 @@ We take the base `*Model` (no LM head): OmniGen reads hidden states, never logit
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from omnigen.model.backbone.base import check_backbone
@@ -21,7 +22,10 @@ def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str
         path = Path(pretrained_path)
         if not path.is_dir():
             raise FileNotFoundError(f"backbone directory not found: {path} (weights load from local paths only)")
-        model = AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation)
+        # fp32 whatever the saved dtype (Phi-3 ships bf16): precision is the trainer's choice
+        # (autocast), and the embedders around the LLM are fp32.
+        model = AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation,
+                                          dtype=torch.float32)
     else:
         config = dict(config)
         if "model_type" not in config:

@@ -25,7 +25,9 @@ class AutoencoderKLVAE(VAE):
             path = Path(pretrained_path)
             if not path.is_dir():
                 raise FileNotFoundError(f"AutoencoderKL directory not found: {path} (weights load from local paths only)")
-            self.vae = AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, local_files_only=True)
+            # fp32 whatever the saved dtype: precision is the trainer's choice (autocast), not the file's.
+            self.vae = AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, local_files_only=True,
+                                                     torch_dtype=torch.float32)
         else:
             self.vae = AutoencoderKL.from_config(dict(config))
         cfg = self.vae.config
@@ -37,10 +39,9 @@ class AutoencoderKLVAE(VAE):
         self.freeze()
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
+    def moments(self, images: Tensor) -> tuple[Tensor, Tensor]:
         dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        z = dist.sample() if self.sample_posterior else dist.mode()
-        return (z - self.shift_factor) * self.scaling_factor
+        return (dist.mean - self.shift_factor) * self.scaling_factor, dist.std * self.scaling_factor
 
     def decode(self, latents: Tensor) -> Tensor:
         z = latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor

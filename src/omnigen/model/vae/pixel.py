@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from omnigen.model.vae.base import VAE
@@ -15,8 +16,8 @@ class PixelVAE(VAE):
         super().__init__()
         self.freeze()
 
-    def encode(self, images: Tensor) -> Tensor:
-        return images
+    def moments(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return images, torch.zeros_like(images)
 
     def decode(self, latents: Tensor) -> Tensor:
         return latents
