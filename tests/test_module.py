@@ -132,3 +132,11 @@ def test_posterior_sampling_vae_keeps_edits_and_sampling_deterministic(tokenizer
     image = batch["output_image"][:1]
     mean, _ = module.moments(image)
     assert torch.all(module.weighting.weights(mean, [module.moments(image)[0][0]]) == 1.0)
+
+
+def test_edit_source_out_of_range_is_named(tokenizer):
+    module = make_module(tokenizer)
+    latent = torch.zeros(3, 8, 8)
+    assert module.edit_references([[latent], [], [latent]], [0, 0, None], ["edit", "edit", "t2i"])[1:] == [None, None]
+    with pytest.raises(ValueError, match="sample 0 .edit/add.: edit_source=1 but it has 1 input image"):
+        module.edit_references([[latent]], [1], ["edit/add"])

@@ -113,9 +113,7 @@ class OmniGenLitModule(LightningModule):
         mean, std = self.moments(batch["output_image"])  # (B, C, h, w) each, from (B, 3, H, W) in [-1, 1]
         x = self.vae.draw(mean, std, g)
         instructions, inputs = self.drop_conditions(batch["instruction"], self.encode_inputs(batch["input_images"]), g)
-        # Edit weighting compares posterior means, and only where the edited image is in the prompt.
-        references = [zs[i] if i is not None and i < len(zs) else None
-                      for zs, i in zip(inputs, batch.get("edit_source") or [None] * len(inputs), strict=True)]
+        references = self.edit_references(inputs, batch.get("edit_source") or [None] * len(inputs), batch["task"])
         weights = self.weighting.weights(mean, references)
         prompt, latents = self.prepare(instructions, inputs, x.shape[-2:])
 
@@ -130,6 +128,17 @@ class OmniGenLitModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log_per_task(per_sample.detach(), batch["task"])
         return loss
+
+    @staticmethod
+    def edit_references(inputs: list[list[Tensor]], sources: list[int | None], tasks: list[str]) -> list[Tensor | None]:
+        """The input latent each sample edits, for edit weighting; None where it has none or its
+        images were dropped (edit weighting compares posterior means, so unchanged stays unchanged)."""
+        references = []
+        for b, (zs, i) in enumerate(zip(inputs, sources, strict=True)):
+            if i is not None and zs and not 0 <= i < len(zs):
+                raise ValueError(f"sample {b} ({tasks[b]}): edit_source={i} but it has {len(zs)} input image(s)")
+            references.append(zs[i] if i is not None and zs else None)
+        return references
 
     def log_per_task(self, per_sample: Tensor, tasks: list[str]) -> None:
         groups: dict[str, list[Tensor]] = defaultdict(list)
