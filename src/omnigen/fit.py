@@ -23,6 +23,9 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 # cannot see; its warning that the loader is not resumable would be false here.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+if not Path(CONFIG_DIR).is_dir():
+    raise ImportError(f"omnigen's configs are not at {CONFIG_DIR}: install the source checkout in editable mode "
+                      "(pip install -e .), as README.md does")
 
 
 def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
