@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,6 @@ from omnigen.model.omnigen import OmniGen
 from omnigen.model.vae.base import VAE
 from omnigen.processor import DEFAULT_TEMPLATE, OmniGenProcessor, PromptBatch, drop_images, drop_text, tokenizer_to_files
 
-log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
 CHECKPOINT_FORMAT = 1
 
@@ -168,7 +166,7 @@ class OmniGenLitModule(LightningModule):
         with_images = guided and any(inputs)
         if guided:  # branches stacked in one batch: [cond | image-cond | uncond]
             if with_images:  # a sample without images gets u here, so its guidance reduces to u + s(c - u)
-                texts += [drop_text(t) if zs else negative_instruction for t, zs in zip(instructions, inputs)]
+                texts += [drop_text(t) if zs else negative_instruction for t, zs in zip(instructions, inputs, strict=True)]
                 latents += inputs
             texts += [negative_instruction] * n
             latents += [[] for _ in range(n)]

@@ -55,7 +55,7 @@ class SampleGridCallback(Callback):
         pl_module.train(was_training)
         max_inputs = max(len(s["input_images"]) for s in samples)
         rows = [[to_pil(im) for im in s["input_images"]] + [None] * (max_inputs - len(s["input_images"]))
-                + [to_pil(s["output_image"]), to_pil(image)] for s, image in zip(samples, images)]
+                + [to_pil(s["output_image"]), to_pil(image)] for s, image in zip(samples, images, strict=True)]
         picture = grid(rows, self.cell_size)
         out_dir = Path(trainer.default_root_dir) / "samples"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ def euler_sample(velocity: VelocityFn, noise: Tensor, num_steps: int) -> Tensor:
     """Integrate dx/dt = velocity(x, t) from x(0) = noise to t = 1."""
     times = euler_timesteps(num_steps).to(noise.device)
     x = noise
-    for t0, t1 in zip(times[:-1], times[1:]):
+    for t0, t1 in zip(times[:-1], times[1:], strict=True):
         t = t0.expand(x.shape[0])  # (B,)
         x = x + (t1 - t0) * velocity(x, t)
     return x

@@ -136,7 +136,7 @@ def sample_scene(rng: np.random.Generator, min_shapes: int = 1, max_shapes: int 
             size=list(SIZES)[int(size)],
             position=positions[int(cell)],
         )
-        for cell, pair, size in zip(cells, pairs, sizes)
+        for cell, pair, size in zip(cells, pairs, sizes, strict=True)
     )
     background = list(BACKGROUND_COLOURS)[int(rng.integers(len(BACKGROUND_COLOURS)))]
     return Scene(background=background, shapes=shapes)
