@@ -22,7 +22,8 @@ def from_array(array: np.ndarray) -> Tensor:
 def grid(rows: list[list[Image.Image | None]], cell: int, pad: int = 2) -> Image.Image:
     """Paste images (None leaves a blank) into a grid of cell × cell tiles."""
     cols = max(len(r) for r in rows)
-    canvas = Image.new("RGB", (cols * (cell + pad) + pad, len(rows) * (cell + pad) + pad), (40, 40, 90))  # navy: unlike any Shapes-X2I background
+    navy = (40, 40, 90)  # unlike any Shapes-X2I background, so tiles stand out
+    canvas = Image.new("RGB", (cols * (cell + pad) + pad, len(rows) * (cell + pad) + pad), navy)
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
             if image is not None:

@@ -81,12 +81,16 @@ class OmniGenLitModule(LightningModule):
         return torch.Generator(self.device).manual_seed(int(state.generate_state(1)[0]))
 
     # ---- conditioning -------------------------------------------------------------------
-    def prepare(self, instructions: list[str], latents: list[list[Tensor]], output_hw: tuple[int, int]) -> tuple[PromptBatch, list[Tensor]]:
-        """Tokenise a batch -> (prompt batch, input latents in span order). output_hw is in latent cells."""
-        p = self.transformer.patch_size
-        prompts = [self.processor.tokenize(text, [(z.shape[-2] // p) * (z.shape[-1] // p) for z in zs])
+    def num_tokens(self, latent: Tensor) -> int:
+        h, w = self.transformer.patch_grid(latent)
+        return h * w
+
+    def prepare(self, instructions: list[str], latents: list[list[Tensor]], output: Tensor) -> tuple[PromptBatch, list[Tensor]]:
+        """Tokenise a batch -> (prompt batch, input latents in span order); `output` is any latent
+        of the output's size."""
+        prompts = [self.processor.tokenize(text, [self.num_tokens(z) for z in zs])
                    for text, zs in zip(instructions, latents, strict=True)]
-        batch = self.processor.batch(prompts, (output_hw[0] // p) * (output_hw[1] // p), self.device)
+        batch = self.processor.batch(prompts, self.num_tokens(output), self.device)
         return batch, [latents[b][i] for b, i in batch.image_order]
 
     def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
@@ -113,7 +117,7 @@ class OmniGenLitModule(LightningModule):
         instructions, inputs = self.drop_conditions(batch["instruction"], self.encode_inputs(batch["input_images"]), g)
         references = self.edit_references(inputs, batch.get("edit_source") or [None] * len(inputs), batch["task"])
         weights = self.weighting.weights(mean, references)
-        prompt, latents = self.prepare(instructions, inputs, x.shape[-2:])
+        prompt, latents = self.prepare(instructions, inputs, x)
 
         noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
         t = self.timesteps.sample(x.shape[0], device=x.device, generator=g)
@@ -172,7 +176,7 @@ class OmniGenLitModule(LightningModule):
             latents += [[] for _ in range(n)]
         f = self.vae.downsample_factor
         noise = torch.randn(n, self.vae.latent_channels, height // f, width // f, generator=generator).to(self.device)
-        prompt, ordered = self.prepare(texts, latents, noise.shape[-2:])
+        prompt, ordered = self.prepare(texts, latents, noise)
         branches = len(texts) // n
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
