@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -11,6 +12,7 @@ from hydra_utils import FAST, compose_fit
 from omnigen.checkpoint import load_module, read_checkpoint
 from omnigen.fit import train
 from omnigen.model.masks import CausalMask
+from omnigen.pipeline import OmniGenPipeline
 
 
 def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
@@ -31,9 +33,22 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     for name, value in trained.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
     trained.eval()
-    kwargs = dict(instructions=["a large red circle at the center on a white background"], num_steps=2)
-    torch.testing.assert_close(loaded.generate(**kwargs, generator=torch.Generator().manual_seed(0)),
-                               trained.generate(**kwargs, generator=torch.Generator().manual_seed(0)))
+    kwargs = dict(prompt="a large red circle at the center on a white background", num_inference_steps=2, seed=0,
+                  output_type="pt", progress=False)
+    from_ckpt = OmniGenPipeline.from_checkpoint(ckpt)
+    image = from_ckpt(**kwargs)
+    assert image.shape == (1, 3, cfg.data.image_size, cfg.data.image_size)  # the training size by default
+    torch.testing.assert_close(image, OmniGenPipeline(trained)(**kwargs, height=cfg.data.image_size,
+                                                               width=cfg.data.image_size))
+    # the exported directory (safetensors + config + tokenizer) gives the same module and images
+    exported = from_ckpt.save_pretrained(tmp_path / "export")
+    assert sorted(p.name for p in exported.iterdir()) == ["model.safetensors", "omnigen_config.json", "tokenizer"]
+    again = OmniGenPipeline.from_checkpoint(exported)
+    assert again.module.steps_trained == 4 and again.module.run_config == meta["run_config"]
+    assert torch.equal(again(**kwargs), image)
+    with pytest.raises(FileExistsError, match="exists"):
+        from_ckpt.save_pretrained(exported)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]  # no temporary left behind
     assert (tmp_path / "samples" / "step_0000004.png").is_file()
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics and "train/loss/t2i" in metrics

@@ -167,3 +167,38 @@ def test_mismatched_layout_is_rejected(tokenizer):
         m(torch.randn(1, 4, 4, 4), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, latents, batch.layout)
     with pytest.raises(ValueError, match="not divisible by patch size"):
         m.patch_grid(torch.randn(1, 4, 7, 8))
+
+
+@pytest.mark.parametrize("family", ["phi3", "llama", "qwen2"])
+def test_cached_prefix_gives_the_uncached_velocity_at_every_step(family, tokenizer):
+    """kv-cache: the condition prefix runs once; later steps run [time | output] only, and match
+    the full sequence (fp32, padded batch with 0, 1 and 2 input images)."""
+    from test_backbone import FAMILIES
+
+    torch.manual_seed(0)
+    m = randomised(OmniGen(build_hf_backbone(config=FAMILIES[family]), OmniGenMask(), in_channels=4, patch_size=2,
+                           pos_embed_max_size=16).eval())
+    processor = OmniGenProcessor(tokenizer)
+    g = torch.Generator().manual_seed(0)
+    texts = ["a red circle", "<img><|image_1|></img> make the red circle green",
+             "<img><|image_1|></img> and <img><|image_2|></img> a blue square"]
+    images = [[], [torch.randn(4, 8, 8, generator=g)], [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g)]]
+    with torch.no_grad():
+        batch, latents = inputs(processor, m, texts, images)
+        cache = m.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)
+        for t in (0.0, 0.4, 0.9):  # the cache must come back unchanged after each step
+            x, tt = torch.randn(3, 4, 8, 8, generator=g), torch.full((3,), t)
+            full = m(x, tt, batch.input_ids, batch.image_token_mask, latents, batch.layout)
+            cached = m.forward_cached(x, tt, cache, batch.layout)
+            assert (cached - full).abs().max() <= 1e-5
+            assert cache.get_seq_length() == batch.layout.prefix_length
+
+
+def test_a_mask_that_sees_the_future_refuses_the_cache(tokenizer):
+    from omnigen.model.masks import FullMask
+
+    m = model()
+    m.mask = FullMask()
+    batch, latents = inputs(OmniGenProcessor(tokenizer), m, ["a red circle"], [[]])
+    with pytest.raises(ValueError, match="cannot be cached"):
+        m.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from omnigen.flow.rectified import interpolate, velocity_target
-from omnigen.flow.sampler import euler_sample, guided_velocity
 from omnigen.flow.timesteps.base import TimestepSampler
 from omnigen.flow.weighting.base import LossWeighting
 from omnigen.model.backbone.hf import backbone_architecture_config
@@ -52,6 +51,12 @@ class OmniGenLitModule(LightningModule):
         # With it, checkpoints rebuild the module on their own.
         self.model_config: dict[str, Any] | None = None
         self.run_config: dict[str, Any] | None = None  # the whole resolved run config, for provenance
+        self.loaded_step = 0  # the global step of the checkpoint this module was loaded from
+
+    @property
+    def steps_trained(self) -> int:
+        """Optimiser steps behind these weights, whether training now or loaded from a checkpoint."""
+        return self.global_step if self._trainer is not None else self.loaded_step
 
     @property
     def pixels_per_token(self) -> int:
@@ -156,38 +161,6 @@ class OmniGenLitModule(LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
 
-    # ---- sampling -----------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, instructions: list[str], input_images: list[list[Tensor]] | None = None, height: int = 32,
-                 width: int = 32, num_steps: int = 20, guidance_scale: float = 1.0, image_guidance_scale: float = 1.0,
-                 negative_instruction: str = "", generator: torch.Generator | None = None) -> Tensor:
-        """Euler sampling with classifier-free guidance -> (B, 3, H, W) images in [-1, 1]."""
-        self.check_size(height, width)
-        n = len(instructions)
-        inputs = self.encode_inputs(input_images if input_images is not None else [[] for _ in instructions])
-        texts, latents = list(instructions), list(inputs)
-        guided = guidance_scale != 1.0 or image_guidance_scale != 1.0
-        with_images = guided and any(inputs)
-        if guided:  # branches stacked in one batch: [cond | image-cond | uncond]
-            if with_images:  # a sample without images gets u here, so its guidance reduces to u + s(c - u)
-                texts += [drop_text(t) if zs else negative_instruction for t, zs in zip(instructions, inputs, strict=True)]
-                latents += inputs
-            texts += [negative_instruction] * n
-            latents += [[] for _ in range(n)]
-        f = self.vae.downsample_factor
-        noise = torch.randn(n, self.vae.latent_channels, height // f, width // f, generator=generator).to(self.device)
-        prompt, ordered = self.prepare(texts, latents, noise)
-        branches = len(texts) // n
-
-        def velocity(x: Tensor, t: Tensor) -> Tensor:
-            v = self.transformer(x.repeat(branches, 1, 1, 1), t.repeat(branches), prompt.input_ids,
-                                 prompt.image_token_mask, ordered, prompt.layout).chunk(branches)
-            if branches == 1:
-                return v[0]
-            return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, image_guidance_scale)
-
-        return self.vae.decode(euler_sample(velocity, noise, num_steps)).clamp(-1, 1)
-
     # ---- self-describing checkpoints ------------------------------------------------------
     def architecture_config(self) -> dict[str, Any]:
         """The model config with the VAE and backbone replaced by weight-free rebuilds."""
@@ -206,5 +179,5 @@ class OmniGenLitModule(LightningModule):
             "model_config": self.architecture_config(),
             "run_config": self.run_config,
             "tokenizer_files": tokenizer_to_files(self.processor.tokenizer),
-            "global_step": self.global_step,
+            "global_step": self.steps_trained,
         }

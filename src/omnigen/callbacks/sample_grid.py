@@ -12,6 +12,7 @@ from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from omnigen.images import grid, to_pil
+from omnigen.pipeline import OmniGenPipeline
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class SampleGridCallback(Callback):
         was_training = pl_module.training
         pl_module.eval()
         height, width = samples[0]["output_image"].shape[-2:]
-        images = pl_module.generate(
+        images = OmniGenPipeline(pl_module).generate(
             [s["instruction"] for s in samples], [s["input_images"] for s in samples], height, width,
             self.num_steps, self.guidance_scale, self.image_guidance_scale,
             generator=torch.Generator().manual_seed(self.seed))

@@ -7,6 +7,7 @@ the last tokens through an adaLN final layer.
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from omnigen.model.backbone.base import check_backbone
 from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
@@ -73,16 +74,55 @@ class OmniGen(nn.Module):
         x_t: (B, C, H, W) noisy output latent; t: (B,) in [0, 1]; input_ids, image_token_mask:
         (B, Lc) left-padded condition; layout: the full sequence (B, Lc + 1 + N).
         """
+        if layout.prefix_length != input_ids.shape[1]:
+            raise ValueError(f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens")
+        condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
+        return self._velocity(x_t, t, layout, condition=condition)
+
+    def cache_prefix(self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor],
+                     layout: SequenceLayout) -> DynamicCache:
+        """Keys/values of the condition prefix, computed once for all sampling steps.
+
+        Only sound when the mask strategy is prefix-independent: then no prefix token sees the
+        time token or the noisy output, so the prefix's keys/values do not change with t.
+        """
+        if not self.mask.prefix_independent:
+            raise ValueError(f"{self.mask!r} lets the condition attend to later tokens: its prefix cannot be cached")
+        condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
+        prefix = layout.prefix_length
+        # A cache without the config: sliding-window layers would drop old prefix keys.
+        cache = DynamicCache()
+        self.llm(inputs_embeds=condition, attention_mask=self.mask.dense(layout, condition.dtype)[:, :, :prefix, :prefix],
+                 position_ids=layout.position_ids()[:, :prefix], cache=cache, use_cache=True)
+        return cache
+
+    def forward_cached(self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout) -> Tensor:
+        """Velocity of the output image, running only `[time | output]` against a `cache_prefix` cache.
+
+        The cache is cropped back to the prefix afterwards, so it serves the next step unchanged.
+        """
+        if cache.get_seq_length() != layout.prefix_length:
+            raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, the layout's prefix is {layout.prefix_length}")
+        try:
+            return self._velocity(x_t, t, layout, cache=cache)
+        finally:
+            cache.crop(-(layout.num_output_tokens + 1))
+
+    def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, condition: Tensor | None = None,
+                  cache: DynamicCache | None = None) -> Tensor:
+        """Run `[condition | time | output]` (or `[time | output]` after a cached prefix) -> (B, C, H, W)."""
         h, w = self.patch_grid(x_t)
         num_output = h * w
-        if layout.num_output_tokens != num_output or layout.prefix_length != input_ids.shape[1]:
-            raise ValueError(f"layout (prefix {layout.prefix_length}, output {layout.num_output_tokens}) does not "
-                             f"match the inputs (prefix {input_ids.shape[1]}, output {num_output})")
-        condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
-        time_token = self.time_token(t)[:, None].to(condition.dtype)  # (B, 1, D)
-        output = self.embed_image(x_t.to(condition.dtype), self.x_embedder)  # (B, N, D)
-        sequence = torch.cat([condition, time_token, output], dim=1)  # (B, L, D)
-        hidden = self.llm(inputs_embeds=sequence, attention_mask=self.mask.dense(layout, sequence.dtype),
-                          position_ids=layout.position_ids(), use_cache=False).last_hidden_state
+        if layout.num_output_tokens != num_output:
+            raise ValueError(f"layout ({layout.num_output_tokens} output tokens) does not match x_t ({num_output})")
+        dtype = self.x_embedder.proj.weight.dtype if condition is None else condition.dtype
+        time_token = self.time_token(t)[:, None].to(dtype)  # (B, 1, D)
+        output = self.embed_image(x_t.to(dtype), self.x_embedder)  # (B, N, D)
+        parts = [time_token, output] if condition is None else [condition, time_token, output]
+        sequence = torch.cat(parts, dim=1)  # (B, L, D), or (B, 1 + N, D) after a cached prefix
+        start = layout.span_ids.shape[1] - sequence.shape[1]  # the first position run now
+        mask = self.mask.dense(layout, dtype)[:, :, start:]  # (B, 1, L - start, L)
+        hidden = self.llm(inputs_embeds=sequence, attention_mask=mask, position_ids=layout.position_ids()[:, start:],
+                          cache=cache, use_cache=cache is not None).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
         return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)

@@ -1,0 +1,205 @@
+"""OmniGenPipeline: prompt (+ input images) -> images, from a saved checkpoint.
+
+    pipe = OmniGenPipeline.from_checkpoint("logs/quickstart/runs/.../checkpoints/last.ckpt")
+    image = pipe("a large red circle at the center on a white background", seed=0)[0]
+    edited = pipe("<img><|image_1|></img> make the red circle green", input_images=[image], seed=0)[0]
+
+Sampling integrates the rectified-flow velocity with Euler steps from noise (t = 0) to data
+(t = 1). Guidance runs its branches stacked in one batch: `[cond | image-cond | uncond]` when
+any prompt has input images, `[cond | uncond]` otherwise. With a prefix-independent mask the
+condition prefix of every branch runs once (kv-cache); later steps run `[time | output]` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from omnigen.checkpoint import export_module, load_module
+from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
+from omnigen.images import from_array, to_pil
+from omnigen.module import OmniGenLitModule
+from omnigen.processor import PromptBatch, drop_text
+
+log = logging.getLogger(__name__)
+
+ImageInput = Image.Image | str | Path | np.ndarray | Tensor  # a tensor is (3, H, W) in [-1, 1]
+
+
+class OmniGenPipeline:
+    def __init__(self, module: OmniGenLitModule) -> None:
+        self.module = module
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> OmniGenPipeline:
+        """From a Lightning checkpoint (`*.ckpt`) or a directory written by `save_pretrained`."""
+        return cls(load_module(path, map_location=device))
+
+    def save_pretrained(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Export the weights (safetensors), config and tokenizer; `from_checkpoint` reads it back."""
+        return export_module(self.module, out_dir, overwrite=overwrite)
+
+    def to(self, device: str | torch.device) -> OmniGenPipeline:
+        self.module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.device
+
+    @property
+    def default_size(self) -> tuple[int, int] | None:
+        """The training resolution, when the run config records one."""
+        size = ((self.module.run_config or {}).get("data") or {}).get("image_size")
+        return (size, size) if isinstance(size, int) else None
+
+    # ---- the user-facing call ---------------------------------------------------------
+    def __call__(self, prompt: str | list[str], input_images: list[ImageInput] | list[list[ImageInput]] | None = None,
+                 height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
+                 guidance_scale: float = 3.0, img_guidance_scale: float = 1.6, negative_prompt: str = "",
+                 seed: int | None = None, generator: torch.Generator | None = None, use_kv_cache: bool = True,
+                 use_input_image_size_as_output: bool = False, max_input_image_size: int = 1024,
+                 progress: bool = True, output_type: str = "pil") -> list[Image.Image] | Tensor:
+        """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
+        one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
+        or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
+        `max_input_image_size` on their longer side and centre-cropped to the token grid.
+        Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if seed is not None and generator is not None:
+            raise ValueError("pass either seed or generator, not both")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        per_prompt = self._group_images(prompts, input_images, isinstance(prompt, str))
+        images = [[self.prepare_input_image(im, max_input_image_size, f"prompt {b}, input image {i + 1}")
+                   for i, im in enumerate(ims)] for b, ims in enumerate(per_prompt)]
+        height, width = self._output_size(images, height, width, use_input_image_size_as_output)
+        if seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        out = self.generate(prompts, images, height, width, num_inference_steps, guidance_scale, img_guidance_scale,
+                            negative_prompt, generator, use_kv_cache, progress)
+        return out if output_type == "pt" else [to_pil(im) for im in out]
+
+    @staticmethod
+    def _group_images(prompts: list[str], input_images: list | None, single: bool) -> list[list[ImageInput]]:
+        if input_images is None:
+            return [[] for _ in prompts]
+        if single:
+            return [list(input_images)]
+        if len(input_images) != len(prompts) or not all(ims is None or isinstance(ims, (list, tuple)) for ims in input_images):
+            raise ValueError(f"with {len(prompts)} prompts, input_images must be a list of {len(prompts)} lists "
+                             "(one per prompt; None or [] for none)")
+        return [list(ims or []) for ims in input_images]
+
+    def _output_size(self, images: list[list[Tensor]], height: int | None, width: int | None,
+                     from_input: bool) -> tuple[int, int]:
+        if from_input:
+            sizes = {tuple(ims[0].shape[-2:]) for ims in images if ims}
+            if len(sizes) != 1 or not all(images):
+                raise ValueError("use_input_image_size_as_output needs every prompt to have input images whose first "
+                                 f"image has one common size; got sizes {sorted(sizes)}")
+            return sizes.pop()
+        if height is None or width is None:
+            if self.default_size is None:
+                raise ValueError("pass height and width: this checkpoint does not record its training image size")
+            height, width = height or self.default_size[0], width or self.default_size[1]
+        return height, width
+
+    def prepare_input_image(self, image: ImageInput, max_size: int, name: str) -> Tensor:
+        """Any supported image -> (3, H, W) in [-1, 1], at most `max_size` on its longer side,
+        centre-cropped to a multiple of the pixels per token."""
+        if isinstance(image, (str, Path)):
+            if not Path(image).is_file():
+                raise FileNotFoundError(f"{name}: no such file {image}")
+            image = Image.open(image)
+        if isinstance(image, Image.Image):
+            image = np.array(image.convert("RGB"))  # a writable copy for torch
+        if isinstance(image, np.ndarray):
+            image = from_array(image)
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"{name}: expected a PIL image, path, (H, W, 3) uint8 array or (3, H, W) tensor, got "
+                             f"{getattr(image, 'shape', type(image).__name__)}")
+        h, w = image.shape[-2:]
+        if max(h, w) > max_size:
+            scale = max_size / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            image = F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True)[0].clamp(-1, 1)
+        f = self.module.pixels_per_token
+        h, w = image.shape[-2:]
+        crop_h, crop_w = h - h % f, w - w % f
+        if crop_h == 0 or crop_w == 0:
+            raise ValueError(f"{name}: {h}×{w} is smaller than one token ({f}×{f} pixels)")
+        if (crop_h, crop_w) != (h, w):
+            log.info("%s: centre-cropped %d×%d to %d×%d (a multiple of %d pixels)", name, h, w, crop_h, crop_w, f)
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        return image[:, top:top + crop_h, left:left + crop_w].float()
+
+    # ---- tensor-level sampling ---------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: list[str], input_images: list[list[Tensor]] | None = None, height: int = 32,
+                 width: int = 32, num_inference_steps: int = 50, guidance_scale: float = 3.0,
+                 img_guidance_scale: float = 1.6, negative_prompt: str = "", generator: torch.Generator | None = None,
+                 use_kv_cache: bool = True, progress: bool = False) -> Tensor:
+        """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]."""
+        module = self.module
+        module.check_size(height, width)
+        inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
+        n, any_images = len(prompts), any(inputs)
+        # A branch is only run when its scale changes the result: text-only prompts need no image
+        # branch, and scales of 1 reduce to the conditional branch alone.
+        guided = guidance_scale != 1.0 or (any_images and img_guidance_scale != 1.0)
+        with_images = guided and any_images
+        texts, latents = list(prompts), list(inputs)
+        if with_images:  # a prompt without images gets its uncond here: guidance reduces to u + s(c - u)
+            texts += [drop_text(p) if zs else negative_prompt for p, zs in zip(prompts, inputs, strict=True)]
+            latents += inputs
+        if guided:
+            texts += [negative_prompt] * n
+            latents += [[] for _ in range(n)]
+        f = module.vae.downsample_factor
+        noise = torch.randn(n, module.vae.latent_channels, height // f, width // f, generator=generator)
+        noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
+        batch, ordered = module.prepare(texts, latents, noise)
+        velocity = self.velocity_fn(batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale,
+                                    use_kv_cache)
+        bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling", leave=False)
+
+        def step(x: Tensor, t: Tensor) -> Tensor:
+            v = velocity(x, t)
+            bar.update()
+            return v
+
+        try:
+            latent = euler_sample(step, noise, num_inference_steps)
+        finally:
+            bar.close()
+        return module.vae.decode(latent).clamp(-1, 1)
+
+    def velocity_fn(self, batch: PromptBatch, latents: list[Tensor], branches: int, with_images: bool,
+                    guidance_scale: float, img_guidance_scale: float, use_kv_cache: bool) -> VelocityFn:
+        """The guided velocity of `branches` stacked prompt groups ([cond | image-cond | uncond])."""
+        transformer = self.module.transformer
+        if use_kv_cache and not transformer.mask.prefix_independent:
+            log.warning("%r lets the condition see later tokens: sampling without the kv-cache", transformer.mask)
+            use_kv_cache = False
+        cache = transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout) if use_kv_cache else None
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            x, t = x.repeat(branches, 1, 1, 1), t.repeat(branches)  # (branches·B, C, h, w), (branches·B,)
+            if cache is not None:
+                v = transformer.forward_cached(x, t, cache, batch.layout)
+            else:
+                v = transformer(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
+            v = v.float().chunk(branches)
+            if branches == 1:
+                return v[0]
+            return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, img_guidance_scale)
+
+        return velocity

@@ -1,0 +1,164 @@
+"""OmniGenPipeline: kv-cache = no cache, guidance invariants, seeds, input handling, export round trip."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_module
+from omnigen.data.collate import collate_x2i
+from omnigen.data.shapes_module import ShapesX2IDataset
+from omnigen.flow.weighting import EditRegionWeighting
+from omnigen.images import to_pil
+from omnigen.pipeline import OmniGenPipeline
+
+EDIT = "<img><|image_1|></img> make the red circle green"
+TWO = "<img><|image_1|></img> and <img><|image_2|></img> a blue square"
+T2I = "a large red circle at the center on a white background"
+
+
+def shapes_batch(n=8, seed=0):
+    data = ShapesX2IDataset({"t2i": 0.5, "edit": 0.5}, image_size=32, seed=seed, length=n)
+    return collate_x2i([data[i] for i in range(n)])
+
+
+def pipeline(tokenizer, **kwargs) -> OmniGenPipeline:
+    """A random tiny model whose output layer is not zero, so velocities carry a signal."""
+    torch.manual_seed(0)
+    module = make_module(tokenizer, **kwargs).eval()
+    for layer in (module.transformer.final_layer.linear, module.transformer.final_layer.adaLN_modulation[1]):
+        torch.nn.init.normal_(layer.weight, std=0.05)
+    return OmniGenPipeline(module)
+
+
+def images(*sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, h, w, generator=g) * 2 - 1 for h, w in sizes]
+
+
+def test_kv_cache_gives_the_uncached_image_with_0_1_and_2_input_images(tokenizer):
+    pipe = pipeline(tokenizer)
+    prompts = [T2I, EDIT, TWO]
+    inputs = [[], images((32, 32)), images((16, 24), (32, 32), seed=1)]
+    kwargs = dict(height=32, width=32, num_inference_steps=4, guidance_scale=2.5, img_guidance_scale=1.5,
+                  negative_prompt="a blue square")
+    cached = pipe.generate(prompts, inputs, **kwargs, generator=torch.Generator().manual_seed(0), use_kv_cache=True)
+    plain = pipe.generate(prompts, inputs, **kwargs, generator=torch.Generator().manual_seed(0), use_kv_cache=False)
+    assert (cached - plain).abs().max() <= 1e-5
+    assert cached.std() > 0.05  # a real image, not a constant
+
+
+def test_guidance_at_scale_one_equals_the_conditional_branch(tokenizer):
+    """All three branches run and combine at scales 1: the result is the conditional velocity."""
+    pipe = pipeline(tokenizer)
+    module = pipe.module
+    prompts, inputs = [EDIT, T2I], [module.encode_inputs([images((32, 32))])[0], []]
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.6])
+    with torch.no_grad():
+        batch, latents = module.prepare(prompts, inputs, x)
+        conditional = pipe.velocity_fn(batch, latents, 1, False, 1.0, 1.0, use_kv_cache=False)(x, t)
+        branched_prompts = prompts + ["<img><|image_1|></img>", ""] + ["", ""]
+        batch3, latents3 = module.prepare(branched_prompts, inputs + inputs + [[], []], x)
+        for cache in (False, True):
+            guided = pipe.velocity_fn(batch3, latents3, 3, True, 1.0, 1.0, use_kv_cache=cache)(x, t)
+            torch.testing.assert_close(guided, conditional, atol=1e-5, rtol=1e-5)
+    assert conditional.abs().max() > 1e-3
+
+
+def test_same_seed_same_image_and_guidance_changes_it(tokenizer):
+    pipe = pipeline(tokenizer)
+    batch = shapes_batch(4)
+    kwargs = dict(prompt=batch["instruction"], input_images=batch["input_images"], num_inference_steps=3,
+                  height=32, width=32, output_type="pt", progress=False)
+    plain = pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=5)
+    assert torch.equal(plain, pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=5))
+    assert not torch.equal(plain, pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=6))
+    guided = pipe(**kwargs, guidance_scale=3.0, img_guidance_scale=1.5, seed=5)
+    assert (guided - plain).abs().max() > 1e-3 and guided.shape == (4, 3, 32, 32)
+
+
+def test_text_only_guidance_is_the_same_alone_or_beside_an_edit(tokenizer):
+    """Two branches for text-only prompts: beside an edit, its image branch is its uncond."""
+    pipe = pipeline(tokenizer)
+    kwargs = dict(height=32, width=32, num_inference_steps=2, guidance_scale=3.0, img_guidance_scale=1.5,
+                  negative_prompt="a blue square")
+    alone = pipe.generate([T2I], **kwargs, generator=torch.Generator().manual_seed(0))
+    mixed = pipe.generate([T2I, EDIT], [[], images((32, 32))], **kwargs, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mixed[:1], alone, atol=2e-5, rtol=1e-4)
+
+
+def test_posterior_sampling_vae_keeps_sampling_deterministic(tokenizer):
+    from test_vae import TINY_KL
+    from omnigen.model.vae import AutoencoderKLVAE
+
+    torch.manual_seed(0)
+    pipe = pipeline(tokenizer, vae=AutoencoderKLVAE(config=TINY_KL, sample_posterior=True), patch_size=1,
+                    weighting=EditRegionWeighting(threshold=0.05))
+    batch = shapes_batch(4)
+    kwargs = dict(prompts=batch["instruction"], input_images=batch["input_images"], num_inference_steps=2)
+    first = pipe.generate(**kwargs, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(pipe.generate(**kwargs, generator=torch.Generator().manual_seed(1)), first)
+
+
+def test_any_size_on_the_token_grid_and_named_errors_off_it(tokenizer):
+    pipe = pipeline(tokenizer)  # pixel VAE, patch 4: 4 pixels per token
+    out = pipe(T2I, height=24, width=40, num_inference_steps=1, seed=0, progress=False)
+    assert out[0].size == (40, 24)
+    with pytest.raises(ValueError, match="30×32 is not a multiple of 4 pixels"):
+        pipe(T2I, height=30, width=32, num_inference_steps=1)
+    with pytest.raises(ValueError, match="pass height and width"):
+        pipe(T2I, num_inference_steps=1)  # a module built by hand records no training size
+    with pytest.raises(ValueError, match="either seed or generator"):
+        pipe(T2I, height=32, width=32, seed=0, generator=torch.Generator())
+
+
+def test_input_images_of_every_kind_are_fitted_to_the_token_grid(tokenizer, tmp_path, caplog):
+    pipe = pipeline(tokenizer)
+    array = (np.random.default_rng(0).random((30, 50, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "in.png"
+    Image.fromarray(array).save(path)
+    with caplog.at_level(logging.INFO, logger="omnigen.pipeline"):
+        for image in (array, Image.fromarray(array), path, str(path)):
+            fitted = pipe.prepare_input_image(image, 1024, "prompt 0, input image 1")
+            assert fitted.shape == (3, 28, 48)  # centre crop to multiples of 4
+            torch.testing.assert_close(fitted, torch.from_numpy(array[1:29, 1:49]).permute(2, 0, 1) / 127.5 - 1)
+    assert "centre-cropped 30×50 to 28×48" in caplog.text
+    small = pipe.prepare_input_image(torch.zeros(3, 64, 128), 32, "x")
+    assert small.shape == (3, 16, 32)  # longer side scaled to 32, aspect kept
+    with pytest.raises(ValueError, match="prompt 1, input image 2: 2×8 is smaller than one token"):
+        pipe.prepare_input_image(torch.zeros(3, 2, 8), 1024, "prompt 1, input image 2")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        pipe.prepare_input_image(tmp_path / "missing.png", 1024, "x")
+    with pytest.raises(ValueError, match="expected a PIL image"):
+        pipe.prepare_input_image(torch.zeros(32, 32), 1024, "x")
+
+
+def test_batches_take_one_image_list_per_prompt_and_input_size_as_output(tokenizer):
+    pipe = pipeline(tokenizer)
+    edit_input = to_pil(images((24, 40))[0])
+    out = pipe([EDIT, T2I], input_images=[[edit_input], None], height=32, width=32, num_inference_steps=1, seed=0,
+               progress=False)
+    assert [im.size for im in out] == [(32, 32), (32, 32)]
+    same = pipe(EDIT, input_images=[edit_input], use_input_image_size_as_output=True, num_inference_steps=1, seed=0,
+                progress=False)
+    assert same[0].size == (40, 24)
+    with pytest.raises(ValueError, match="one per prompt"):
+        pipe([EDIT, T2I], input_images=[edit_input], height=32, width=32)
+    with pytest.raises(ValueError, match="use_input_image_size_as_output needs every prompt"):
+        pipe([EDIT, T2I], input_images=[[edit_input], []], use_input_image_size_as_output=True)
+    with pytest.raises(ValueError, match="references 1 image"):
+        pipe(EDIT, height=32, width=32, num_inference_steps=1)
+
+
+def test_a_mask_that_sees_the_future_samples_without_the_cache(tokenizer, caplog):
+    from omnigen.model.masks import FullMask
+
+    pipe = pipeline(tokenizer, mask=FullMask())
+    with caplog.at_level(logging.WARNING, logger="omnigen.pipeline"):
+        out = pipe.generate([T2I], height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert "without the kv-cache" in caplog.text
+    again = pipe.generate([T2I], height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                          use_kv_cache=False)
+    assert torch.equal(out, again)
