@@ -36,3 +36,14 @@ def make_module(tokenizer, mask=None, weighting=None, vae=None, patch_size=4, te
         weighting=weighting or UniformWeighting(), timesteps=LogitNormalTimesteps(), tokenizer=tokenizer,
         optimizer=partial(torch.optim.AdamW, lr=lr), patch_size=patch_size, pos_embed_max_size=16,
         text_dropout=text_dropout, image_dropout=image_dropout)
+
+
+@pytest.fixture(scope="session")
+def fitted_checkpoint(tmp_path_factory):
+    """last.ckpt of a two-step fit through Hydra, as `python -m omnigen.fit` writes it."""
+    from hydra_utils import FAST, compose_fit
+    from omnigen.fit import train
+
+    out = tmp_path_factory.mktemp("fit")
+    train(compose_fit(FAST + ["logger=csv", "callbacks.sample_grid=null", "trainer.max_steps=2"], out))
+    return out / "checkpoints" / "last.ckpt"

@@ -169,7 +169,7 @@ class OmniGenPipeline:
         batch, ordered = module.prepare(texts, latents, noise)
         velocity = self.velocity_fn(batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale,
                                     use_kv_cache)
-        bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling", leave=False)
+        bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
 
         def step(x: Tensor, t: Tensor) -> Tensor:
             v = velocity(x, t)
