@@ -1,0 +1,100 @@
+"""Benchmarks that print ratios measured side by side in one run (never timed tests).
+
+    python -m omnigen.bench kv_cache [--ckpt PATH | --override model/backbone=...] [--size 32] [--steps 20]
+
+kv_cache: wall time of sampling with and without the prefix kv-cache for prompts with 0, 1 and
+2 input images, guided (three branches with images, two without). The two variants alternate
+within each repeat so machine noise hits both alike; medians and their ratio are printed, with
+the largest pixel difference between the two outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from omnigen.checkpoint import load_module
+from omnigen.fit import CONFIG_DIR
+from omnigen.module import OmniGenLitModule
+from omnigen.pipeline import OmniGenPipeline
+
+PROMPTS = {
+    0: "a large red circle at the center on a white background",
+    1: "<img><|image_1|></img> make the red circle green",
+    2: "<img><|image_1|></img> put the shape of <img><|image_2|></img> at the top left",
+}
+
+
+def random_module(overrides: list[str]) -> OmniGenLitModule:
+    """The fit config's model (tiny preset unless overridden), with random weights."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("fit", overrides=overrides)
+    module = instantiate(cfg.model, _convert_="all")
+    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    torch.nn.init.normal_(module.transformer.final_layer.linear.weight, std=0.02)  # a non-zero velocity
+    return module.eval()
+
+
+def kv_cache(pipe: OmniGenPipeline, size: int, steps: int, repeats: int, batch: int) -> list[dict[str, float]]:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n in PROMPTS:
+        images = [[torch.rand(3, size, size, generator=g) * 2 - 1 for _ in range(n)] for _ in range(batch)]
+        kwargs = dict(prompts=[PROMPTS[n]] * batch, input_images=images, height=size, width=size,
+                      num_inference_steps=steps, guidance_scale=2.0, img_guidance_scale=1.5)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        outputs: dict[bool, torch.Tensor] = {}
+        for r in range(repeats + 1):  # repeat 0 warms up (allocator, thread pools) and is not counted
+            for cached in (r % 2 == 0, r % 2 == 1):  # alternate which goes first
+                start = time.perf_counter()
+                outputs[cached] = pipe.generate(**kwargs, use_kv_cache=cached, generator=torch.Generator().manual_seed(0))
+                if r:
+                    times[cached].append(time.perf_counter() - start)
+        module = pipe.module
+        prompt, _ = module.prepare([PROMPTS[n]], [[module.moments(im[None])[0][0] for im in images[0]]],
+                                   torch.zeros(1, module.vae.latent_channels, size // module.vae.downsample_factor,
+                                               size // module.vae.downsample_factor))
+        no_cache, cache = statistics.median(times[False]), statistics.median(times[True])
+        rows.append({"input images": n, "prefix tokens": prompt.layout.prefix_length,
+                     "output tokens": prompt.layout.num_output_tokens, "no cache s": no_cache, "kv-cache s": cache,
+                     "speed-up": no_cache / cache, "max |diff|": (outputs[True] - outputs[False]).abs().max().item()})
+    return rows
+
+
+def print_table(rows: list[dict[str, float]]) -> None:
+    keys = list(rows[0])
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    parser = argparse.ArgumentParser(prog="python -m omnigen.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=["kv_cache"])
+    parser.add_argument("--ckpt", help="a checkpoint or exported directory; default: the fit config's model, random")
+    parser.add_argument("--override", action="append", default=[], help="a fit-config override, e.g. model=tiny")
+    parser.add_argument("--size", type=int, default=32, help="output and input image side, pixels")
+    parser.add_argument("--steps", type=int, default=20, help="Euler steps per sample")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each variant (median reported)")
+    parser.add_argument("--batch", type=int, default=1, help="prompts per call")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
+    print(f"kv_cache: {args.size}x{args.size}, {args.steps} steps, batch {args.batch}, {args.repeats} repeats, "
+          f"{torch.get_num_threads()} threads, {sum(p.numel() for p in module.parameters()) / 1e6:.2f}M parameters")
+    rows = kv_cache(OmniGenPipeline(module), args.size, args.steps, args.repeats, args.batch)
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
