@@ -190,13 +190,14 @@ class OmniGenPipeline:
             log.warning("%r lets the condition see later tokens: sampling without the kv-cache", transformer.mask)
             use_kv_cache = False
         cache = transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout) if use_kv_cache else None
+        mask = transformer.mask.dense(batch.layout)  # the same at every step
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             x, t = x.repeat(branches, 1, 1, 1), t.repeat(branches)  # (branches·B, C, h, w), (branches·B,)
             if cache is not None:
-                v = transformer.forward_cached(x, t, cache, batch.layout)
+                v = transformer.forward_cached(x, t, cache, batch.layout, mask)
             else:
-                v = transformer(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
+                v = transformer(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout, mask)
             v = v.float().chunk(branches)
             if branches == 1:
                 return v[0]

@@ -68,16 +68,17 @@ class OmniGen(nn.Module):
         return embeds.masked_scatter(image_token_mask[..., None], torch.cat(tokens).to(embeds.dtype))
 
     def forward(self, x_t: Tensor, t: Tensor, input_ids: Tensor, image_token_mask: Tensor,
-                input_latents: list[Tensor], layout: SequenceLayout) -> Tensor:
+                input_latents: list[Tensor], layout: SequenceLayout, attention_mask: Tensor | None = None) -> Tensor:
         """Velocity of the output image.
 
         x_t: (B, C, H, W) noisy output latent; t: (B,) in [0, 1]; input_ids, image_token_mask:
-        (B, Lc) left-padded condition; layout: the full sequence (B, Lc + 1 + N).
+        (B, Lc) left-padded condition; layout: the full sequence (B, Lc + 1 + N). attention_mask:
+        `self.mask.dense(layout)` when the caller already has it (a sampler reuses it every step).
         """
         if layout.prefix_length != input_ids.shape[1]:
             raise ValueError(f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens")
         condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
-        return self._velocity(x_t, t, layout, condition=condition)
+        return self._velocity(x_t, t, layout, attention_mask, condition=condition)
 
     def cache_prefix(self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor],
                      layout: SequenceLayout) -> DynamicCache:
@@ -96,7 +97,8 @@ class OmniGen(nn.Module):
                  position_ids=layout.position_ids()[:, :prefix], cache=cache, use_cache=True)
         return cache
 
-    def forward_cached(self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout) -> Tensor:
+    def forward_cached(self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout,
+                       attention_mask: Tensor | None = None) -> Tensor:
         """Velocity of the output image, running only `[time | output]` against a `cache_prefix` cache.
 
         The cache is cropped back to the prefix afterwards, so it serves the next step unchanged.
@@ -104,12 +106,12 @@ class OmniGen(nn.Module):
         if cache.get_seq_length() != layout.prefix_length:
             raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, the layout's prefix is {layout.prefix_length}")
         try:
-            return self._velocity(x_t, t, layout, cache=cache)
+            return self._velocity(x_t, t, layout, attention_mask, cache=cache)
         finally:
             cache.crop(-(layout.num_output_tokens + 1))
 
-    def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, condition: Tensor | None = None,
-                  cache: DynamicCache | None = None) -> Tensor:
+    def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, attention_mask: Tensor | None,
+                  condition: Tensor | None = None, cache: DynamicCache | None = None) -> Tensor:
         """Run `[condition | time | output]` (or `[time | output]` after a cached prefix) -> (B, C, H, W)."""
         h, w = self.patch_grid(x_t)
         num_output = h * w
@@ -121,7 +123,9 @@ class OmniGen(nn.Module):
         parts = [time_token, output] if condition is None else [condition, time_token, output]
         sequence = torch.cat(parts, dim=1)  # (B, L, D), or (B, 1 + N, D) after a cached prefix
         start = layout.span_ids.shape[1] - sequence.shape[1]  # the first position run now
-        mask = self.mask.dense(layout, dtype)[:, :, start:]  # (B, 1, L - start, L)
+        if attention_mask is None:
+            attention_mask = self.mask.dense(layout, dtype)
+        mask = attention_mask[:, :, start:].to(dtype)  # (B, 1, L - start, L)
         hidden = self.llm(inputs_embeds=sequence, attention_mask=mask, position_ids=layout.position_ids()[:, start:],
                           cache=cache, use_cache=cache is not None).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
