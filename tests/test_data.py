@@ -12,7 +12,7 @@ def test_loader_yields_training_batches():
     batch = next(iter(dm.train_dataloader()))
     assert batch["output_image"].shape == (16, 3, 32, 32)
     assert batch["output_image"].min() >= -1 and batch["output_image"].max() <= 1
-    for text, images, task in zip(batch["instruction"], batch["input_images"], batch["task"]):
+    for text, images, task in zip(batch["instruction"], batch["input_images"], batch["task"], strict=True):
         if task == "t2i":
             assert images == [] and "<|image_" not in text
         else:

@@ -72,7 +72,7 @@ def test_state_dict_uses_the_released_layout():
 
 def inputs(processor, m: OmniGen, instructions, images, hw=(8, 8)):
     prompts = [processor.tokenize(text, [(im.shape[-2] // m.patch_size) * (im.shape[-1] // m.patch_size) for im in imgs])
-               for text, imgs in zip(instructions, images)]
+               for text, imgs in zip(instructions, images, strict=True)]
     n = (hw[0] // m.patch_size) * (hw[1] // m.patch_size)
     batch = processor.batch(prompts, n)
     latents = [images[b][i] for b, i in batch.image_order]

@@ -60,11 +60,11 @@ def _outside(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
 def test_sample_at_is_deterministic_and_order_independent():
     forward = [sample_at(i, 11, MIX, 32) for i in range(20)]
     backward = [sample_at(i, 11, MIX, 32) for i in reversed(range(20))][::-1]
-    for a, b in zip(forward, backward):
+    for a, b in zip(forward, backward, strict=True):
         assert a.instruction == b.instruction and a.task == b.task
         assert json.dumps(a.spec) == json.dumps(b.spec)
         assert np.array_equal(a.output_image, b.output_image)
-        assert all(np.array_equal(x, y) for x, y in zip(a.input_images, b.input_images))
+        assert all(np.array_equal(x, y) for x, y in zip(a.input_images, b.input_images, strict=True))
     assert len({json.dumps(s.spec, sort_keys=True) for s in forward}) == len(forward)
     assert json.dumps(sample_at(0, 12, MIX, 32).spec) != json.dumps(forward[0].spec)
 

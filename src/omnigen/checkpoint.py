@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,23 +68,30 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> O
     return module.to(map_location).eval()
 
 
-def export_module(module: OmniGenLitModule, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write `module` as an exported directory. It is assembled beside `out_dir` and moved into
-    place at the end, so an interrupted export never leaves a half-written directory."""
+@contextmanager
+def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `out_dir` to fill; it replaces `out_dir` only when the
+    block succeeds, so an interrupted write never leaves a half-written directory."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; choose another directory or pass overwrite=True")
+        raise FileExistsError(f"{out_dir} exists; choose another directory or pass overwrite=True (CLI: --overwrite)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": CHECKPOINT_FORMAT, "model_config": module.architecture_config(), "run_config": module.run_config,
-            "global_step": module.steps_trained}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=2))
-        save_model(module, str(tmp / EXPORT_WEIGHTS))
-        module.processor.tokenizer.save_pretrained(tmp / EXPORT_TOKENIZER)
+        yield tmp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+
+def export_module(module: OmniGenLitModule, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write `module` as an exported directory (atomically)."""
+    meta = {"format": CHECKPOINT_FORMAT, "model_config": module.architecture_config(), "run_config": module.run_config,
+            "global_step": module.steps_trained}
+    with atomic_directory(out_dir, overwrite) as tmp:
+        (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=2))
+        save_model(module, str(tmp / EXPORT_WEIGHTS))
+        module.processor.tokenizer.save_pretrained(tmp / EXPORT_TOKENIZER)
+    return Path(out_dir)

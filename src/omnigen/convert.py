@@ -1,0 +1,405 @@
+"""Convert between the released OmniGen-v1 layout, omnigen's native checkpoints and diffusers 0.42.
+
+    python -m omnigen.convert from-release RELEASE_DIR OUT_DIR [--vae SDXL_VAE_DIR]
+    python -m omnigen.convert to-diffusers CKPT OUT_DIR [--transformer-only] [--dtype bfloat16]
+
+Released layout (read from its code): `model.safetensors` (or `model.pt`, a plain `torch.save`d
+state dict), the Phi-3 `config.json`, tokenizer files, optionally `vae/` (a diffusers AutoencoderKL;
+without it the release downloads stabilityai/sdxl-vae, we never do: pass `vae_path`). `pos_embed`
+is a persistent buffer loaded strictly, so checkpoints carry it (192×192 grid). Fine-tunes are
+saved in the training dtype (bf16 by default) and the release casts to bf16 after loading; we load
+float32. Our parameter names are the release's, so importing is a strict key check.
+
+Native -> diffusers key mapping (OmniGenTransformer2DModel):
+    llm.embed_tokens / llm.norm                  -> embed_tokens / norm
+    llm.layers.i.self_attn.qkv_proj              -> layers.i.self_attn.to_q, to_k, to_v (row split q|k|v)
+    llm.layers.i.self_attn.o_proj                -> layers.i.self_attn.to_out.0
+    llm.layers.i.{input,post_attention}_layernorm, mlp.{gate_up,down}_proj -> same, `llm.` dropped
+    x_embedder.proj / input_x_embedder.proj      -> patch_embedding.output_image_proj / input_image_proj
+    pos_embed                                    -> patch_embedding.pos_embed
+    time_token.mlp.{0,2} / t_embedder.mlp.{0,2}  -> time_token.linear_{1,2} / t_embedder.linear_{1,2}
+    final_layer.adaLN_modulation.1 / .linear     -> norm_out.linear / proj_out
+Diffusers' transformer takes t in [0, 1] (t = 0 noise) like ours; the exported scheduler
+(FlowMatchEulerDiscreteScheduler, invert_sigmas, one train timestep) walks the same Euler grid.
+
+Assumptions diffusers' OmniGenPipeline hard-codes (export_diffusers warns when the model breaks
+one that changes results):
+  * 16 pixels per token (an 8x VAE with patch 2): it counts image tokens as H·W/256;
+  * the OmniGen-v1 Phi-3 chat template (omnigen.processor.RELEASE_TEMPLATE) around every prompt;
+  * the tokenizer adds BOS id 1 itself when called (a leading 1 is stripped from each text chunk
+    after an image) and nothing else;
+  * pad id 2 and image placeholder id 0 (harmless: padding is masked and placeholders are
+    replaced by image tokens);
+  * the VAE has no shift_factor; input images take a posterior sample (ours: its mean); the
+    unconditional branch uses a fixed long negative prompt (ours: `negative_instruction`).
+Its processor imports torchvision, absent here. To run the full-pipeline test with input images:
+    pip install "torchvision==0.28.*" --index-url https://download.pytorch.org/whl/cpu  # pairs with torch 2.13
+    python -m pytest tests/test_convert.py -k diffusers_pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from omnigen.checkpoint import atomic_directory, export_module, load_module
+from omnigen.model.backbone.hf import backbone_architecture_config, build_hf_backbone
+from omnigen.model.omnigen import OmniGen
+from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
+from omnigen.module import OmniGenLitModule
+from omnigen.processor import RELEASE_TEMPLATE, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+RELEASE_WEIGHTS = ("model.safetensors", "model.pt")
+RELEASE_POS_GRID = 192  # the release never passes another pos_embed_max_size
+# Keys of a config.json that describe the file, not the architecture.
+CONFIG_BOOKKEEPING = ("_name_or_path", "architectures", "auto_map", "torch_dtype", "dtype", "transformers_version")
+PIPELINE_PIXELS_PER_TOKEN, PIPELINE_BOS, PIPELINE_PAD = 16, 1, 2
+
+
+def _name_keys(keys: set[str], limit: int = 5) -> str:
+    names = sorted(keys)
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# ---- released OmniGen-v1 -> native -------------------------------------------------------
+def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
+    for name in RELEASE_WEIGHTS:
+        path = release_dir / name
+        if path.is_file():
+            if path.suffix == ".safetensors":
+                return load_file(str(path), device="cpu")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}")
+
+
+def release_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The release's Phi-3 config.json as a build_hf_backbone config.
+
+    Phi-3 (128k) configs keep `original_max_position_embeddings` at the top level beside
+    `rope_scaling` ("su"); transformers 5 wants it inside the rope parameters too.
+    """
+    config = {k: v for k, v in config.items() if k not in CONFIG_BOOKKEEPING}
+    rope = config.get("rope_scaling")
+    if isinstance(rope, dict) and "original_max_position_embeddings" in config:
+        config["rope_scaling"] = {"original_max_position_embeddings": config["original_max_position_embeddings"], **rope}
+    return config
+
+
+def check_keys(expected: set[str], found: set[str], what: str, optional: frozenset[str] = frozenset()) -> None:
+    missing, unexpected = expected - found - optional, found - expected
+    problems = [f"missing {len(missing)}: {_name_keys(missing)}"] if missing else []
+    problems += [f"unexpected {len(unexpected)}: {_name_keys(unexpected)}"] if unexpected else []
+    if problems:
+        raise ValueError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
+
+
+def release_model_config(release_dir: Path, vae: AutoencoderKLVAE, llm: torch.nn.Module, patch_size: int,
+                         pos_grid: int) -> dict[str, Any]:
+    """A config that rebuilds the imported module (as configs/model/paper.yaml would describe it);
+    the training entries are the paper's and only matter for fine-tuning."""
+    return {
+        "_target_": "omnigen.module.OmniGenLitModule", "vae": vae.architecture_config(),
+        "backbone": backbone_architecture_config(llm), "mask": {"_target_": "omnigen.model.masks.omnigen.OmniGenMask"},
+        "tokenizer": {"_target_": "omnigen.processor.load_tokenizer", "path": str(release_dir)},
+        "weighting": {"_target_": "omnigen.flow.weighting.edit_region.EditRegionWeighting", "threshold": 0.05,
+                      "clip_min": 5.0, "clip_max": 64.0, "norm": "l2"},
+        "timesteps": {"_target_": "omnigen.flow.timesteps.logit_normal.LogitNormalTimesteps", "mean": 0.0, "std": 1.0},
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999],
+                      "weight_decay": 0.0}, "scheduler": None,
+        "patch_size": patch_size, "pos_embed_max_size": pos_grid, "prompt_template": RELEASE_TEMPLATE,
+        "max_condition_tokens": None, "text_dropout": 0.1, "image_dropout": 0.1, "seed": 0,
+    }
+
+
+def import_release(release_dir: str | Path, vae_path: str | Path | None = None, attn_implementation: str = "sdpa",
+                   overrides: dict[str, Any] | None = None) -> OmniGenLitModule:
+    """The released OmniGen-v1 directory as an OmniGenLitModule (float32, eval mode).
+
+    `vae_path` (a local diffusers AutoencoderKL directory, e.g. SDXL's) takes precedence over the
+    release's `vae/`. `overrides` replaces top-level entries of the rebuild config (e.g. `weighting`).
+    """
+    release_dir = Path(release_dir)
+    if not (release_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{release_dir} has no config.json (the Phi-3 config of an OmniGen-v1 release)")
+    vae_dir = Path(vae_path) if vae_path is not None else release_dir / "vae"
+    if not vae_dir.is_dir():
+        raise FileNotFoundError(f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
+                                "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)")
+    state = read_release_weights(release_dir)
+    # Non-persistent in every Phi-3 version we know, but harmless if an old one saved it.
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+    log.info("release weights in %s; loading them as float32", "/".join(dtypes))
+
+    llm = build_hf_backbone(config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
+                            attn_implementation=attn_implementation)
+    hidden = llm.config.hidden_size
+    embedder = state.get("x_embedder.proj.weight")
+    if embedder is None or embedder.dim() != 4:
+        raise ValueError(f"{release_dir}: no 4-D x_embedder.proj.weight, so this is not an OmniGen-v1 checkpoint")
+    patch_size, in_channels = embedder.shape[-1], embedder.shape[1]  # (D, C, p, p)
+    pos_grid = RELEASE_POS_GRID
+    if "pos_embed" in state:
+        table = state["pos_embed"]  # (1, G², D)
+        pos_grid = math.isqrt(table.shape[-2])
+        if table.dim() != 3 or pos_grid * pos_grid != table.shape[-2] or table.shape[-1] != hidden:
+            raise ValueError(f"pos_embed of shape {tuple(table.shape)} is not a square (1, G², {hidden}) table")
+
+    vae = AutoencoderKLVAE(pretrained_path=str(vae_dir))
+    if vae.latent_channels != in_channels:
+        raise ValueError(f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
+                         f"take {in_channels}")
+    tokenizer = load_release_tokenizer(release_dir)
+    config = release_model_config(release_dir, vae, llm, patch_size, pos_grid) | (overrides or {})
+    module = instantiate({k: v for k, v in config.items() if k not in ("vae", "backbone", "tokenizer")},
+                         vae=vae, backbone=llm, tokenizer=tokenizer, _convert_="all")
+    module.model_config = config
+    module.run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
+
+    own = module.transformer.state_dict()
+    check_keys(set(own), set(state), f"{release_dir}'s weights", optional=frozenset({"pos_embed"}))
+    wrong = {k for k, v in state.items() if v.shape != own[k].shape}
+    if wrong:
+        raise ValueError("shape mismatch against config.json: " + "; ".join(
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5]))
+    weights = {k: v.float() for k, v in state.items()}
+    if "pos_embed" in state:
+        weights["pos_embed"] = checked_pos_embed(state["pos_embed"], own["pos_embed"])
+    module.transformer.load_state_dict(weights, strict="pos_embed" in weights)
+    return module.eval()
+
+
+def load_release_tokenizer(release_dir: Path) -> Any:
+    """The tokenizer files of the release, read apart from its config.json: AutoTokenizer would
+    parse that legacy Phi-3 config, which transformers 5 rejects (see release_backbone_config)."""
+    skip = {"config.json", *RELEASE_WEIGHTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in release_dir.iterdir():
+            if path.is_file() and path.name not in skip:
+                shutil.copy(path, tmp)
+        return load_tokenizer(tmp)
+
+
+def checked_pos_embed(saved: Tensor, computed: Tensor) -> Tensor:
+    """The saved table if it is the 2D sin-cos table we compute; a float32 save is kept bit for bit,
+    a lower-precision one (a bf16 fine-tune) is replaced by the exact table it rounds."""
+    tolerance = 1e-5 if saved.dtype == torch.float32 else 1e-2
+    diff = (saved.float() - computed).abs().max().item()
+    if diff > tolerance:
+        raise ValueError(f"pos_embed differs from the 2D sin-cos table omnigen computes by {diff:.3g}: "
+                         "this checkpoint's position embedding is not the release's")
+    return saved.float() if saved.dtype == torch.float32 else computed
+
+
+# ---- native -> diffusers -----------------------------------------------------------------
+_RENAMES = {
+    "pos_embed": "patch_embedding.pos_embed", "llm.embed_tokens.weight": "embed_tokens.weight", "llm.norm.weight": "norm.weight",
+    **{f"{ours}.proj.{p}": f"patch_embedding.{theirs}.{p}" for ours, theirs in
+       (("x_embedder", "output_image_proj"), ("input_x_embedder", "input_image_proj")) for p in ("weight", "bias")},
+    **{f"{m}.mlp.{i}.{p}": f"{m}.linear_{j}.{p}" for m in ("time_token", "t_embedder")
+       for i, j in ((0, 1), (2, 2)) for p in ("weight", "bias")},
+    **{f"final_layer.{ours}.{p}": f"{theirs}.{p}" for ours, theirs in
+       (("adaLN_modulation.1", "norm_out.linear"), ("linear", "proj_out")) for p in ("weight", "bias")},
+}
+_LAYER_KEY = re.compile(r"llm\.layers\.(\d+)\.(.+)")
+_LAYER_SAME = {"input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_up_proj.weight", "mlp.down_proj.weight"}
+
+
+def to_diffusers_state_dict(state: dict[str, Tensor], num_heads: int, num_kv_heads: int, head_dim: int,
+                            dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """Release/native names -> OmniGenTransformer2DModel names; any other key is an error."""
+    out, unknown = {}, set()
+    for key, value in state.items():
+        value = value.detach().to("cpu", dtype if dtype is not None and value.is_floating_point() else value.dtype)
+        layer = _LAYER_KEY.fullmatch(key)
+        if key in _RENAMES:
+            out[_RENAMES[key]] = value
+        elif layer and layer[2] in _LAYER_SAME:
+            out[f"layers.{layer[1]}.{layer[2]}"] = value
+        elif layer and layer[2] == "self_attn.o_proj.weight":
+            out[f"layers.{layer[1]}.self_attn.to_out.0.weight"] = value
+        elif layer and layer[2] == "self_attn.qkv_proj.weight":
+            # (H·d + 2·KV·d, D) rows: queries, then keys, then values. Cloned: safetensors refuses shared storage.
+            q, k, v = value.split([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim])
+            for name, part in (("to_q", q), ("to_k", k), ("to_v", v)):
+                out[f"layers.{layer[1]}.self_attn.{name}.weight"] = part.clone()
+        else:
+            unknown.add(key)
+    if unknown:
+        raise ValueError(f"no diffusers name for {len(unknown)} key(s): {_name_keys(unknown)}")
+    return out
+
+
+def diffusers_transformer_config(transformer: OmniGen) -> dict[str, Any]:
+    """OmniGenTransformer2DModel's config for `transformer`, or a ValueError naming what it cannot express."""
+    c = transformer.llm.config
+    if c.model_type != "phi3":
+        raise ValueError(f"diffusers' OmniGenTransformer2DModel is the Phi-3 architecture (fused qkv_proj and "
+                         f"gate_up_proj, RMSNorm, SiLU); this backbone is {c.model_type!r}")
+    heads, kv_heads = c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads
+    head_dim = c.hidden_size // heads
+    if kv_heads != heads:
+        raise ValueError(f"grouped-query attention ({kv_heads} key/value heads for {heads} query heads): diffusers' "
+                         "OmniGen attention processor does not repeat key/value heads")
+    if (declared := getattr(c, "head_dim", None)) not in (None, head_dim) or c.hidden_act != "silu":
+        raise ValueError(f"diffusers' OmniGen needs head_dim = hidden/heads and SiLU; got head_dim={declared}, "
+                         f"hidden_act={c.hidden_act!r}")
+    rope = dict(c.rope_parameters or {})
+    rope_type = rope.get("rope_type", "default")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(f"partial rotary embeddings ({rope['partial_rotary_factor']}) cannot be expressed in diffusers' OmniGen")
+    if rope_type == "default":  # identity factors; equal lengths so diffusers applies no attention scaling
+        short = long = [1.0] * (head_dim // 2)
+        original = max_positions = c.max_position_embeddings
+    elif rope_type == "longrope":
+        short, long = [float(f) for f in rope["short_factor"]], [float(f) for f in rope["long_factor"]]
+        original = rope.get("original_max_position_embeddings", c.original_max_position_embeddings)
+        max_positions = c.max_position_embeddings
+        if rope.get("factor") is not None:  # diffusers scales by max/original: encode the factor there
+            max_positions = round(rope["factor"] * original)
+            if abs(max_positions - rope["factor"] * original) > 1e-6:
+                raise ValueError(f"longrope factor {rope['factor']} × {original} is not an integer length")
+        scale = max_positions / original
+        implied = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(original))
+        if rope.get("attention_factor") is not None and abs(rope["attention_factor"] - implied) > 1e-6:
+            raise ValueError(f"longrope attention_factor {rope['attention_factor']} differs from the {implied:.6g} "
+                             "diffusers derives from the lengths")
+    else:
+        raise ValueError(f"rope type {rope_type!r} cannot be expressed by diffusers' OmniGen rotary embedding "
+                         "(only default and longrope/su)")
+    if transformer.time_token.frequency_dim != transformer.t_embedder.frequency_dim:
+        raise ValueError("the two timestep embedders use different sinusoid sizes; diffusers shares one")
+    return {
+        "in_channels": transformer.in_channels, "patch_size": transformer.patch_size, "hidden_size": c.hidden_size,
+        "rms_norm_eps": c.rms_norm_eps, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "intermediate_size": c.intermediate_size, "num_layers": c.num_hidden_layers, "pad_token_id": c.pad_token_id,
+        "vocab_size": c.vocab_size, "max_position_embeddings": max_positions,
+        "original_max_position_embeddings": original, "rope_base": rope.get("rope_theta", 10000.0),
+        "rope_scaling": {"short_factor": short, "long_factor": long},
+        "pos_embed_max_size": transformer.pos_embed_max_size, "time_step_dim": transformer.time_token.frequency_dim,
+        "flip_sin_to_cos": True, "downscale_freq_shift": 0, "timestep_activation_fn": "silu",  # sinusoid [cos, sin], t unscaled
+    }
+
+
+def write_diffusers_transformer(transformer: OmniGen, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """`config.json` + `diffusion_pytorch_model.safetensors`, loadable by OmniGenTransformer2DModel.from_pretrained."""
+    import diffusers
+
+    out_dir = Path(out_dir)
+    config = diffusers_transformer_config(transformer)
+    state = to_diffusers_state_dict(transformer.state_dict(), config["num_attention_heads"],
+                                    config["num_key_value_heads"], config["hidden_size"] // config["num_attention_heads"], dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"_class_name": "OmniGenTransformer2DModel", "_diffusers_version": diffusers.__version__}
+    (out_dir / "config.json").write_text(json.dumps(meta | config, indent=2))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "diffusion_pytorch_model.safetensors"),
+              metadata={"format": "pt"})
+    return out_dir
+
+
+def pipeline_mismatches(module: OmniGenLitModule) -> list[str]:
+    """Where `module` breaks an assumption of diffusers' OmniGenPipeline that changes its results."""
+    problems = []
+    if module.pixels_per_token != PIPELINE_PIXELS_PER_TOKEN:
+        problems.append(f"it counts {PIPELINE_PIXELS_PER_TOKEN} pixels per token (8x VAE, patch 2); this model has "
+                        f"{module.vae.downsample_factor}x{module.transformer.patch_size} = {module.pixels_per_token}")
+    processor = module.processor
+    if processor.template != RELEASE_TEMPLATE:
+        problems.append(f"it wraps prompts in the OmniGen-v1 template, this model was trained with {processor.template!r}")
+    tokenizer = processor.tokenizer
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    called = tokenizer("a")["input_ids"]
+    ours_bos = tokenizer.bos_token_id if processor.add_bos else None
+    if ours_bos != PIPELINE_BOS or called != [PIPELINE_BOS, *plain]:
+        problems.append(f"it relies on the tokenizer adding BOS id {PIPELINE_BOS} (and nothing else) when called; "
+                        f"this tokenizer gives {called} for {plain} and omnigen prepends BOS {ours_bos}")
+    if tokenizer.pad_token_id != PIPELINE_PAD:
+        problems.append(f"it pads with id {PIPELINE_PAD}, this tokenizer with {tokenizer.pad_token_id} (harmless: padding is masked)")
+    if getattr(module.vae, "shift_factor", 0.0):
+        problems.append(f"it ignores the VAE's shift_factor ({module.vae.shift_factor})")
+    return problems
+
+
+def export_diffusers(module: OmniGenLitModule, out_dir: str | Path, transformer_only: bool = False,
+                     dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
+    """Write the diffusers 0.42 OmniGenPipeline layout (transformer/, vae/, tokenizer/, scheduler/,
+    model_index.json), or `transformer/` alone. Assembled beside `out_dir`, then moved into place."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if not transformer_only and not isinstance(module.vae, AutoencoderKLVAE):
+        raise ValueError(f"diffusers' OmniGenPipeline needs an AutoencoderKL; this module uses {type(module.vae).__name__}. "
+                         "Export the transformer alone with transformer_only=True (CLI: --transformer-only)")
+    diffusers_transformer_config(module.transformer)  # fail before writing anything
+    if not transformer_only and (problems := pipeline_mismatches(module)):
+        log.warning("diffusers' OmniGenPipeline will not reproduce this model exactly:\n  - %s", "\n  - ".join(problems))
+    with atomic_directory(out_dir, overwrite) as tmp:
+        write_diffusers_transformer(module.transformer, tmp / "transformer", dtype)
+        if not transformer_only:
+            module.vae.vae.save_pretrained(tmp / "vae")
+            tokenizer = module.processor.tokenizer
+            tokenizer.save_pretrained(tmp / "tokenizer")
+            # t in [0, 1] with t = 0 noise: sigmas inverted, one train timestep (as diffusers' OmniGen conversion script).
+            FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, invert_sigmas=True).save_pretrained(tmp / "scheduler")
+            index = {"_class_name": "OmniGenPipeline", "_diffusers_version": diffusers.__version__,
+                     "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                     "tokenizer": ["transformers", _tokenizer_class_name(tokenizer)],
+                     "transformer": ["diffusers", "OmniGenTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    return Path(out_dir)
+
+
+def _tokenizer_class_name(tokenizer: Any) -> str:
+    import transformers  # diffusers imports the tokenizer's class by name from transformers
+
+    for cls in type(tokenizer).__mro__:
+        if getattr(transformers, cls.__name__, None) is cls:
+            return cls.__name__
+    return "PreTrainedTokenizerFast"
+
+
+# ---- command line --------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m omnigen.convert", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    release = commands.add_parser("from-release", help="OmniGen-v1 release directory -> omnigen exported directory")
+    release.add_argument("release_dir")
+    release.add_argument("out", help="the directory to write (OmniGenPipeline.from_checkpoint reads it)")
+    release.add_argument("--vae", help="local diffusers AutoencoderKL directory (when the release has no vae/)")
+    to_diffusers = commands.add_parser("to-diffusers", help="native checkpoint -> diffusers OmniGenPipeline directory")
+    to_diffusers.add_argument("ckpt", help="a checkpoint file or exported directory (omnigen.checkpoint.load_module)")
+    to_diffusers.add_argument("out", help="the directory to write")
+    to_diffusers.add_argument("--transformer-only", action="store_true", help="write transformer/ only")
+    to_diffusers.add_argument("--dtype", choices=sorted(DTYPES), help="cast the transformer's weights")
+    for sub in (release, to_diffusers):
+        sub.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "from-release":
+        path = export_module(import_release(args.release_dir, args.vae), args.out, overwrite=args.overwrite)
+    else:
+        path = export_diffusers(load_module(args.ckpt), args.out, transformer_only=args.transformer_only,
+                                dtype=DTYPES.get(args.dtype), overwrite=args.overwrite)
+    log.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()
