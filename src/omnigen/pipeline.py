@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
 from omnigen.checkpoint import export_module, load_module
 from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
