@@ -7,7 +7,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(2)
 
-TINY_PHI3 = dict(model_type="phi3", vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+TINY_PHI3 = dict(model_type="phi3", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0,
                  bos_token_id=2, eos_token_id=3)
 

@@ -12,9 +12,9 @@ from omnigen.processor import OmniGenProcessor
 
 FAMILIES = {
     "phi3": TINY_PHI3,
-    "llama": dict(model_type="llama", vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    "llama": dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0),
-    "qwen2": dict(model_type="qwen2", vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    "qwen2": dict(model_type="qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0),
 }
 

@@ -17,7 +17,7 @@ from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.processor import RELEASE_TEMPLATE
 
-H, FFN, LAYERS, VOCAB = 64, 128, 2, 64  # the tiny release's Phi-3 sizes
+H, FFN, LAYERS, VOCAB = 64, 128, 2, 128  # the tiny release's Phi-3 sizes
 # config.json as Phi-3-mini-128k (and so OmniGen-v1) writes it: legacy "su" rope_scaling with
 # original_max_position_embeddings at the top level, plus bookkeeping keys.
 RELEASE_CONFIG = {
@@ -231,7 +231,7 @@ def test_export_refuses_what_diffusers_cannot_express(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="needs an AutoencoderKL.*transformer_only"):
         export_diffusers(pixel, tmp_path / "a")
     assert (export_diffusers(pixel, tmp_path / "b", transformer_only=True) / "transformer" / "config.json").is_file()
-    llama = dict(model_type="llama", vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+    llama = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0)
     with pytest.raises(ValueError, match="Phi-3 architecture.*'llama'"):
         export_diffusers(make_module(tokenizer, backbone_config=llama), tmp_path / "c", transformer_only=True)

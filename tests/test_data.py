@@ -1,14 +1,13 @@
 """The Shapes-X2I DataModule: batches the module can train on, ratios, held-out previews."""
 
 import pytest
-import torch
 
-from omnigen.data.collate import collate_x2i
+from omnigen.data.collate import collate_samples
 from omnigen.data.shapes_module import ShapesX2IDataModule, ShapesX2IDataset
 
 
 def test_loader_yields_training_batches():
-    dm = ShapesX2IDataModule(families={"t2i": 0.5, "edit": 0.5}, image_size=32, batch_size=16, seed=0, length=64)
+    dm = ShapesX2IDataModule(families={"text_to_image": 0.5, "mixed_modal": 0.5}, image_size=32, batch_size=16, seed=0, length=64)
     batch = next(iter(dm.train_dataloader()))
     assert batch["output_image"].shape == (16, 3, 32, 32)
     assert batch["output_image"].min() >= -1 and batch["output_image"].max() <= 1
@@ -21,29 +20,29 @@ def test_loader_yields_training_batches():
 
 
 def test_dataset_is_a_pure_function_of_seed_and_index():
-    a = ShapesX2IDataset({"t2i": 1.0, "edit": 1.0}, 32, seed=3, length=10)
-    b = ShapesX2IDataset({"t2i": 1.0, "edit": 1.0}, 32, seed=3, length=10)
-    assert torch.equal(a[7]["output_image"], b[7]["output_image"]) and a[7]["instruction"] == b[7]["instruction"]
-    c = ShapesX2IDataset({"t2i": 1.0, "edit": 1.0}, 32, seed=4, length=10)
-    assert any(a[i]["instruction"] != c[i]["instruction"] for i in range(10))
+    a = ShapesX2IDataset({"text_to_image": 1.0, "mixed_modal": 1.0}, 32, seed=3, length=10)
+    b = ShapesX2IDataset({"text_to_image": 1.0, "mixed_modal": 1.0}, 32, seed=3, length=10)
+    assert a[7].output_image.tobytes() == b[7].output_image.tobytes() and a[7].instruction == b[7].instruction
+    c = ShapesX2IDataset({"text_to_image": 1.0, "mixed_modal": 1.0}, 32, seed=4, length=10)
+    assert any(a[i].instruction != c[i].instruction for i in range(10))
 
 
 def test_family_ratio_zero_is_never_drawn_and_previews_are_held_out():
-    dm = ShapesX2IDataModule(families={"t2i": 0.0, "edit": 1.0}, length=200)
-    assert all(dm.train_set[i]["family"] == "edit" for i in range(50))
+    dm = ShapesX2IDataModule(families={"text_to_image": 0.0, "mixed_modal": 1.0}, length=200)
+    assert all(dm.train_set[i].family == "mixed_modal" for i in range(50))
     previews = dm.preview_samples(4)
-    assert [p["family"] for p in previews] == ["edit"] * 4
+    assert [p["family"] for p in previews] == ["mixed_modal"] * 4
     assert previews[0]["instruction"] == dm.preview_samples(4)[0]["instruction"]
-    train_texts = {dm.train_set[i]["instruction"] for i in range(200)}
+    train_texts = {dm.train_set[i].instruction for i in range(200)}
     assert sum(p["instruction"] in train_texts for p in previews) <= 1  # drawn from another stream
 
 
 def test_bad_families_and_mixed_sizes_are_named():
     with pytest.raises(ValueError, match="unknown Shapes-X2I family .video."):
-        ShapesX2IDataset({"t2i": 1.0, "video": 1.0}, 32, 0, 10)
+        ShapesX2IDataset({"text_to_image": 1.0, "video": 1.0}, 32, 0, 10)
     with pytest.raises(ValueError, match="positive sum"):
-        ShapesX2IDataset({"t2i": 0.0}, 32, 0, 10)
-    a = ShapesX2IDataset({"t2i": 1.0}, 32, 0, 2)[0]
-    b = ShapesX2IDataset({"t2i": 1.0}, 64, 0, 2)[0]
+        ShapesX2IDataset({"text_to_image": 0.0}, 32, 0, 10)
+    a = ShapesX2IDataset({"text_to_image": 1.0}, 32, 0, 2)[0]
+    b = ShapesX2IDataset({"text_to_image": 1.0}, 64, 0, 2)[0]
     with pytest.raises(ValueError, match="one output size"):
-        collate_x2i([a, b])
+        collate_samples([a, b])

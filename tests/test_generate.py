@@ -62,10 +62,3 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the t2i image and the edit grid
     assert any("2 training steps" in o.get("text", "") for o in outputs)
 
-
-def test_kv_cache_benchmark_runs_and_agrees(capsys):
-    from omnigen.bench import main as bench
-
-    rows = bench(["kv_cache", "--steps", "1", "--repeats", "1", "--size", "16"])
-    assert [r["input images"] for r in rows] == [0, 1, 2] and all(r["max |diff|"] <= 1e-5 for r in rows)
-    assert "speed-up" in capsys.readouterr().out

@@ -62,7 +62,7 @@ def test_state_dict_uses_the_released_layout():
         "time_token.mlp.0.weight": (d, 256), "time_token.mlp.2.weight": (d, d),
         "t_embedder.mlp.0.weight": (d, 256), "t_embedder.mlp.2.bias": (d,),
         "final_layer.adaLN_modulation.1.weight": (2 * d, d), "final_layer.linear.weight": (p * p * c, d),
-        "pos_embed": (1, g * g, d), "llm.embed_tokens.weight": (64, d),
+        "pos_embed": (1, g * g, d), "llm.embed_tokens.weight": (128, d),
         "llm.layers.0.self_attn.qkv_proj.weight": (3 * d, d), "llm.norm.weight": (d,),
     }
     for name, shape in expected.items():

@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from conftest import TINY_PHI3, make_module
-from omnigen.data.collate import collate_x2i
+from omnigen.data.collate import collate_samples
 from omnigen.data.shapes_module import ShapesX2IDataset
 from omnigen.flow.weighting import EditRegionWeighting
 from omnigen.processor import placeholder_ids
 
 
 def shapes_batch(n=8, seed=0):
-    data = ShapesX2IDataset({"t2i": 0.5, "edit": 0.5}, image_size=32, seed=seed, length=n)
-    return collate_x2i([data[i] for i in range(n)])
+    data = ShapesX2IDataset({"text_to_image": 0.5, "mixed_modal": 0.5}, image_size=32, seed=seed, length=n)
+    return collate_samples([data[i] for i in range(n)])
 
 
 def test_training_reduces_the_loss_on_a_fixed_batch(tokenizer):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import make_module
-from omnigen.data.collate import collate_x2i
+from omnigen.data.collate import collate_samples
 from omnigen.data.shapes_module import ShapesX2IDataset
 from omnigen.flow.weighting import EditRegionWeighting
 from omnigen.images import to_pil
@@ -20,8 +20,8 @@ T2I = "a large red circle at the center on a white background"
 
 
 def shapes_batch(n=8, seed=0):
-    data = ShapesX2IDataset({"t2i": 0.5, "edit": 0.5}, image_size=32, seed=seed, length=n)
-    return collate_x2i([data[i] for i in range(n)])
+    data = ShapesX2IDataset({"text_to_image": 0.5, "mixed_modal": 0.5}, image_size=32, seed=seed, length=n)
+    return collate_samples([data[i] for i in range(n)])
 
 
 def pipeline(tokenizer, **kwargs) -> OmniGenPipeline:

@@ -1,11 +1,16 @@
 """Benchmarks that print ratios measured side by side in one run (never timed tests).
 
     python -m omnigen.bench kv_cache [--ckpt PATH | --override model/backbone=...] [--size 32] [--steps 20]
+    python -m omnigen.bench loader [--override data=mixture] [--batches 20] [--workers 0]
 
 kv_cache: wall time of sampling with and without the prefix kv-cache for prompts with 0, 1 and
 2 input images, guided (three branches with images, two without). The two variants alternate
 within each repeat so machine noise hits both alike; medians and their ratio are printed, with
 the largest pixel difference between the two outputs.
+
+loader: samples/s the fit config's DataModule delivers (one loader, `--workers` processes) next
+to samples/s the fit config's model trains at (forward, backward, AdamW step on ready batches),
+alternated within each repeat; a loader/training ratio above 1 means the loader keeps up.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from omnigen.checkpoint import load_module
 from omnigen.fit import CONFIG_DIR
@@ -31,10 +36,14 @@ PROMPTS = {
 }
 
 
+def fit_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("fit", overrides=overrides)
+
+
 def random_module(overrides: list[str]) -> OmniGenLitModule:
     """The fit config's model (tiny preset unless overridden), with random weights."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("fit", overrides=overrides)
+    cfg = fit_config(overrides)
     module = instantiate(cfg.model, _convert_="all")
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     torch.nn.init.normal_(module.transformer.final_layer.linear.weight, std=0.02)  # a non-zero velocity
@@ -67,6 +76,37 @@ def kv_cache(pipe: OmniGenPipeline, size: int, steps: int, repeats: int, batch: 
     return rows
 
 
+def loader(overrides: list[str], batches: int, repeats: int, workers: int) -> list[dict[str, float]]:
+    cfg = fit_config(overrides + [f"data.num_workers={workers}"])
+    module = random_module(overrides).train()
+    data = instantiate(cfg.data, _convert_="all")
+    if hasattr(data, "attach"):
+        data.attach(module)
+    loader_iter = iter(data.train_dataloader())
+    next(loader_iter)  # start-up (workers, first batch) is not throughput
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    module.log = lambda *args, **kwargs: None  # no trainer to log to
+    times: dict[str, list[float]] = {"loader": [], "training": []}
+    samples = 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ready = [next(loader_iter) for _ in range(batches)]
+        times["loader"].append(time.perf_counter() - start)
+        samples = sum(len(b["instruction"]) for b in ready)
+        start = time.perf_counter()
+        for i, batch in enumerate(ready):
+            loss = module.training_step(batch, i)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        times["training"].append(time.perf_counter() - start)
+    loader_rate = samples / statistics.median(times["loader"])
+    train_rate = samples / statistics.median(times["training"])
+    return [{"data": type(data).__name__, "workers": workers, "batch": len(ready[0]["instruction"]),
+             "loader samples/s": loader_rate, "training samples/s": train_rate, "loader / training": loader_rate / train_rate}]
+
+
 def print_table(rows: list[dict[str, float]]) -> None:
     keys = list(rows[0])
     print(" | ".join(keys))
@@ -77,7 +117,7 @@ def print_table(rows: list[dict[str, float]]) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser = argparse.ArgumentParser(prog="python -m omnigen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["kv_cache"])
+    parser.add_argument("benchmark", choices=["kv_cache", "loader"])
     parser.add_argument("--ckpt", help="a checkpoint or exported directory; default: the fit config's model, random")
     parser.add_argument("--override", action="append", default=[], help="a fit-config override, e.g. model=tiny")
     parser.add_argument("--size", type=int, default=32, help="output and input image side, pixels")
@@ -85,9 +125,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each variant (median reported)")
     parser.add_argument("--batch", type=int, default=1, help="prompts per call")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batches", type=int, default=20, help="loader: batches per timed repeat")
+    parser.add_argument("--workers", type=int, default=0, help="loader: DataLoader worker processes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.benchmark == "loader":
+        print(f"loader: {args.batches} batches per repeat, {args.repeats} repeats, {torch.get_num_threads()} threads")
+        rows = loader(args.override, args.batches, args.repeats, args.workers)
+        print_table(rows)
+        return rows
     module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
     print(f"kv_cache: {args.size}x{args.size}, {args.steps} steps, batch {args.batch}, {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads, {sum(p.numel() for p in module.parameters()) / 1e6:.2f}M parameters")

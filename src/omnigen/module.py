@@ -134,6 +134,8 @@ class OmniGenLitModule(LightningModule):
                                      f"(tasks in batch: {sorted(set(batch['task']))})")
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log_per_task(per_sample.detach(), batch["task"])
+        for name, value in (batch.get("data_stats") or {}).items():  # running totals from the DataModule
+            self.log(f"data/{name}", value, batch_size=x.shape[0])
         return loss
 
     @staticmethod

@@ -2,18 +2,31 @@
 
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor
+
+from omnigen.data.schema import X2ISample
+from omnigen.images import from_array
 
 
-def collate_x2i(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    sizes = {tuple(s["output_image"].shape) for s in samples}
+def to_tensor(image: Image.Image) -> Tensor:
+    """RGB image -> (3, H, W) in [-1, 1]."""
+    return from_array(np.array(image, dtype=np.uint8))
+
+
+def collate_samples(samples: list[X2ISample]) -> dict[str, Any]:
+    sizes = {s.output_image.size for s in samples}
     if len(sizes) != 1:
-        raise ValueError(f"a batch must share one output size, got {sorted(sizes)}")
+        raise ValueError(f"a batch must share one output size, got {sorted(sizes)} (bucket the samples by size)")
     return {
-        "instruction": [s["instruction"] for s in samples],
-        "input_images": [list(s["input_images"]) for s in samples],
-        "output_image": torch.stack([s["output_image"] for s in samples]),  # (B, 3, H, W)
-        "task": [s["task"] for s in samples],
-        "spec": [s["spec"] for s in samples],
-        "edit_source": [s.get("edit_source") for s in samples],
+        "instruction": [s.instruction for s in samples],
+        "input_images": [[to_tensor(im) for im in s.input_images] for s in samples],
+        "output_image": torch.stack([to_tensor(s.output_image) for s in samples]),  # (B, 3, H, W)
+        "task": [s.task for s in samples],
+        "family": [s.family for s in samples],
+        "spec": [s.spec for s in samples],
+        "edit_source": [s.edit_source for s in samples],
+        "key": [s.key for s in samples],
     }

@@ -7,24 +7,12 @@ import numpy as np
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from omnigen.data.collate import collate_x2i
-from omnigen.data.shapes import ShapesSample, make_sample, sample_at
-from omnigen.data.shapes.tasks import family_probabilities
-from omnigen.images import from_array
+from omnigen.data.collate import collate_samples
+from omnigen.data.schema import X2ISample
+from omnigen.data.shapes import make_sample
+from omnigen.data.sources.shapes import ShapesSource, to_x2i
 
 PREVIEW_SEED_OFFSET = 1_000_003  # previews come from a seed the training stream never uses
-
-
-def to_item(sample: ShapesSample) -> dict[str, Any]:
-    return {
-        "instruction": sample.instruction,
-        "input_images": [from_array(im) for im in sample.input_images],
-        "output_image": from_array(sample.output_image),
-        "task": sample.task,
-        "family": sample.family,
-        "spec": sample.spec,
-        "edit_source": sample.edit_source,
-    }
 
 
 class ShapesX2IDataset(Dataset):
@@ -32,14 +20,16 @@ class ShapesX2IDataset(Dataset):
     can produce any item."""
 
     def __init__(self, families: dict[str, float], image_size: int, seed: int, length: int) -> None:
-        family_probabilities(families)  # fail at construction, not in a worker
-        self.families, self.image_size, self.seed, self.length = dict(families), image_size, seed, length
+        self.source = ShapesSource(families, image_size, seed, length)  # validates the families here, not in a worker
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.source)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return to_item(sample_at(index, self.seed, self.families, self.image_size))
+    def __getitem__(self, index: int) -> X2ISample:
+        sample = self.source.get(index)
+        if not isinstance(sample, X2ISample):  # the generator's own grammar broke: a bug, not bad input
+            raise RuntimeError(f"Shapes-X2I produced an invalid sample: {sample.message}")
+        return sample
 
 
 class StreamSampler(Sampler[int]):
@@ -61,7 +51,7 @@ class ShapesX2IDataModule(LightningDataModule):
     def __init__(self, families: dict[str, float] | None = None, image_size: int = 32, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, length: int = 1_000_000) -> None:
         super().__init__()
-        self.families = dict(families) if families is not None else {"t2i": 0.5, "edit": 0.5}
+        self.families = dict(families) if families is not None else {"text_to_image": 0.5, "mixed_modal": 0.5}
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.seed, self.length = seed, length
         self.train_set = ShapesX2IDataset(self.families, image_size, seed, length)
@@ -76,10 +66,11 @@ class ShapesX2IDataModule(LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, drop_last=True,
                           sampler=StreamSampler(consumed * self.batch_size, self.length),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate_x2i)
+                          collate_fn=collate_samples)
 
     def preview_samples(self, n: int) -> list[dict[str, Any]]:
         """n held-out samples cycling through the families with a non-zero ratio (for sample grids)."""
         rng = np.random.default_rng([self.seed + PREVIEW_SEED_OFFSET])
         active = [f for f, r in self.families.items() if r > 0]
-        return [to_item(make_sample(active[i % len(active)], rng, self.image_size)) for i in range(n)]
+        samples = [to_x2i(make_sample(active[i % len(active)], rng, self.image_size), f"preview:{i}") for i in range(n)]
+        return [{k: v[0] for k, v in collate_samples([s]).items()} for s in samples]

@@ -1,13 +1,35 @@
-"""Shapes-X2I: a seeded procedural world of flat shapes with exact ground truth."""
+"""Shapes-X2I: a seeded procedural world of flat shapes with exact ground truth, and task
+families over it (text_to_image, mixed_modal, subject_driven, visual_condition, cv_tasks)."""
 
 from typing import Any
 
+from omnigen.data.shapes.conditions import CV_TASKS, VISUAL_CONDITIONS
+from omnigen.data.shapes.maps import (
+    DEPTH_BACKGROUND,
+    DEPTH_ROWS,
+    MASK_COLOUR,
+    SEGMENTATION_COLOURS,
+    depth_map,
+    edge_map,
+    edge_pixels,
+    gaussian_blur,
+    greyscale,
+    segmentation_map,
+)
+from omnigen.data.shapes.sample import IMAGE_PREFIX, ShapesSample, image_tag
+from omnigen.data.shapes.subject import (
+    PATTERNS,
+    Subject,
+    render_reference,
+    render_with_subject,
+    subject_pixels,
+)
 from omnigen.data.shapes.tasks import (
     EDIT_KINDS,
     EDIT_TEMPLATES,
     FAMILIES,
-    IMAGE_PREFIX,
-    ShapesSample,
+    FAMILY_TASKS,
+    family_probabilities,
     make_sample,
     sample_at,
 )
@@ -22,6 +44,8 @@ from omnigen.data.shapes.world import (
     cell_centre,
     cell_slices,
     describe,
+    describe_layout,
+    label_map,
     render,
     sample_scene,
     shape_mask,
@@ -43,28 +67,50 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BACKGROUND_COLOURS",
+    "CV_TASKS",
+    "DEPTH_BACKGROUND",
+    "DEPTH_ROWS",
     "EDIT_KINDS",
     "EDIT_TEMPLATES",
     "FAMILIES",
+    "FAMILY_TASKS",
     "IMAGE_PREFIX",
+    "MASK_COLOUR",
+    "PATTERNS",
     "POSITIONS",
+    "SEGMENTATION_COLOURS",
     "SHAPE_COLOURS",
     "SHAPE_KINDS",
     "SIZES",
     "SPECIAL_TOKENS",
     "TOKENIZER_PATH",
+    "VISUAL_CONDITIONS",
     "Scene",
     "ShapeSpec",
     "ShapesSample",
+    "Subject",
     "build_tokenizer",
     "cell_centre",
     "cell_slices",
+    "depth_map",
     "describe",
+    "describe_layout",
+    "edge_map",
+    "edge_pixels",
+    "family_probabilities",
+    "gaussian_blur",
+    "greyscale",
+    "image_tag",
+    "label_map",
     "load_shapes_tokenizer",
     "make_sample",
     "render",
+    "render_reference",
+    "render_with_subject",
     "sample_at",
     "sample_scene",
+    "segmentation_map",
     "shape_mask",
+    "subject_pixels",
     "vocabulary",
 ]

@@ -1,4 +1,14 @@
-"""Task families over the Shapes-X2I world: text-to-image and instruction editing.
+"""Task families over the Shapes-X2I world, one per family of omnigen.data.schema.TASKS
+(few-shot episodes excepted: the data layer builds those from any family).
+
+- text_to_image ("t2i"): caption -> scene (this module).
+- mixed_modal ("edit/<kind>"): scene + instruction -> edited scene (this module).
+- subject_driven ("subject"): reference image of a two-colour object -> a new scene with it
+  (subject.py).
+- visual_condition ("canny", "segmentation", "depth", "bbox"): condition map + layout caption ->
+  scene (conditions.py).
+- cv_tasks ("edges", "segmentation", "depth", "referring": scene -> map; "deblur", "denoise",
+  "inpaint", "colourise": degraded -> clean scene) (conditions.py).
 
 Every sample carries a JSON-serialisable `spec` with its full ground truth, so
 metrics can check generated images against it without any learned model.
@@ -6,11 +16,14 @@ metrics can check generated images against it without any learned model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from omnigen.data.shapes import conditions, subject
+from omnigen.data.shapes.sample import IMAGE_PREFIX, ShapesSample, pick
 from omnigen.data.shapes.world import (
     POSITIONS,
     SHAPE_COLOURS,
@@ -24,10 +37,7 @@ from omnigen.data.shapes.world import (
     sample_scene,
 )
 
-FAMILIES: tuple[str, ...] = ("t2i", "edit")
 EDIT_KINDS: tuple[str, ...] = ("recolour", "remove", "add", "move")
-# The processor replaces this placeholder with the first input image's tokens.
-IMAGE_PREFIX = "<img><|image_1|></img> "
 # Edit grammar; vocab.py reads the literal words out of these templates.
 EDIT_TEMPLATES: dict[str, str] = {
     "recolour": "make the {object} {colour}",
@@ -35,22 +45,24 @@ EDIT_TEMPLATES: dict[str, str] = {
     "add": "add {shape}",
     "move": "move the {object} to the {position}",
 }
-
-
-@dataclass
-class ShapesSample:
-    instruction: str
-    input_images: list[np.ndarray]
-    output_image: np.ndarray
-    task: str
-    family: str
-    spec: dict[str, Any]
-    # Index of the input image the output is an edit of (edit-region loss weighting), else None.
-    edit_source: int | None = None
-
-
-def _pick(rng: np.random.Generator, options: list[str]) -> str:
-    return options[int(rng.integers(len(options)))]
+# Every task each family emits.
+FAMILY_TASKS: dict[str, tuple[str, ...]] = {
+    "text_to_image": ("t2i",),
+    "mixed_modal": tuple(f"edit/{kind}" for kind in EDIT_KINDS),
+    "subject_driven": ("subject",),
+    "visual_condition": tuple(conditions.VISUAL_CONDITIONS),
+    "cv_tasks": conditions.CV_TASKS,
+}
+FAMILIES: tuple[str, ...] = tuple(FAMILY_TASKS)
+# Every instruction template beyond the caption grammar of world.py, and the words filled into
+# them that are not palette/position names; vocab.py reads its vocabulary out of these.
+INSTRUCTION_TEMPLATES: tuple[str, ...] = (
+    *EDIT_TEMPLATES.values(),
+    subject.SUBJECT_PHRASE,
+    conditions.VISUAL_CONDITION_TEMPLATE,
+    *conditions.CV_TEMPLATES.values(),
+)
+FILLER_PHRASES: tuple[str, ...] = tuple(name for _, name in conditions.VISUAL_CONDITIONS.values())
 
 
 def _free_positions(scene: Scene) -> list[str]:
@@ -72,7 +84,7 @@ def _replace_shape(scene: Scene, old: ShapeSpec, new: ShapeSpec | None) -> Scene
 def _edit_recolour(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
     obj = source.shapes[int(rng.integers(len(source.shapes)))]
     # _free_colours excludes obj's own colour, so the edit always changes something.
-    colour = _pick(rng, _free_colours(source, obj.kind))
+    colour = pick(rng, _free_colours(source, obj.kind))
     target = _replace_shape(source, obj, replace(obj, colour=colour))
     text = EDIT_TEMPLATES["recolour"].format(object=obj.name, colour=colour)
     return target, text, {"object": obj.to_dict(), "colour": colour}
@@ -85,12 +97,12 @@ def _edit_remove(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, d
 
 
 def _edit_add(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
-    kind = _pick(rng, list(SHAPE_KINDS))
+    kind = pick(rng, list(SHAPE_KINDS))
     new = ShapeSpec(
         kind=kind,
-        colour=_pick(rng, _free_colours(source, kind)),
-        size=_pick(rng, list(SIZES)),
-        position=_pick(rng, _free_positions(source)),
+        colour=pick(rng, _free_colours(source, kind)),
+        size=pick(rng, list(SIZES)),
+        position=pick(rng, _free_positions(source)),
     )
     target = Scene(background=source.background, shapes=source.shapes + (new,))
     return target, EDIT_TEMPLATES["add"].format(shape=describe_shape(new)), {"object": new.to_dict()}
@@ -98,7 +110,7 @@ def _edit_add(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict
 
 def _edit_move(rng: np.random.Generator, source: Scene) -> tuple[Scene, str, dict[str, Any]]:
     obj = source.shapes[int(rng.integers(len(source.shapes)))]
-    position = _pick(rng, _free_positions(source))
+    position = pick(rng, _free_positions(source))
     target = _replace_shape(source, obj, replace(obj, position=position))
     text = EDIT_TEMPLATES["move"].format(object=obj.name, position=position)
     return target, text, {"object": obj.to_dict(), "position": position}
@@ -119,13 +131,13 @@ def _make_t2i(rng: np.random.Generator, image_size: int) -> ShapesSample:
         input_images=[],
         output_image=render(scene, image_size),
         task="t2i",
-        family="t2i",
+        family="text_to_image",
         spec={"scene": scene.to_dict()},
     )
 
 
 def _make_edit(rng: np.random.Generator, image_size: int) -> ShapesSample:
-    kind = _pick(rng, list(EDIT_KINDS))
+    kind = pick(rng, list(EDIT_KINDS))
     # A scene must keep at least one shape, so removal needs two to start with.
     source = sample_scene(rng, min_shapes=2 if kind == "remove" else 1, max_shapes=3)
     target, text, details = _EDITS[kind](rng, source)
@@ -134,15 +146,17 @@ def _make_edit(rng: np.random.Generator, image_size: int) -> ShapesSample:
         input_images=[render(source, image_size)],
         output_image=render(target, image_size),
         task=f"edit/{kind}",
-        family="edit",
+        family="mixed_modal",
         spec={"source": source.to_dict(), "target": target.to_dict(), "edit": {"kind": kind, **details}},
         edit_source=0,
     )
 
 
 _FAMILY_MAKERS: dict[str, Callable[[np.random.Generator, int], ShapesSample]] = {
-    "t2i": _make_t2i,
-    "edit": _make_edit,
+    "text_to_image": _make_t2i,
+    "mixed_modal": _make_edit,
+    "subject_driven": subject.make_subject_driven,
+    **conditions.MAKERS,
 }
 
 

@@ -1,7 +1,9 @@
 """Closed word-level tokenizer for the Shapes-X2I grammar.
 
-The vocabulary is derived from the grammar's templates and palettes, so adding
-a colour or an edit template updates it; a test checks the shipped
+The vocabulary is derived from the grammar's templates and palettes (every family's
+instruction templates: tasks.INSTRUCTION_TEMPLATES), so adding a colour or a template
+updates it. Ids: the special tokens first, in SPECIAL_TOKENS order (fixed), then the
+words sorted (a new word shifts the ids of the words after it). A test checks the shipped
 tokenizer.json still matches (regenerate with `python -m omnigen.data.shapes.vocab`).
 """
 
@@ -14,9 +16,10 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from omnigen.data.shapes.tasks import EDIT_TEMPLATES
+from omnigen.data.shapes.tasks import FILLER_PHRASES, INSTRUCTION_TEMPLATES
 from omnigen.data.shapes.world import (
     BACKGROUND_COLOURS,
+    LAYOUT_PHRASE,
     LIST_LAST_SEPARATOR,
     LIST_SEPARATOR,
     POSITIONS,
@@ -46,9 +49,9 @@ def _template_literals(template: str) -> str:
 
 
 def vocabulary() -> list[str]:
-    """Every word the caption and edit grammars can emit, plus ',' '.' and digits."""
-    templates = [SHAPE_PHRASE, SCENE_PHRASE, LIST_SEPARATOR, LIST_LAST_SEPARATOR, *EDIT_TEMPLATES.values()]
-    fillers = [*SHAPE_COLOURS, *BACKGROUND_COLOURS, *SHAPE_KINDS, *SIZES, *POSITIONS]
+    """Every word the caption and instruction grammars can emit, plus ',' '.' and digits."""
+    templates = [SHAPE_PHRASE, LAYOUT_PHRASE, SCENE_PHRASE, LIST_SEPARATOR, LIST_LAST_SEPARATOR, *INSTRUCTION_TEMPLATES]
+    fillers = [*SHAPE_COLOURS, *BACKGROUND_COLOURS, *SHAPE_KINDS, *SIZES, *POSITIONS, *FILLER_PHRASES]
     words: set[str] = set(EXTRA_SYMBOLS)
     for text in [*(_template_literals(t) for t in templates), *fillers]:
         words |= _words(text)

@@ -53,6 +53,8 @@ SIZE_MULTIPLE = 16
 # the tokenizer vocabulary cannot drift from what describe() produces.
 SHAPE_PHRASE = "a {size} {colour} {kind} at the {position}"
 SCENE_PHRASE = "{shapes} on a {background} background"
+# Layout captions leave the size out (a condition map or the input image shows it).
+LAYOUT_PHRASE = "a {colour} {kind} at the {position}"
 LIST_SEPARATOR = ", "
 LIST_LAST_SEPARATOR = " and "
 
@@ -170,21 +172,29 @@ def cell_centre(position: str, size: int) -> tuple[int, int]:
     return int((row + 0.5) * size / GRID), int((col + 0.5) * size / GRID)
 
 
-def _mask_in_cell(shape: ShapeSpec, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
-    rows, cols = cell_slices(shape.position, size)
-    grid_row, grid_col = POSITIONS[shape.position]
-    # Pixel-centre coordinates in units of the image side, relative to the shape centre.
+def kind_mask(kind: str, y: np.ndarray, x: np.ndarray, half: float) -> np.ndarray:
+    """Which offsets (y, x) from a shape's centre it covers; `half` is half its extent (any units)."""
+    if kind == "circle":
+        return x * x + y * y <= half * half
+    if kind == "square":
+        return (np.abs(x) <= half) & (np.abs(y) <= half)
+    # triangle, apex up: half-width grows linearly from 0 at the apex to `half` at the base
+    return (y <= half) & (np.abs(x) <= (y + half) / 2)
+
+
+def cell_offsets(position: str, size: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """A cell's (rows, cols) slices and its pixel centres' offsets (y as a column, x as a row) from the
+    cell centre, in units of the image side."""
+    rows, cols = cell_slices(position, size)
+    grid_row, grid_col = POSITIONS[position]
     y = (np.arange(rows.start, rows.stop) + 0.5) / size - (grid_row + 0.5) / GRID
     x = (np.arange(cols.start, cols.stop) + 0.5) / size - (grid_col + 0.5) / GRID
-    y, x = y[:, None], x[None, :]
-    half = SIZES[shape.size] / 2
-    if shape.kind == "circle":
-        mask = x * x + y * y <= half * half
-    elif shape.kind == "square":
-        mask = (np.abs(x) <= half) & (np.abs(y) <= half)
-    else:  # triangle, apex up: half-width grows linearly from 0 at the apex to `half` at the base
-        mask = (y <= half) & (np.abs(x) <= (y + half) / 2)
-    return (rows, cols), mask
+    return (rows, cols), y[:, None], x[None, :]
+
+
+def _mask_in_cell(shape: ShapeSpec, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
+    (rows, cols), y, x = cell_offsets(shape.position, size)
+    return (rows, cols), kind_mask(shape.kind, y, x, SIZES[shape.size] / 2)
 
 
 def shape_mask(shape: ShapeSpec, size: int) -> np.ndarray:
@@ -206,6 +216,16 @@ def render(scene: Scene, size: int) -> np.ndarray:
     return image
 
 
+def label_map(scene: Scene, size: int) -> np.ndarray:
+    """(size, size) int array: 0 on the background, i + 1 on the pixels of scene.shapes[i]."""
+    _check_size(size)
+    labels = np.zeros((size, size), dtype=np.int64)
+    for i, shape in enumerate(scene.shapes):
+        (rows, cols), local = _mask_in_cell(shape, size)
+        labels[rows, cols][local] = i + 1
+    return labels
+
+
 def join_phrases(phrases: list[str]) -> str:
     """'A', 'A and B', 'A, B and C'."""
     if len(phrases) == 1:
@@ -220,4 +240,10 @@ def describe_shape(shape: ShapeSpec) -> str:
 def describe(scene: Scene) -> str:
     """Caption, e.g. 'a large red circle at the top left and ... on a white background'."""
     shapes = join_phrases([describe_shape(s) for s in scene.shapes])
+    return SCENE_PHRASE.format(shapes=shapes, background=scene.background)
+
+
+def describe_layout(scene: Scene) -> str:
+    """Caption without sizes, e.g. 'a red circle at the top left and ... on a white background'."""
+    shapes = join_phrases([LAYOUT_PHRASE.format(colour=s.colour, kind=s.kind, position=s.position) for s in scene.shapes])
     return SCENE_PHRASE.format(shapes=shapes, background=scene.background)

@@ -1,0 +1,135 @@
+"""X2IDataModule: the Lightning side of one task family (or a mixture of them).
+
+Subclasses name the family and the number of input images its samples take; everything else
+(sources, batching, resolution, bad-input policy, accounting) is shared here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from typing import Any
+
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from omnigen.data.collate import collate_samples
+from omnigen.data.few_shot import EpisodeBuilder
+from omnigen.data.resolution import Resolution
+from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample
+from omnigen.data.sources.base import Source
+from omnigen.data.stream import FamilyStream, X2IStream
+from omnigen.processor import OmniGenProcessor, PromptError
+
+log = logging.getLogger(__name__)
+PREVIEW_SEED_OFFSET = 1_000_003  # previews read in an order the training stream does not use
+
+
+class TokenBudget:
+    """Raises BadSample('too_many_tokens') for a sample whose prompt is over the processor's limit."""
+
+    def __init__(self, processor: OmniGenProcessor, pixels_per_token: int) -> None:
+        self.processor, self.pixels_per_token = processor, pixels_per_token
+
+    def __call__(self, sample: X2ISample) -> None:
+        f = self.pixels_per_token
+        try:  # placeholders were validated already: what is left to fail is the token limit
+            self.processor.tokenize(sample.instruction, [(im.height // f) * (im.width // f) for im in sample.input_images])
+        except PromptError as error:
+            raise BadSample("too_many_tokens", sample.key, str(error)) from None
+
+
+class DataAccounting:
+    """Main-process totals of what the workers read and skipped; stops the run past the skip limit."""
+
+    def __init__(self, max_skip_fraction: float, min_records: int = 100) -> None:
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
+        self.max_skip_fraction, self.min_records = max_skip_fraction, min_records
+        self.totals: Counter[str] = Counter()
+        self.recent: deque[str] = deque(maxlen=5)
+
+    def update(self, stats: dict[str, Any]) -> dict[str, float]:
+        """Add one batch's counts; returns the running figures to log (data/<name>)."""
+        self.totals.update(stats["counts"])
+        self.recent.extend(stats["messages"])
+        skipped = sum(v for k, v in self.totals.items() if k.startswith("skipped_"))
+        read = skipped + self.totals["samples"]
+        fraction = skipped / read if read else 0.0
+        if read >= self.min_records and fraction > self.max_skip_fraction:
+            counts = ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in sorted(self.totals.items())
+                               if k.startswith("skipped_"))
+            raise RuntimeError(f"{skipped} of {read} records skipped ({fraction:.1%}), over "
+                               f"data.max_skip_fraction={self.max_skip_fraction} ({counts}); latest: "
+                               + " | ".join(self.recent))
+        figures = {f"skipped_{r}": float(self.totals[f"skipped_{r}"]) for r in SKIP_REASONS}
+        figures["skipped_fraction"] = fraction
+        samples = max(self.totals["samples"], 1)
+        for key, value in self.totals.items():
+            if key.startswith("family/"):
+                figures[f"mix/{key.removeprefix('family/')}"] = value / samples  # the realised mix
+            elif key.startswith("converted_") or key == "few_shot_warmup":
+                figures[key] = float(value)
+        return figures
+
+
+class X2IDataModule(LightningDataModule):
+    family = ""
+    min_inputs, max_inputs = 0, None
+
+    def __init__(self, sources: list[Source], batch_size: int = 32, resolution: Resolution | None = None,
+                 num_workers: int = 0, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
+                 max_skip_fraction: float = 0.05, few_shot: EpisodeBuilder | None = None) -> None:
+        super().__init__()
+        if not sources:
+            raise ValueError(f"the {self.family} DataModule needs at least one source")
+        self.sources, self.few_shot = list(sources), few_shot
+        self.batch_size, self.num_workers, self.shuffle, self.seed = batch_size, num_workers, shuffle, seed
+        self.resolution = resolution or Resolution()
+        self.on_bad, self.accounting = on_bad, DataAccounting(max_skip_fraction)
+        self.checker: TokenBudget | None = None
+
+    def family_streams(self) -> dict[str, FamilyStream]:
+        return {self.family: FamilyStream(self.family, self.sources, self.min_inputs, self.max_inputs, self.few_shot)}
+
+    def ratios(self) -> dict[str, float] | None:
+        return None  # one family: an epoch is one pass over its sources
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None and self.trainer.lightning_module is not None:
+            self.attach(self.trainer.lightning_module)
+
+    def attach(self, module: Any) -> None:
+        """Take the token grid (unless set) and the prompt limit from the model being trained."""
+        if self.resolution.multiple is None:
+            self.resolution.multiple = module.pixels_per_token
+        self.checker = TokenBudget(module.processor, module.pixels_per_token)
+
+    def stream(self, shuffle: bool | None = None, seed: int | None = None) -> X2IStream:
+        stream = X2IStream(self.family_streams(), self.ratios(), self.batch_size, self.resolution,
+                           self.shuffle if shuffle is None else shuffle, self.seed if seed is None else seed,
+                           self.on_bad, self.checker)
+        if self.trainer is not None:
+            stream.rank, stream.world_size = self.trainer.global_rank, self.trainer.world_size
+        return stream
+
+    def train_dataloader(self) -> DataLoader:
+        # Batches are formed inside the stream (by output size), so the loader does not batch.
+        # Persistent workers keep their stream's epoch counter, so each epoch reshuffles.
+        return DataLoader(self.stream(), batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        if "data_stats" in batch:
+            batch["data_stats"] = self.accounting.update(batch["data_stats"])
+        return batch
+
+    def preview_samples(self, n: int) -> list[dict[str, Any]]:
+        """n samples for sample grids, read in an order the training stream does not use."""
+        stream = self.stream(shuffle=True, seed=self.seed + PREVIEW_SEED_OFFSET)
+        samples = []
+        for sample in stream.samples(0, 1, 0, Counter(), []):
+            samples.append(sample)
+            if len(samples) == n:
+                break
+        return [{k: v[0] for k, v in collate_samples([s]).items()} for s in samples]

@@ -1,0 +1,8 @@
+"""The subject_driven family: reference image(s) of a subject -> a new scene with it."""
+
+from omnigen.data.modules.base import X2IDataModule
+
+
+class SubjectDrivenDataModule(X2IDataModule):
+    family = "subject_driven"
+    min_inputs, max_inputs = 1, None

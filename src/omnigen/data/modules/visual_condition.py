@@ -1,0 +1,8 @@
+"""The visual_condition family: one condition map (canny, HED, depth, skeleton, bbox, segmentation) -> image."""
+
+from omnigen.data.modules.base import X2IDataModule
+
+
+class VisualConditionDataModule(X2IDataModule):
+    family = "visual_condition"
+    min_inputs, max_inputs = 1, 1

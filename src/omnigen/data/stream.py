@@ -1,0 +1,161 @@
+"""The training stream: sources -> checks -> (few-shot episodes) -> resolution -> batches of one size.
+
+`X2IStream` is an IterableDataset. Each (rank, worker) reads its own part of every source, so
+ranks × workers together read each record once per epoch (a single family) or mix families by
+ratio, restarting a family's sources when they run out (a mixture). Bad records become counted
+skips that travel with the next batch (`batch["data_stats"]`); the DataModule adds them up in the
+main process, logs them and stops the run past its skip limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from omnigen.data.collate import collate_samples
+from omnigen.data.few_shot import EpisodeBuilder
+from omnigen.data.resolution import Resolution
+from omnigen.data.schema import BadSample, Skipped, X2ISample
+from omnigen.data.sources.base import Source
+
+log = logging.getLogger(__name__)
+LOGGED_SKIPS = 20  # per worker, each skip is logged up to here, then every 1000th
+
+
+@dataclass
+class FamilyStream:
+    """The records of one task family: its sources, read in turn, checked against the family."""
+
+    family: str
+    sources: list[Source]
+    min_inputs: int = 0
+    max_inputs: int | None = None
+    few_shot: EpisodeBuilder | None = None
+
+    def records(self, part: int, num_parts: int, epoch: int, shuffle: bool, seed: int,
+                stats: Counter[str]) -> Iterator[X2ISample | Skipped]:
+        def checked() -> Iterator[X2ISample | Skipped]:
+            for source in self.sources:
+                for record in source.read(part, num_parts, epoch, shuffle, seed):
+                    yield record if isinstance(record, Skipped) else self.check(record, source)
+
+        yield from self.few_shot(checked(), stats) if self.few_shot is not None else checked()
+
+    def check(self, sample: X2ISample, source: Source) -> X2ISample | Skipped:
+        if self.few_shot is None and sample.family != self.family:
+            raise ValueError(f"source {source.name!r} gives {sample.family!r} samples ({sample.key}) to the "
+                             f"{self.family!r} DataModule: give it to that family's DataModule, or set its family")
+        n = len(sample.input_images)
+        if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
+            expected = f"{self.min_inputs}..{self.max_inputs if self.max_inputs is not None else 'n'}"
+            return Skipped("image_count", sample.key, f"{sample.key}: {self.family} samples take {expected} input "
+                                                      f"images, this one has {n}")
+        return sample
+
+
+class X2IStream(IterableDataset):
+    def __init__(self, families: dict[str, FamilyStream], ratios: dict[str, float] | None, batch_size: int,
+                 resolution: Resolution, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
+                 checker: Callable[[X2ISample], None] | None = None) -> None:
+        if on_bad not in ("skip", "error"):
+            raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
+        if ratios is not None and set(ratios) != set(families):
+            raise ValueError(f"mixture ratios {sorted(ratios)} must name the families {sorted(families)}")
+        if ratios is not None and (min(ratios.values()) < 0 or sum(ratios.values()) <= 0):
+            raise ValueError(f"mixture ratios must be >= 0 with a positive sum, got {ratios}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.families, self.ratios, self.batch_size = families, ratios, batch_size
+        self.resolution, self.shuffle, self.seed, self.on_bad, self.checker = resolution, shuffle, seed, on_bad, checker
+        self.rank, self.world_size = 0, 1  # set by the DataModule before the loader starts
+        self.epoch = 0  # advanced by each pass in this process (persistent workers keep theirs)
+        self.carried: Counter[str] = Counter()
+
+    def part(self) -> tuple[int, int]:
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        return self.rank * num_workers + worker_id, self.world_size * num_workers
+
+    def __iter__(self) -> Iterator[dict]:
+        part, num_parts = self.part()
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        stats, messages = self.carried, []  # counts read after the last batch of the previous pass
+        buckets: dict[tuple[int, int], list[X2ISample]] = {}
+        ready: list[X2ISample] | None = None  # a full batch held back one step, so counts read after it ride along
+        for sample in self.samples(part, num_parts, epoch, stats, messages):
+            bucket = buckets.setdefault(sample.output_image.size, [])
+            bucket.append(sample)
+            if len(bucket) == self.batch_size:
+                if ready is not None:
+                    yield self.batch(ready, stats, messages)
+                ready = buckets.pop(sample.output_image.size)
+        # The held batch, then the epoch's remainders as smaller batches: nothing is dropped.
+        for samples in ([ready] if ready is not None else []) + list(buckets.values()):
+            yield self.batch(samples, stats, messages)
+        if stats:  # a part without a single usable sample: the next pass's first batch carries its counts
+            log.warning("part %d of %d ended with counts no batch carried: %s", part, num_parts, dict(stats))
+
+    def batch(self, samples: list[X2ISample], stats: Counter[str], messages: list[str]) -> dict:
+        batch = collate_samples(samples)
+        batch["data_stats"] = {"counts": dict(stats), "messages": list(messages)}
+        stats.clear()
+        messages.clear()
+        return batch
+
+    def samples(self, part: int, num_parts: int, epoch: int, stats: Counter[str],
+                messages: list[str]) -> Iterator[X2ISample]:
+        """Records -> usable samples; skips are counted in `stats` (and raised with on_bad='error')."""
+        skipped = 0
+        for name, record in self.records(part, num_parts, epoch, stats):
+            if isinstance(record, X2ISample):
+                try:
+                    sample = self.resolution.apply(record)
+                    if self.checker is not None:
+                        self.checker(sample)
+                except BadSample as error:
+                    record = error.skipped()
+            if isinstance(record, Skipped):
+                if self.on_bad == "error":
+                    raise BadSample(record.reason, record.key, f"{record.message} (data.on_bad=error; 'skip' counts and "
+                                                               "skips bad records)")
+                stats[f"skipped_{record.reason}"] += 1
+                messages.append(record.message)
+                skipped += 1
+                if skipped <= LOGGED_SKIPS or skipped % 1000 == 0:
+                    log.warning("skipped (%s, %d so far in part %d): %s", record.reason, skipped, part, record.message)
+                continue
+            stats["samples"] += 1
+            stats[f"family/{name}"] += 1
+            for note in sample.notes:
+                stats[f"converted_{note}"] += 1
+            yield sample
+
+    def records(self, part: int, num_parts: int, epoch: int,
+                stats: Counter[str]) -> Iterator[tuple[str, X2ISample | Skipped]]:
+        """(family name, record) pairs of this part."""
+        if self.ratios is None:  # one family: one pass over its records is the epoch
+            for name, family in self.families.items():
+                for record in family.records(part, num_parts, epoch, self.shuffle, self.seed, stats):
+                    yield name, record
+            return
+        names = [n for n, r in self.ratios.items() if r > 0]
+        p = np.asarray([self.ratios[n] for n in names], dtype=np.float64)
+        rng = np.random.default_rng([self.seed, part, epoch])
+        passes = dict.fromkeys(names, epoch)
+        streams = {n: self.families[n].records(part, num_parts, epoch, self.shuffle, self.seed, stats) for n in names}
+        while True:  # a mixture is endless: Lightning's max_steps ends it
+            name = names[int(rng.choice(len(names), p=p / p.sum()))]
+            record = next(streams[name], None)
+            if record is None:  # this family's part ran out: its next pass
+                passes[name] += 1
+                streams[name] = self.families[name].records(part, num_parts, passes[name], self.shuffle, self.seed, stats)
+                record = next(streams[name], None)
+                if record is None:
+                    raise ValueError(f"family {name!r} has no records in part {part} of {num_parts} (ranks × workers): "
+                                     "give it more data or shards, or fewer workers")
+            yield name, record
