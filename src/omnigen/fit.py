@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 # The VAE is frozen in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# omnigen's DataModules restart their sample stream at global_step × accumulation × batch size on
+# The Shapes-X2I DataModule restarts its sample stream at global_step × accumulation × batch size on
 # resume (tests/test_fit.py::test_resume_repeats_an_uninterrupted_run_exactly), which Lightning
-# cannot see; its warning that the loader is not resumable would be false here.
+# cannot see; the other DataModules say themselves that they restart their epoch
+# (omnigen.data.modules.base), so Lightning's generic warning adds nothing.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 if not Path(CONFIG_DIR).is_dir():

@@ -114,6 +114,10 @@ class X2IDataModule(LightningDataModule):
         return stream
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None and self.trainer.global_step > 0:
+            log.warning("resuming at step %d: the %s stream restarts its epoch from the beginning (only the "
+                        "Shapes-X2I quickstart DataModule resumes at the exact sample)", self.trainer.global_step,
+                        type(self).__name__)
         # Batches are formed inside the stream (by output size), so the loader does not batch.
         # Persistent workers keep their stream's epoch counter, so each epoch reshuffles.
         return DataLoader(self.stream(), batch_size=None, num_workers=self.num_workers,
