@@ -1,6 +1,7 @@
 """Training from files: a released-format JSONL trains, and the same data packed to shards trains identically."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -88,3 +89,15 @@ def test_a_bad_jsonl_line_is_a_counted_skip_during_training(tokenizer, tmp_path)
     with pytest.raises(RuntimeError, match="over data.max_skip_fraction=0.1"):
         for batch in strict.train_dataloader():
             strict.accounting.update(batch["data_stats"])
+
+
+def test_resuming_a_file_backed_stream_says_it_restarts_the_epoch(tmp_path, caplog):
+    from hydra_utils import FAST, compose_fit
+    from omnigen.fit import train
+
+    overrides = ["data=text_to_image", *FAST, "logger=csv", "callbacks.sample_grid=null"]
+    train(compose_fit(overrides + ["trainer.max_steps=2"], tmp_path / "a"))
+    with caplog.at_level(logging.WARNING, logger="omnigen.data.modules.base"):
+        resumed = train(compose_fit(overrides + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b"))
+    assert resumed["trainer"].global_step == 4
+    assert "resuming at step 2: the TextToImageDataModule stream restarts its epoch" in caplog.text
