@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples
 from omnigen.data.few_shot import EpisodeBuilder
 from omnigen.data.resolution import Resolution
@@ -61,7 +62,7 @@ class FamilyStream:
 class X2IStream(IterableDataset):
     def __init__(self, families: dict[str, FamilyStream], ratios: dict[str, float] | None, batch_size: int,
                  resolution: Resolution, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
-                 checker: Callable[[X2ISample], None] | None = None) -> None:
+                 checker: Callable[[X2ISample], None] | None = None, curriculum: Curriculum | None = None) -> None:
         if on_bad not in ("skip", "error"):
             raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
         if ratios is not None and set(ratios) != set(families):
@@ -75,6 +76,28 @@ class X2IStream(IterableDataset):
         self.rank, self.world_size = 0, 1  # set by the DataModule before the loader starts
         self.epoch = 0  # advanced by each pass in this process (persistent workers keep theirs)
         self.carried: Counter[str] = Counter()
+        # With a curriculum, batch b (counted from `start_batch`) takes the stage of optimizer step
+        # b // accumulate: its batch size, image size and task mix.
+        self.curriculum, self.accumulate, self.start_batch = curriculum, 1, 0
+        self.base_resolution, self.current_batch_size, self.current_ratios = resolution, batch_size, ratios
+
+    def enter_stage(self, batch_index: int) -> int:
+        """Set batch size, resolution and mix for loader batch `batch_index`; returns the stage index."""
+        if self.curriculum is None:
+            return 0
+        index = self.curriculum.index_at(batch_index // self.accumulate)
+        stage = self.curriculum.stages[index]
+        self.current_batch_size = stage.batch_size
+        self.resolution = replace(self.base_resolution, size=stage.image_size,
+                                  mode=stage.resolution_mode or self.base_resolution.mode)
+        if stage.mix is not None:
+            if self.ratios is None or set(stage.mix) != set(self.ratios):
+                raise ValueError(f"stage {index} mix {sorted(stage.mix)} must name the mixture's families "
+                                 f"{sorted(self.ratios or {})}")
+            self.current_ratios = stage.mix
+        else:
+            self.current_ratios = self.ratios
+        return index
 
     def part(self) -> tuple[int, int]:
         worker = get_worker_info()
@@ -83,17 +106,27 @@ class X2IStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         part, num_parts = self.part()
+        worker = get_worker_info()
+        # The loader takes batches from its workers in turn: worker w's j-th batch is loader batch j·W + w.
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         epoch, self.epoch = self.epoch, self.epoch + 1
         stats, messages = self.carried, []  # counts read after the last batch of the previous pass
         buckets: dict[tuple[int, int], list[X2ISample]] = {}
         ready: list[X2ISample] | None = None  # a full batch held back one step, so counts read after it ride along
+        formed = 0
+        stage = self.enter_stage(self.start_batch + worker_id)
         for sample in self.samples(part, num_parts, epoch, stats, messages):
             bucket = buckets.setdefault(sample.output_image.size, [])
             bucket.append(sample)
-            if len(bucket) == self.batch_size:
+            if len(bucket) == self.current_batch_size:
                 if ready is not None:
                     yield self.batch(ready, stats, messages)
                 ready = buckets.pop(sample.output_image.size)
+                formed += 1
+                if (next_stage := self.enter_stage(self.start_batch + formed * num_workers + worker_id)) != stage:
+                    # Samples already sized for the stage that ended: counted, not trained on.
+                    stats["curriculum_leftover"] += sum(len(b) for b in buckets.values())
+                    buckets, stage = {}, next_stage
         # The held batch, then the epoch's remainders as smaller batches: nothing is dropped.
         for samples in ([ready] if ready is not None else []) + list(buckets.values()):
             yield self.batch(samples, stats, messages)
@@ -143,12 +176,12 @@ class X2IStream(IterableDataset):
                 for record in family.records(part, num_parts, epoch, self.shuffle, self.seed, stats):
                     yield name, record
             return
-        names = [n for n, r in self.ratios.items() if r > 0]
-        p = np.asarray([self.ratios[n] for n in names], dtype=np.float64)
+        names = list(self.ratios)
         rng = np.random.default_rng([self.seed, part, epoch])
         passes = dict.fromkeys(names, epoch)
         streams = {n: self.families[n].records(part, num_parts, epoch, self.shuffle, self.seed, stats) for n in names}
         while True:  # a mixture is endless: Lightning's max_steps ends it
+            p = np.asarray([self.current_ratios[n] for n in names], dtype=np.float64)  # a curriculum stage may change it
             name = names[int(rng.choice(len(names), p=p / p.sum()))]
             record = next(streams[name], None)
             if record is None:  # this family's part ran out: its next pass

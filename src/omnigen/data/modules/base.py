@@ -13,6 +13,7 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
+from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples
 from omnigen.data.few_shot import EpisodeBuilder
 from omnigen.data.resolution import Resolution
@@ -79,7 +80,10 @@ class X2IDataModule(LightningDataModule):
 
     def __init__(self, sources: list[Source], batch_size: int = 32, resolution: Resolution | None = None,
                  num_workers: int = 0, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
-                 max_skip_fraction: float = 0.05, few_shot: EpisodeBuilder | None = None) -> None:
+                 max_skip_fraction: float = 0.05, few_shot: EpisodeBuilder | None = None,
+                 curriculum: Curriculum | None = None) -> None:
+        """`curriculum`: stages whose batch size, image size (the resolution's `size`) and mix replace
+        `batch_size`, `resolution.size` and the mixture's ratios at each stage's steps."""
         super().__init__()
         if not sources:
             raise ValueError(f"the {self.family} DataModule needs at least one source")
@@ -88,6 +92,7 @@ class X2IDataModule(LightningDataModule):
         self.resolution = resolution or Resolution()
         self.on_bad, self.accounting = on_bad, DataAccounting(max_skip_fraction)
         self.checker: TokenBudget | None = None
+        self.curriculum = curriculum
 
     def family_streams(self) -> dict[str, FamilyStream]:
         return {self.family: FamilyStream(self.family, self.sources, self.min_inputs, self.max_inputs, self.few_shot)}
@@ -108,9 +113,12 @@ class X2IDataModule(LightningDataModule):
     def stream(self, shuffle: bool | None = None, seed: int | None = None) -> X2IStream:
         stream = X2IStream(self.family_streams(), self.ratios(), self.batch_size, self.resolution,
                            self.shuffle if shuffle is None else shuffle, self.seed if seed is None else seed,
-                           self.on_bad, self.checker)
+                           self.on_bad, self.checker, self.curriculum)
         if self.trainer is not None:
             stream.rank, stream.world_size = self.trainer.global_rank, self.trainer.world_size
+            stream.accumulate = self.trainer.accumulate_grad_batches
+            # Batches already trained on: a resumed run continues in the right curriculum stage.
+            stream.start_batch = self.trainer.global_step * stream.accumulate
         return stream
 
     def train_dataloader(self) -> DataLoader:
@@ -131,6 +139,7 @@ class X2IDataModule(LightningDataModule):
     def preview_samples(self, n: int) -> list[dict[str, Any]]:
         """n samples for sample grids, read in an order the training stream does not use."""
         stream = self.stream(shuffle=True, seed=self.seed + PREVIEW_SEED_OFFSET)
+        stream.enter_stage(stream.start_batch)  # previews at the current stage's size
         samples = []
         for sample in stream.samples(0, 1, 0, Counter(), []):
             samples.append(sample)

@@ -4,6 +4,7 @@ families; the realised mix is logged as data/mix/<family>."""
 
 from __future__ import annotations
 
+from omnigen.curriculum import Curriculum
 from omnigen.data.modules.base import X2IDataModule
 from omnigen.data.resolution import Resolution
 from omnigen.data.stream import FamilyStream
@@ -14,13 +15,14 @@ class MixtureDataModule(X2IDataModule):
 
     def __init__(self, families: dict[str, X2IDataModule], ratios: dict[str, float], batch_size: int = 32,
                  resolution: Resolution | None = None, num_workers: int = 0, shuffle: bool = True, seed: int = 0,
-                 on_bad: str = "skip", max_skip_fraction: float = 0.05) -> None:
+                 on_bad: str = "skip", max_skip_fraction: float = 0.05, curriculum: Curriculum | None = None) -> None:
         """`families`: name -> a family DataModule (its sources, checks and few-shot settings are used;
         batching, resolution, workers and the bad-input policy are the mixture's)."""
         if set(families) != set(ratios):
             raise ValueError(f"ratios {sorted(ratios)} must name exactly the families {sorted(families)}")
         sources = [source for module in families.values() for source in module.sources]
-        super().__init__(sources, batch_size, resolution, num_workers, shuffle, seed, on_bad, max_skip_fraction)
+        super().__init__(sources, batch_size, resolution, num_workers, shuffle, seed, on_bad, max_skip_fraction,
+                         curriculum=curriculum)
         self.members, self.mix = dict(families), dict(ratios)
 
     def family_streams(self) -> dict[str, FamilyStream]:
