@@ -20,7 +20,7 @@ def tokenizer():
 
 
 def make_module(tokenizer, mask=None, weighting=None, vae=None, patch_size=4, text_dropout=0.0, image_dropout=0.0,
-                lr=1e-3, backbone_config=None):
+                lr=1e-3, backbone_config=None, finetune=None):
     """A small OmniGenLitModule built without Hydra, as a notebook would."""
     from functools import partial
 
@@ -35,7 +35,7 @@ def make_module(tokenizer, mask=None, weighting=None, vae=None, patch_size=4, te
         vae=vae or PixelVAE(), backbone=build_hf_backbone(config=backbone_config or TINY_PHI3), mask=mask or OmniGenMask(),
         weighting=weighting or UniformWeighting(), timesteps=LogitNormalTimesteps(), tokenizer=tokenizer,
         optimizer=partial(torch.optim.AdamW, lr=lr), patch_size=patch_size, pos_embed_max_size=16,
-        text_dropout=text_dropout, image_dropout=image_dropout)
+        text_dropout=text_dropout, image_dropout=image_dropout, finetune=finetune)
 
 
 @pytest.fixture(scope="session")

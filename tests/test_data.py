@@ -46,3 +46,13 @@ def test_bad_families_and_mixed_sizes_are_named():
     b = ShapesX2IDataset({"text_to_image": 1.0}, 64, 0, 2)[0]
     with pytest.raises(ValueError, match="one output size"):
         collate_samples([a, b])
+
+
+def test_stream_sampler_splits_ranks_and_resumes_where_all_ranks_stopped():
+    from omnigen.data.shapes_module import StreamSampler
+
+    ranks = [list(StreamSampler(0, 20, rank, 2)) for rank in range(2)]
+    assert ranks == [list(range(0, 20, 2)), list(range(1, 20, 2))]
+    # 2 steps of batch 3 on 2 ranks consumed 12 samples: each rank continues with its own next index
+    resumed = [list(StreamSampler(12, 20, rank, 2)) for rank in range(2)]
+    assert [r[:2] for r in resumed] == [[12, 14], [13, 15]] and resumed[0] == ranks[0][6:] and len(resumed[1]) == 4

@@ -52,10 +52,17 @@ def build_module(meta: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Om
     return module
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> OmniGenLitModule:
-    """The trained module, in eval mode, from a Lightning checkpoint file or an exported directory."""
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", weights: str = "default") -> OmniGenLitModule:
+    """The trained module, in eval mode, from a Lightning checkpoint file or an exported directory.
+
+    A checkpoint of a run with weight averaging (callbacks=ema) holds the averaged weights as its
+    state dict, which is what "default" loads; weights="raw" loads the raw training weights instead."""
+    if weights not in ("default", "raw"):
+        raise ValueError(f"weights must be 'default' or 'raw', got {weights!r}")
     path = Path(path)
     if path.is_dir():
+        if weights == "raw":
+            raise ValueError(f"{path} is an exported directory: it holds one set of weights")
         meta = json.loads((path / EXPORT_CONFIG).read_text()) if (path / EXPORT_CONFIG).is_file() else None
         check_format(meta, path / EXPORT_CONFIG)
         module = build_module(meta, load_tokenizer(str(path / EXPORT_TOKENIZER)))
@@ -64,7 +71,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> O
         checkpoint = read_checkpoint(path)
         meta = checkpoint[CHECKPOINT_KEY]
         module = build_module(meta, tokenizer_from_files(meta["tokenizer_files"]))
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        if weights == "raw" and "current_model_state" not in checkpoint:
+            raise ValueError(f"{path} has no separate raw weights (it was not trained with weight averaging)")
+        module.load_state_dict(checkpoint["current_model_state" if weights == "raw" else "state_dict"], strict=True)
     return module.to(map_location).eval()
 
 

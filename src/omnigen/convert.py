@@ -55,6 +55,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from omnigen.checkpoint import atomic_directory, export_module, load_module
+from omnigen.finetune import has_lora, merge_lora
 from omnigen.model.backbone.hf import backbone_architecture_config, build_hf_backbone
 from omnigen.model.omnigen import OmniGen
 from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
@@ -82,9 +83,34 @@ def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
         path = release_dir / name
         if path.is_file():
             if path.suffix == ".safetensors":
-                return load_file(str(path), device="cpu")
-            return torch.load(path, map_location="cpu", weights_only=True)
+                state = load_file(str(path), device="cpu")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            # Non-persistent in every Phi-3 version we know, but harmless if an old one saved it.
+            return {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     raise FileNotFoundError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}")
+
+
+def release_backbone(release_dir: str, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False) -> torch.nn.Module:
+    """The release's Phi-3 (its config.json, random weights) as a backbone plugin, for fine-tuning it
+    (configs/model/backbone/omnigen_v1.yaml); its checkpoints record the config, not this path."""
+    config = json.loads((Path(release_dir) / "config.json").read_text())
+    return build_hf_backbone(config=release_backbone_config(config), attn_implementation=attn_implementation,
+                             gradient_checkpointing=gradient_checkpointing)
+
+
+def load_release_state(transformer: OmniGen, state: dict[str, Tensor], what: str) -> None:
+    """Load release-layout weights into `transformer` (float32), strictly: every name and shape must match."""
+    own = transformer.state_dict()
+    check_keys(set(own), set(state), f"{what}'s weights", optional=frozenset({"pos_embed"}))
+    wrong = {k for k, v in state.items() if v.shape != own[k].shape}
+    if wrong:
+        raise ValueError(f"{what}: shape mismatch against the model's config: " + "; ".join(
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5]))
+    weights = {k: v.float() for k, v in state.items()}
+    if "pos_embed" in state:
+        weights["pos_embed"] = checked_pos_embed(state["pos_embed"], own["pos_embed"])
+    transformer.load_state_dict(weights, strict="pos_embed" in weights)
 
 
 def release_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +167,6 @@ def import_release(release_dir: str | Path, vae_path: str | Path | None = None, 
         raise FileNotFoundError(f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
                                 "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)")
     state = read_release_weights(release_dir)
-    # Non-persistent in every Phi-3 version we know, but harmless if an old one saved it.
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
     log.info("release weights in %s; loading them as float32", "/".join(dtypes))
 
@@ -171,27 +195,18 @@ def import_release(release_dir: str | Path, vae_path: str | Path | None = None, 
     module.model_config = config
     module.run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
 
-    own = module.transformer.state_dict()
-    check_keys(set(own), set(state), f"{release_dir}'s weights", optional=frozenset({"pos_embed"}))
-    wrong = {k for k, v in state.items() if v.shape != own[k].shape}
-    if wrong:
-        raise ValueError("shape mismatch against config.json: " + "; ".join(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5]))
-    weights = {k: v.float() for k, v in state.items()}
-    if "pos_embed" in state:
-        weights["pos_embed"] = checked_pos_embed(state["pos_embed"], own["pos_embed"])
-    module.transformer.load_state_dict(weights, strict="pos_embed" in weights)
+    load_release_state(module.transformer, state, str(release_dir))
     return module.eval()
 
 
-def load_release_tokenizer(release_dir: Path) -> Any:
+def load_release_tokenizer(path: str | Path) -> Any:
     """The tokenizer files of the release, read apart from its config.json: AutoTokenizer would
     parse that legacy Phi-3 config, which transformers 5 rejects (see release_backbone_config)."""
-    skip = {"config.json", *RELEASE_WEIGHTS}
+    release_dir, skip = Path(path), {"config.json", *RELEASE_WEIGHTS}
     with tempfile.TemporaryDirectory() as tmp:
-        for path in release_dir.iterdir():
-            if path.is_file() and path.name not in skip:
-                shutil.copy(path, tmp)
+        for file in release_dir.iterdir():
+            if file.is_file() and file.name not in skip:
+                shutil.copy(file, tmp)
         return load_tokenizer(tmp)
 
 
@@ -345,6 +360,9 @@ def export_diffusers(module: OmniGenLitModule, out_dir: str | Path, transformer_
     if not transformer_only and not isinstance(module.vae, AutoencoderKLVAE):
         raise ValueError(f"diffusers' OmniGenPipeline needs an AutoencoderKL; this module uses {type(module.vae).__name__}. "
                          "Export the transformer alone with transformer_only=True (CLI: --transformer-only)")
+    if has_lora(module.transformer):
+        raise ValueError("this module has LoRA adapters: merge them first (omnigen.finetune.merge_lora(module); "
+                         "the CLI does it)")
     diffusers_transformer_config(module.transformer)  # fail before writing anything
     if not transformer_only and (problems := pipeline_mismatches(module)):
         log.warning("diffusers' OmniGenPipeline will not reproduce this model exactly:\n  - %s", "\n  - ".join(problems))
@@ -396,7 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "from-release":
         path = export_module(import_release(args.release_dir, args.vae), args.out, overwrite=args.overwrite)
     else:
-        path = export_diffusers(load_module(args.ckpt), args.out, transformer_only=args.transformer_only,
+        module = load_module(args.ckpt)
+        if has_lora(module.transformer):
+            merge_lora(module)
+        path = export_diffusers(module, args.out, transformer_only=args.transformer_only,
                                 dtype=DTYPES.get(args.dtype), overwrite=args.overwrite)
     log.info("wrote %s", path)
 

@@ -15,6 +15,8 @@ import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from omnigen.resume import persist_wandb_run_id
+
 log = logging.getLogger(__name__)
 # The VAE is frozen in eval mode on purpose; Lightning's warning about it would only alarm users.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -59,10 +61,17 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one fit; returns the built objects (the trainer holds the final state)."""
     L.seed_everything(cfg.seed, workers=True)
+    # A relaunch in the same run directory (`hydra.run.dir=<run dir> ckpt_path=last`) logs to the same W&B run.
+    persist_wandb_run_id(cfg, cfg.paths.output_dir)
     objects = build(cfg)
     for logger in objects["loggers"]:
         logger.log_hyperparams(objects["module"].run_config)
-    objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=cfg.get("ckpt_path"))
+    try:
+        objects["trainer"].fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=cfg.get("ckpt_path"))
+    except BaseException:
+        if wandb.run is not None:  # Lightning finalises loggers as failed but leaves the W&B run open
+            wandb.finish(exit_code=1)  # a retry or the next run in this process must start its own
+        raise
     for logger in objects["loggers"]:
         logger.finalize("success")
     if wandb.run is not None:

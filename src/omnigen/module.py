@@ -12,6 +12,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from omnigen.finetune import FineTune
 from omnigen.flow.rectified import interpolate, velocity_target
 from omnigen.flow.timesteps.base import TimestepSampler
 from omnigen.flow.weighting.base import LossWeighting
@@ -23,6 +24,7 @@ from omnigen.processor import DEFAULT_TEMPLATE, OmniGenProcessor, PromptBatch, d
 
 CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
 CHECKPOINT_FORMAT = 1
+TIMESTEP_BINS = 4  # train/loss_t/<bin>: the loss over quarters of t (0 = noise, 1 = data)
 
 
 class OmniGenLitModule(LightningModule):
@@ -32,7 +34,7 @@ class OmniGenLitModule(LightningModule):
                  scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
                  max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, finetune: FineTune | None = None) -> None:
         super().__init__()
         for name, p in (("text_dropout", text_dropout), ("image_dropout", image_dropout)):
             if not 0.0 <= p <= 1.0:
@@ -42,6 +44,9 @@ class OmniGenLitModule(LightningModule):
                              f"{backbone.config.vocab_size}")
         self.vae = vae
         self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size)
+        self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.finetune)
+        if finetune is not None:
+            finetune.apply(self.transformer)
         self.processor = OmniGenProcessor(tokenizer, prompt_template, max_condition_tokens)
         self.weighting, self.timesteps = weighting, timesteps
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -52,6 +57,7 @@ class OmniGenLitModule(LightningModule):
         self.model_config: dict[str, Any] | None = None
         self.run_config: dict[str, Any] | None = None  # the whole resolved run config, for provenance
         self.loaded_step = 0  # the global step of the checkpoint this module was loaded from
+        self.last_batch_tokens = 0  # sequence tokens (padding excluded) of the last training batch
 
     @property
     def steps_trained(self) -> int:
@@ -133,7 +139,11 @@ class OmniGenLitModule(LightningModule):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step} "
                                      f"(tasks in batch: {sorted(set(batch['task']))})")
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
-        self.log_per_task(per_sample.detach(), batch["task"])
+        self.log_groups("train/loss", per_sample.detach(), batch["task"])
+        bins = (t.detach() * TIMESTEP_BINS).long().clamp(max=TIMESTEP_BINS - 1).tolist()  # which quarter of [0, 1]
+        self.log_groups("train/loss_t", per_sample.detach(),
+                        [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins])
+        self.last_batch_tokens = int(prompt.layout.valid.sum())  # for the throughput callback
         for name, value in (batch.get("data_stats") or {}).items():  # running totals from the DataModule
             self.log(f"data/{name}", value, batch_size=x.shape[0])
         return loss
@@ -149,12 +159,13 @@ class OmniGenLitModule(LightningModule):
             references.append(zs[i] if i is not None and zs else None)
         return references
 
-    def log_per_task(self, per_sample: Tensor, tasks: list[str]) -> None:
+    def log_groups(self, prefix: str, per_sample: Tensor, labels: list[str]) -> None:
+        """The mean loss of each label's samples as `<prefix>/<label>` (per task, per timestep bin)."""
         groups: dict[str, list[Tensor]] = defaultdict(list)
-        for loss, task in zip(per_sample, tasks, strict=True):
-            groups[task].append(loss)
-        for task, losses in groups.items():
-            self.log(f"train/loss/{task}", torch.stack(losses).mean(), batch_size=len(losses))
+        for loss, label in zip(per_sample, labels, strict=True):
+            groups[label].append(loss)
+        for label, losses in groups.items():
+            self.log(f"{prefix}/{label}", torch.stack(losses).mean(), batch_size=len(losses))
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -173,6 +184,8 @@ class OmniGenLitModule(LightningModule):
         config["vae"] = self.vae.architecture_config()
         config["backbone"] = backbone_architecture_config(self.transformer.llm)
         config.pop("tokenizer", None)  # stored as files beside it
+        if self.finetune is not None or "finetune" in config:  # adapters rebuilt, `init_from` not re-read
+            config["finetune"] = self.finetune.architecture_config() if self.finetune is not None else None
         return config
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

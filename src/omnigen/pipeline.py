@@ -22,6 +22,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
+from omnigen import finetune
 from omnigen.checkpoint import export_module, load_module
 from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
 from omnigen.images import from_array, to_pil
@@ -38,13 +39,33 @@ class OmniGenPipeline:
         self.module = module
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> OmniGenPipeline:
-        """From a Lightning checkpoint (`*.ckpt`) or a directory written by `save_pretrained`."""
-        return cls(load_module(path, map_location=device))
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = False,
+                        weights: str = "default") -> OmniGenPipeline:
+        """From a Lightning checkpoint (`*.ckpt`) or a directory written by `save_pretrained`. A LoRA
+        fine-tune loads with its adapters (unmerged) unless `merge_lora`. With EMA (callbacks=ema) the
+        averaged weights load; weights="raw" takes the raw training weights."""
+        pipe = cls(load_module(path, map_location=device, weights=weights))
+        return pipe.merge_lora() if merge_lora else pipe
 
     def save_pretrained(self, out_dir: str | Path, overwrite: bool = False) -> Path:
-        """Export the weights (safetensors), config and tokenizer; `from_checkpoint` reads it back."""
+        """Export the weights (safetensors), config and tokenizer; `from_checkpoint` reads it back.
+        LoRA adapters are kept as they are (call `merge_lora()` first for a plain model)."""
         return export_module(self.module, out_dir, overwrite=overwrite)
+
+    def merge_lora(self) -> OmniGenPipeline:
+        """Fold the LoRA adapters into the base weights (in place): the module becomes a plain one."""
+        finetune.merge_lora(self.module)
+        return self
+
+    def load_lora(self, path: str | Path, merge: bool = False) -> OmniGenPipeline:
+        """Add adapters written by `save_lora` (omnigen.finetune) to this base model; `merge` folds them in."""
+        finetune.load_lora(self.module, path, merge=merge)
+        self.module.to(self.device).eval()
+        return self
+
+    def save_lora(self, out_dir: str | Path) -> Path:
+        """The LoRA adapters alone (peft's adapter_config.json + adapter_model.safetensors)."""
+        return finetune.save_lora(self.module, out_dir)
 
     def to(self, device: str | torch.device) -> OmniGenPipeline:
         self.module.to(device)

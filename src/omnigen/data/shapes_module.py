@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omnigen.data.collate import collate_samples
 from omnigen.data.schema import X2ISample
@@ -32,19 +32,21 @@ class ShapesX2IDataset(Dataset):
         return sample
 
 
-class StreamSampler(Sampler[int]):
-    """Indices start, start + 1, ... < length. Items are already i.i.d. draws (each a pure function
-    of its index), so reading them in order loses nothing to shuffling and lets a resumed run
-    continue exactly where the checkpoint left off."""
+class StreamSampler(DistributedSampler):
+    """Rank r of W reads indices start + r, start + r + W, ... < length. Items are already i.i.d.
+    draws (each a pure function of its index), so reading them in order loses nothing to shuffling
+    and lets a resumed run, on any number of ranks, continue exactly where the checkpoint left off.
+    (A DistributedSampler, so Lightning does not wrap it in a shuffling one of its own.)"""
 
-    def __init__(self, start: int, length: int) -> None:
+    def __init__(self, start: int, length: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(length), num_replicas=world_size, rank=rank, shuffle=False)
         self.start, self.length = start, length
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.start, self.length))
+        return iter(range(self.start + self.rank, self.length, self.num_replicas))
 
     def __len__(self) -> int:
-        return max(0, self.length - self.start)
+        return len(range(self.start + self.rank, self.length, self.num_replicas))
 
 
 class ShapesX2IDataModule(LightningDataModule):
@@ -59,12 +61,13 @@ class ShapesX2IDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Called after a resumed checkpoint is restored: skip the batches it already trained on.
         trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         consumed = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
-        if consumed * self.batch_size >= self.length:
-            raise ValueError(f"the run has consumed {consumed} batches of {self.batch_size}, past the stream's "
-                             f"{self.length} samples; raise data.length")
+        if consumed * self.batch_size * world >= self.length:
+            raise ValueError(f"the run has consumed {consumed} batches of {self.batch_size} on {world} rank(s), past "
+                             f"the stream's {self.length} samples; raise data.length")
         return DataLoader(self.train_set, batch_size=self.batch_size, drop_last=True,
-                          sampler=StreamSampler(consumed * self.batch_size, self.length),
+                          sampler=StreamSampler(consumed * self.batch_size * world, self.length, rank, world),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           collate_fn=collate_samples)
 

@@ -1,0 +1,76 @@
+"""Atomic checkpoint files: a kill during a save never leaves a checkpoint that loads wrong.
+
+`AtomicCheckpointIO` (configured in every `configs/trainer/*.yaml` under `plugins:`) writes a
+checkpoint to a hidden temporary file in the target's directory, flushes and fsyncs it, then
+`os.replace`s it over the target (atomic on POSIX file systems) and fsyncs the directory. A reader,
+or a run relaunched after a crash, sees either the previous complete file or the new complete
+file. A temporary left behind by a killed process is removed by the next save into that directory
+(only one process, global rank 0, ever writes a checkpoint file there).
+
+Remote paths (`s3://`, `gs://`, ...) go through Lightning's own fsspec writer, which is already
+all-or-nothing on object stores.
+"""
+
+import os
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+TEMP_SUFFIX = ".omnigen-tmp"  # never `.ckpt`: Lightning's `ckpt_path=last` search must not pick a temporary
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: not every OS or file system allows it)."""
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporaries of interrupted saves in `directory`; returns what it removed."""
+    removed = []
+    for stale in directory.glob(f".*{TEMP_SUFFIX}"):
+        with suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save(obj, path)` that replaces `path` only once the new file is complete and on disk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    tmp = path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt included: leave no temporary behind when we can
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_directory(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO whose local saves are atomic (temporary file + fsync + os.replace)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path)
+            return
+        atomic_torch_save(checkpoint, path)

@@ -1,0 +1,63 @@
+"""EMA weights that checkpoints carry and the pipeline samples with; bf16-mixed, gradient checkpointing; what a run logs."""
+
+import torch
+
+from conftest import TINY_PHI3, make_module
+
+from hydra_utils import FAST, compose_fit
+from omnigen.checkpoint import load_module, read_checkpoint
+from omnigen.fit import train
+from omnigen.pipeline import OmniGenPipeline
+
+
+def test_ema_weights_differ_from_raw_and_load_into_the_pipeline(tmp_path):
+    objects = train(compose_fit([*FAST, "callbacks=ema", "callbacks.ema.decay=0.5", "logger=csv",
+                                 "callbacks.sample_grid=null"], tmp_path))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    raw, ema = read_checkpoint(ckpt)["current_model_state"], read_checkpoint(ckpt)["state_dict"]
+    name = "transformer.final_layer.linear.weight"
+    assert not torch.equal(raw[name], ema[name])  # the average lags the raw weights
+    averaged, trained = load_module(ckpt), load_module(ckpt, weights="raw")
+    assert torch.equal(averaged.state_dict()[name], ema[name]) and torch.equal(trained.state_dict()[name], raw[name])
+    # after fit, Lightning leaves the averaged weights in the module, and the pipeline samples with them
+    assert torch.equal(objects["module"].state_dict()[name], ema[name])
+    kwargs = dict(prompt="a red circle", num_inference_steps=2, seed=0, output_type="pt", progress=False)
+    from_ema = OmniGenPipeline.from_checkpoint(ckpt)(**kwargs)
+    assert not torch.equal(from_ema, OmniGenPipeline.from_checkpoint(ckpt, weights="raw")(**kwargs))
+
+
+def test_a_run_logs_loss_per_task_and_timestep_bin_lr_and_throughput(tmp_path):
+    train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null"], tmp_path))
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/loss/t2i" in header and any(h.startswith("train/loss/edit/") for h in header)
+    assert any(h.startswith("train/loss_t/") for h in header)
+    assert {"train/samples_per_s", "train/tokens_per_s", "lr-AdamW"} <= set(header)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
+    from test_module import shapes_batch
+
+    batch, grads = shapes_batch(4), []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        module = make_module(tokenizer, backbone_config=dict(TINY_PHI3))
+        if checkpointing:  # as build_hf_backbone(gradient_checkpointing=True) does
+            module.transformer.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert module.transformer.llm.is_activation_checkpointing
+        module.log = lambda *args, **kwargs: None
+        module.train()
+        module.training_step(batch, 0).backward()
+        grads.append({n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    objects = train(compose_fit([*FAST, "trainer.precision=bf16-mixed", "logger=csv", "callbacks.sample_grid=null"],
+                                tmp_path))
+    assert objects["trainer"].global_step == 4 and objects["trainer"].precision == "bf16-mixed"
+    rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("train/loss")
+    losses = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
