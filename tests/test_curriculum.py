@@ -64,3 +64,14 @@ def test_curriculum_lookup_and_lr_schedule():
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 1e-4, 1e-4])
     with pytest.raises(ValueError, match="stage 0"):
         Curriculum([Stage(steps=0, image_size=16, batch_size=8, lr=1e-3)])
+
+
+def test_the_paper_preset_is_table_1(tmp_path):
+    from omnigen.fit import build
+
+    objects = build(compose_fit(["curriculum=paper"], tmp_path))
+    curriculum = objects["datamodule"].curriculum
+    assert [(s.steps, s.image_size, s.lr) for s in curriculum.stages] == [
+        (500_000, 256, 1e-4), (300_000, 512, 1e-4), (100_000, 1024, 4e-5), (30_000, 2240, 2e-5), (80_000, 1024, 2e-5)]
+    assert curriculum.stages[-1].resolution_mode == "buckets"
+    assert objects["trainer"].max_steps == curriculum.total_steps
