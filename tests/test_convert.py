@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from conftest import TINY_PHI3, make_module
 from omnigen.checkpoint import load_module
-from omnigen.convert import export_diffusers, import_release, main, write_diffusers_transformer
+from omnigen.convert import export_diffusers, main, write_diffusers_transformer
+from omnigen.release import import_release
 from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.processor import RELEASE_TEMPLATE

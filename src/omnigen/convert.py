@@ -3,12 +3,7 @@
     python -m omnigen.convert from-release RELEASE_DIR OUT_DIR [--vae SDXL_VAE_DIR]
     python -m omnigen.convert to-diffusers CKPT OUT_DIR [--transformer-only] [--dtype bfloat16]
 
-Released layout (read from its code): `model.safetensors` (or `model.pt`, a plain `torch.save`d
-state dict), the Phi-3 `config.json`, tokenizer files, optionally `vae/` (a diffusers AutoencoderKL;
-without it the release downloads stabilityai/sdxl-vae, we never do: pass `vae_path`). `pos_embed`
-is a persistent buffer loaded strictly, so checkpoints carry it (192×192 grid). Fine-tunes are
-saved in the training dtype (bf16 by default) and the release casts to bf16 after loading; we load
-float32. Our parameter names are the release's, so importing is a strict key check.
+The release's layout and its import are in omnigen.release.
 
 Native -> diffusers key mapping (OmniGenTransformer2DModel):
     llm.embed_tokens / llm.norm                  -> embed_tokens / norm
@@ -44,181 +39,24 @@ import json
 import logging
 import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from omnigen.checkpoint import atomic_directory, export_module, load_module
 from omnigen.finetune import has_lora, merge_lora
-from omnigen.model.backbone.hf import backbone_architecture_config, build_hf_backbone
 from omnigen.model.omnigen import OmniGen
 from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
 from omnigen.module import OmniGenLitModule
-from omnigen.processor import RELEASE_TEMPLATE, load_tokenizer
+from omnigen.processor import RELEASE_TEMPLATE
+from omnigen.release import import_release, name_keys
 
 log = logging.getLogger(__name__)
 
-RELEASE_WEIGHTS = ("model.safetensors", "model.pt")
-RELEASE_POS_GRID = 192  # the release never passes another pos_embed_max_size
-# Keys of a config.json that describe the file, not the architecture.
-CONFIG_BOOKKEEPING = ("_name_or_path", "architectures", "auto_map", "torch_dtype", "dtype", "transformers_version")
 PIPELINE_PIXELS_PER_TOKEN, PIPELINE_BOS, PIPELINE_PAD = 16, 1, 2
-
-
-def _name_keys(keys: set[str], limit: int = 5) -> str:
-    names = sorted(keys)
-    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-# ---- released OmniGen-v1 -> native -------------------------------------------------------
-def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
-    for name in RELEASE_WEIGHTS:
-        path = release_dir / name
-        if path.is_file():
-            if path.suffix == ".safetensors":
-                state = load_file(str(path), device="cpu")
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            # Non-persistent in every Phi-3 version we know, but harmless if an old one saved it.
-            return {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    raise FileNotFoundError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}")
-
-
-def release_backbone(release_dir: str, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False) -> torch.nn.Module:
-    """The release's Phi-3 (its config.json, random weights) as a backbone plugin, for fine-tuning it
-    (configs/model/backbone/omnigen_v1.yaml); its checkpoints record the config, not this path."""
-    config = json.loads((Path(release_dir) / "config.json").read_text())
-    return build_hf_backbone(config=release_backbone_config(config), attn_implementation=attn_implementation,
-                             gradient_checkpointing=gradient_checkpointing)
-
-
-def load_release_state(transformer: OmniGen, state: dict[str, Tensor], what: str) -> None:
-    """Load release-layout weights into `transformer` (float32), strictly: every name and shape must match."""
-    own = transformer.state_dict()
-    check_keys(set(own), set(state), f"{what}'s weights", optional=frozenset({"pos_embed"}))
-    wrong = {k for k, v in state.items() if v.shape != own[k].shape}
-    if wrong:
-        raise ValueError(f"{what}: shape mismatch against the model's config: " + "; ".join(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5]))
-    weights = {k: v.float() for k, v in state.items()}
-    if "pos_embed" in state:
-        weights["pos_embed"] = checked_pos_embed(state["pos_embed"], own["pos_embed"])
-    transformer.load_state_dict(weights, strict="pos_embed" in weights)
-
-
-def release_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The release's Phi-3 config.json as a build_hf_backbone config.
-
-    Phi-3 (128k) configs keep `original_max_position_embeddings` at the top level beside
-    `rope_scaling` ("su"); transformers 5 wants it inside the rope parameters too.
-    """
-    config = {k: v for k, v in config.items() if k not in CONFIG_BOOKKEEPING}
-    rope = config.get("rope_scaling")
-    if isinstance(rope, dict) and "original_max_position_embeddings" in config:
-        config["rope_scaling"] = {"original_max_position_embeddings": config["original_max_position_embeddings"], **rope}
-    return config
-
-
-def check_keys(expected: set[str], found: set[str], what: str, optional: frozenset[str] = frozenset()) -> None:
-    missing, unexpected = expected - found - optional, found - expected
-    problems = [f"missing {len(missing)}: {_name_keys(missing)}"] if missing else []
-    problems += [f"unexpected {len(unexpected)}: {_name_keys(unexpected)}"] if unexpected else []
-    if problems:
-        raise ValueError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
-
-
-def release_model_config(release_dir: Path, vae: AutoencoderKLVAE, llm: torch.nn.Module, patch_size: int,
-                         pos_grid: int) -> dict[str, Any]:
-    """A config that rebuilds the imported module (as configs/model/paper.yaml would describe it);
-    the training entries are the paper's and only matter for fine-tuning."""
-    return {
-        "_target_": "omnigen.module.OmniGenLitModule", "vae": vae.architecture_config(),
-        "backbone": backbone_architecture_config(llm), "mask": {"_target_": "omnigen.model.masks.omnigen.OmniGenMask"},
-        "tokenizer": {"_target_": "omnigen.processor.load_tokenizer", "path": str(release_dir)},
-        "weighting": {"_target_": "omnigen.flow.weighting.edit_region.EditRegionWeighting", "threshold": 0.05,
-                      "clip_min": 5.0, "clip_max": 64.0, "norm": "l2"},
-        "timesteps": {"_target_": "omnigen.flow.timesteps.logit_normal.LogitNormalTimesteps", "mean": 0.0, "std": 1.0},
-        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999],
-                      "weight_decay": 0.0}, "scheduler": None,
-        "patch_size": patch_size, "pos_embed_max_size": pos_grid, "prompt_template": RELEASE_TEMPLATE,
-        "max_condition_tokens": None, "text_dropout": 0.1, "image_dropout": 0.1, "seed": 0,
-    }
-
-
-def import_release(release_dir: str | Path, vae_path: str | Path | None = None, attn_implementation: str = "sdpa",
-                   overrides: dict[str, Any] | None = None) -> OmniGenLitModule:
-    """The released OmniGen-v1 directory as an OmniGenLitModule (float32, eval mode).
-
-    `vae_path` (a local diffusers AutoencoderKL directory, e.g. SDXL's) takes precedence over the
-    release's `vae/`. `overrides` replaces top-level entries of the rebuild config (e.g. `weighting`).
-    """
-    release_dir = Path(release_dir)
-    if not (release_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{release_dir} has no config.json (the Phi-3 config of an OmniGen-v1 release)")
-    vae_dir = Path(vae_path) if vae_path is not None else release_dir / "vae"
-    if not vae_dir.is_dir():
-        raise FileNotFoundError(f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
-                                "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)")
-    state = read_release_weights(release_dir)
-    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
-    log.info("release weights in %s; loading them as float32", "/".join(dtypes))
-
-    llm = build_hf_backbone(config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
-                            attn_implementation=attn_implementation)
-    hidden = llm.config.hidden_size
-    embedder = state.get("x_embedder.proj.weight")
-    if embedder is None or embedder.dim() != 4:
-        raise ValueError(f"{release_dir}: no 4-D x_embedder.proj.weight, so this is not an OmniGen-v1 checkpoint")
-    patch_size, in_channels = embedder.shape[-1], embedder.shape[1]  # (D, C, p, p)
-    pos_grid = RELEASE_POS_GRID
-    if "pos_embed" in state:
-        table = state["pos_embed"]  # (1, G², D)
-        pos_grid = math.isqrt(table.shape[-2])
-        if table.dim() != 3 or pos_grid * pos_grid != table.shape[-2] or table.shape[-1] != hidden:
-            raise ValueError(f"pos_embed of shape {tuple(table.shape)} is not a square (1, G², {hidden}) table")
-
-    vae = AutoencoderKLVAE(pretrained_path=str(vae_dir))
-    if vae.latent_channels != in_channels:
-        raise ValueError(f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
-                         f"take {in_channels}")
-    tokenizer = load_release_tokenizer(release_dir)
-    config = release_model_config(release_dir, vae, llm, patch_size, pos_grid) | (overrides or {})
-    module = instantiate({k: v for k, v in config.items() if k not in ("vae", "backbone", "tokenizer")},
-                         vae=vae, backbone=llm, tokenizer=tokenizer, _convert_="all")
-    module.model_config = config
-    module.run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
-
-    load_release_state(module.transformer, state, str(release_dir))
-    return module.eval()
-
-
-def load_release_tokenizer(path: str | Path) -> Any:
-    """The tokenizer files of the release, read apart from its config.json: AutoTokenizer would
-    parse that legacy Phi-3 config, which transformers 5 rejects (see release_backbone_config)."""
-    release_dir, skip = Path(path), {"config.json", *RELEASE_WEIGHTS}
-    with tempfile.TemporaryDirectory() as tmp:
-        for file in release_dir.iterdir():
-            if file.is_file() and file.name not in skip:
-                shutil.copy(file, tmp)
-        return load_tokenizer(tmp)
-
-
-def checked_pos_embed(saved: Tensor, computed: Tensor) -> Tensor:
-    """The saved table if it is the 2D sin-cos table we compute; a float32 save is kept bit for bit,
-    a lower-precision one (a bf16 fine-tune) is replaced by the exact table it rounds."""
-    tolerance = 1e-5 if saved.dtype == torch.float32 else 1e-2
-    diff = (saved.float() - computed).abs().max().item()
-    if diff > tolerance:
-        raise ValueError(f"pos_embed differs from the 2D sin-cos table omnigen computes by {diff:.3g}: "
-                         "this checkpoint's position embedding is not the release's")
-    return saved.float() if saved.dtype == torch.float32 else computed
 
 
 # ---- native -> diffusers -----------------------------------------------------------------
@@ -256,7 +94,7 @@ def to_diffusers_state_dict(state: dict[str, Tensor], num_heads: int, num_kv_hea
         else:
             unknown.add(key)
     if unknown:
-        raise ValueError(f"no diffusers name for {len(unknown)} key(s): {_name_keys(unknown)}")
+        raise ValueError(f"no diffusers name for {len(unknown)} key(s): {name_keys(unknown)}")
     return out
 
 

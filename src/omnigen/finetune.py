@@ -240,7 +240,7 @@ def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
     """Transformer weights from an OmniGen-v1 release directory, an omnigen exported directory or a
     `.ckpt` (strict: every name and shape must match). The VAE is the VAE plugin's business."""
     from omnigen.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, read_checkpoint
-    from omnigen.convert import load_release_state, read_release_weights
+    from omnigen.release import load_release_state, read_release_weights
 
     path = Path(path)
     if path.is_dir() and not (path / EXPORT_CONFIG).is_file():
@@ -264,7 +264,7 @@ def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
 
 def warn_config_mismatch(transformer: OmniGen, release_dir: Path) -> None:
     """Weights carry no rope factors: warn where the release's config.json differs from our backbone's."""
-    from omnigen.convert import release_backbone_config
+    from omnigen.release import release_backbone_config
 
     if not (release_dir / "config.json").is_file():
         return
