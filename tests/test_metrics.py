@@ -50,7 +50,7 @@ def _blank(spec_scene: dict, size: int = SIZE) -> np.ndarray:
 def test_target_scores_perfectly(family, task, size):
     for skip in range(3):
         sample = task_sample(family, task, size, skip=skip)
-        scores = score(family, task, sample.spec, sample.output_image, sample.input_images)
+        scores = score(family, task, sample.spec, sample.output_image)
         assert scores and _perfect(scores), scores
         assert all(np.isfinite(v) and (k.endswith("psnr") or 0 <= v <= 1) for k, v in scores.items())
 

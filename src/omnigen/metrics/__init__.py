@@ -20,11 +20,9 @@ from omnigen.metrics.t2i import score_t2i
 FAMILIES = ("text_to_image", "mixed_modal", "subject_driven", "visual_condition", "cv_tasks")
 
 
-def score(family: str, task: str, spec: dict[str, Any], generated: np.ndarray,
-          inputs: list[np.ndarray] | None = None) -> dict[str, float]:
-    """Scores of one generated (H, W, 3) uint8 image. `inputs` (the sample's input images) are
-    accepted for interface symmetry; every metric needs only the spec, which renders the truth."""
-    del inputs  # the spec fully determines every reference image
+def score(family: str, task: str, spec: dict[str, Any], generated: np.ndarray) -> dict[str, float]:
+    """Scores of one generated (H, W, 3) uint8 image. The spec alone renders every reference image
+    (target, condition map, clean image), so the sample's input images are not needed."""
     generated = np.asarray(generated)
     if generated.ndim != 3 or generated.shape[-1] != 3 or generated.shape[0] != generated.shape[1]:
         raise ValueError(f"generated must be a square (H, W, 3) image, got shape {generated.shape}")
