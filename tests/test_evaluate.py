@@ -1,0 +1,36 @@
+"""`python -m omnigen.evaluate` on a tiny checkpoint, and the same metrics as a callback during a fit."""
+
+import json
+
+import pytest
+
+from hydra_utils import FAST, compose_fit
+from omnigen.evaluate import main
+from omnigen.fit import train
+from omnigen.metrics import FAMILIES
+
+
+def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path):
+    results = main([f"ckpt={fitted_checkpoint}", "samples_per_family=2", "num_inference_steps=2", "batch_size=2",
+                    f"out={tmp_path}", "wandb=true"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"] == results and saved["settings"]["image_size"] == 32
+    assert set(results) == set(FAMILIES) | {"per_task"}
+    assert results["text_to_image"]["n"] == 2 and 0 <= results["text_to_image"]["exact_scene"] <= 1
+    assert "edit_correct" in results["mixed_modal"] and "unchanged_psnr" in results["mixed_modal"]
+    assert "## cv_tasks" in (tmp_path / "results.md").read_text() and (tmp_path / "examples.png").is_file()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))  # the W&B table went to an offline run
+    with pytest.raises(SystemExit, match="unknown suite"):
+        main([f"ckpt={fitted_checkpoint}", "suite=coco"])
+    with pytest.raises(ValueError, match="no Shapes-X2I metrics for .'few_shot'."):
+        main([f"ckpt={fitted_checkpoint}", "families=[few_shot]", f"out={tmp_path}/x"])
+
+
+def test_evaluation_callback_logs_metrics_during_a_fit(tmp_path):
+    train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null",
+                       "+callbacks.evaluation._target_=omnigen.callbacks.evaluation.EvaluationCallback",
+                       "+callbacks.evaluation.every_n_steps=2", "+callbacks.evaluation.samples_per_family=2",
+                       "+callbacks.evaluation.num_inference_steps=1", "+callbacks.evaluation.families=[text_to_image,cv_tasks]"],
+                      tmp_path))
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/text_to_image/exact_scene" in header and "eval/cv_tasks/psnr" in header
