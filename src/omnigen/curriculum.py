@@ -81,4 +81,4 @@ class CurriculumCallback(Callback):
             for callback in trainer.callbacks:
                 # once per boundary, also under gradient accumulation
                 if isinstance(callback, SampleGridCallback) and callback.last_step != step:
-                    callback.sample(trainer, pl_module)
+                    callback.trigger(trainer, pl_module)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
+from omnigen.cli import parse_cli
 from omnigen.data.shapes import sample_at
 from omnigen.images import from_array, grid, to_pil
 from omnigen.metrics import FAMILIES, score
@@ -120,10 +120,7 @@ def log_wandb_table(examples: list[dict[str, Any]], run: Any, key: str = "eval/e
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), OmegaConf.from_cli(sys.argv[1:] if argv is None else argv))
-    if missing := sorted(OmegaConf.missing_keys(cfg)):
-        raise SystemExit(f"omnigen.evaluate: missing {', '.join(missing)} (e.g. ckpt=path/last.ckpt)")
-    cfg = OmegaConf.to_object(cfg)
+    cfg = parse_cli(EvaluateConfig, argv, "omnigen.evaluate", "ckpt=path/last.ckpt")
     if cfg.suite not in SUITES:
         raise SystemExit(f"omnigen.evaluate: unknown suite {cfg.suite!r}; known: {list(SUITES)}")
     pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)

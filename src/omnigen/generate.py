@@ -12,13 +12,13 @@ Lightning checkpoint or an exported directory. Several prompts (`prompt=[...]`, 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
+from omnigen.cli import parse_cli
 from omnigen.pipeline import OmniGenPipeline
 
 
@@ -42,22 +42,13 @@ class GenerateConfig:
     progress: bool = True
 
 
-def parse(argv: list[str]) -> GenerateConfig:
-    schema = OmegaConf.structured(GenerateConfig)
-    cfg = OmegaConf.merge(schema, OmegaConf.from_cli(argv))  # unknown keys and wrong types fail here, by name
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise SystemExit(f"omnigen.generate: missing {', '.join(missing)} (e.g. ckpt=path/last.ckpt prompt=\"a red circle\")")
-    return OmegaConf.to_object(cfg)
-
-
 def output_paths(out: str, n: int) -> list[Path]:
     path = Path(out)
     return [path] if n == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(n)]
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    cfg = parse(sys.argv[1:] if argv is None else argv)
+    cfg = parse_cli(GenerateConfig, argv, "omnigen.generate", 'ckpt=path/last.ckpt prompt="a red circle"')
     prompt = cfg.prompt if isinstance(cfg.prompt, str) else [str(p) for p in cfg.prompt]
     pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
     images = pipe(prompt, input_images=cfg.input_images or None, height=cfg.height, width=cfg.width,

@@ -8,52 +8,37 @@ import logging
 from pathlib import Path
 
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
+from omnigen.callbacks.periodic import PeriodicCallback
 from omnigen.images import grid, to_pil
 from omnigen.pipeline import OmniGenPipeline
 
 log = logging.getLogger(__name__)
 
 
-class SampleGridCallback(Callback):
+class SampleGridCallback(PeriodicCallback):
     def __init__(self, every_n_steps: int = 0, num_samples: int = 8, num_steps: int = 20, guidance_scale: float = 1.0,
                  image_guidance_scale: float = 1.0, seed: int = 0, cell_size: int = 64) -> None:
         """every_n_steps = 0 samples only at the end of training."""
-        self.every_n_steps, self.num_samples, self.num_steps = every_n_steps, num_samples, num_steps
+        super().__init__(every_n_steps)
+        self.num_samples, self.num_steps = num_samples, num_steps
         self.guidance_scale, self.image_guidance_scale = guidance_scale, image_guidance_scale
         self.seed, self.cell_size = seed, cell_size
         self.saved: list[Path] = []
-        self.last_step = -1
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
-        step = trainer.global_step
-        # global_step holds still across the micro-batches of gradient accumulation: sample once.
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_step:
-            self.sample(trainer, pl_module)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.last_step != trainer.global_step:  # not already sampled at this step
-            self.sample(trainer, pl_module)
-
-    def sample(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        self.last_step = trainer.global_step
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "preview_samples"):
             log.warning("SampleGridCallback: %s has no preview_samples(); no grid", type(datamodule).__name__)
             return
         samples = datamodule.preview_samples(self.num_samples)
-        was_training = pl_module.training
-        pl_module.eval()
         height, width = samples[0]["output_image"].shape[-2:]
         images = OmniGenPipeline(pl_module).generate(
             [s["instruction"] for s in samples], [s["input_images"] for s in samples], height, width,
             self.num_steps, self.guidance_scale, self.image_guidance_scale,
             generator=torch.Generator().manual_seed(self.seed))
-        pl_module.train(was_training)
         max_inputs = max(len(s["input_images"]) for s in samples)
         rows = [[to_pil(im) for im in s["input_images"]] + [None] * (max_inputs - len(s["input_images"]))
                 + [to_pil(s["output_image"]), to_pil(image)] for s, image in zip(samples, images, strict=True)]

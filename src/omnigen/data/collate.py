@@ -30,3 +30,8 @@ def collate_samples(samples: list[X2ISample]) -> dict[str, Any]:
         "edit_source": [s.edit_source for s in samples],
         "key": [s.key for s in samples],
     }
+
+
+def to_item(sample: X2ISample) -> dict[str, Any]:
+    """One sample as a batch of one would hold it, unbatched (e.g. for sample-grid previews)."""
+    return {k: v[0] for k, v in collate_samples([sample]).items()}

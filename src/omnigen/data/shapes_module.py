@@ -7,7 +7,7 @@ import numpy as np
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from omnigen.data.collate import collate_samples
+from omnigen.data.collate import collate_samples, to_item
 from omnigen.data.schema import X2ISample
 from omnigen.data.shapes import make_sample
 from omnigen.data.sources.shapes import ShapesSource, to_x2i
@@ -76,4 +76,4 @@ class ShapesX2IDataModule(LightningDataModule):
         rng = np.random.default_rng([self.seed + PREVIEW_SEED_OFFSET])
         active = [f for f, r in self.families.items() if r > 0]
         samples = [to_x2i(make_sample(active[i % len(active)], rng, self.image_size), f"preview:{i}") for i in range(n)]
-        return [{k: v[0] for k, v in collate_samples([s]).items()} for s in samples]
+        return [to_item(s) for s in samples]

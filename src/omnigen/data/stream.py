@@ -99,16 +99,11 @@ class X2IStream(IterableDataset):
             self.current_ratios = self.ratios
         return index
 
-    def part(self) -> tuple[int, int]:
-        worker = get_worker_info()
-        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-        return self.rank * num_workers + worker_id, self.world_size * num_workers
-
     def __iter__(self) -> Iterator[dict]:
-        part, num_parts = self.part()
         worker = get_worker_info()
         # The loader takes batches from its workers in turn: worker w's j-th batch is loader batch j·W + w.
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        part, num_parts = self.rank * num_workers + worker_id, self.world_size * num_workers
         epoch, self.epoch = self.epoch, self.epoch + 1
         stats, messages = self.carried, []  # counts read after the last batch of the previous pass
         buckets: dict[tuple[int, int], list[X2ISample]] = {}

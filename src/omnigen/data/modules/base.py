@@ -14,7 +14,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from omnigen.curriculum import Curriculum
-from omnigen.data.collate import collate_samples
+from omnigen.data.collate import to_item
 from omnigen.data.few_shot import EpisodeBuilder
 from omnigen.data.resolution import Resolution
 from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample
@@ -145,4 +145,4 @@ class X2IDataModule(LightningDataModule):
             samples.append(sample)
             if len(samples) == n:
                 break
-        return [{k: v[0] for k, v in collate_samples([s]).items()} for s in samples]
+        return [to_item(s) for s in samples]
