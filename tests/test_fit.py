@@ -76,6 +76,8 @@ def test_sample_grid_runs_once_per_trigger_under_gradient_accumulation(tmp_path)
                                         "callbacks.sample_grid.every_n_steps=2"], tmp_path))
     grid = next(c for c in objects["callbacks"] if type(c).__name__ == "SampleGridCallback")
     assert [p.name for p in grid.saved] == ["step_0000002.png", "step_0000004.png"]
+    with pytest.raises(Exception, match="num_samples and num_steps >= 1.*sample_grid=null"):  # Hydra wraps it
+        train(compose_fit(FAST + ["callbacks.sample_grid.num_samples=0"], tmp_path / "none"))
 
 
 def test_fast_dev_run_debug_config(tmp_path):

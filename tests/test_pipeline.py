@@ -135,6 +135,20 @@ def test_input_images_of_every_kind_are_fitted_to_the_token_grid(tokenizer, tmp_
         pipe.prepare_input_image(torch.zeros(32, 32), 1024, "x")
 
 
+@pytest.mark.parametrize("run_config, size", [
+    ({"data": {"image_size": 24}}, (24, 24)),
+    ({"data": {"resolution": {"mode": "square", "size": 40}}}, (40, 40)),  # the X2I DataModules
+    ({"data": {"resolution": {"mode": "buckets", "size": 40}}}, None),  # sizes vary: the caller decides
+    ({"data": {"image_size": 32}, "curriculum": {"stages": [{"image_size": 16}, {"image_size": 48}]}}, (48, 48)),
+])
+def test_default_output_size_is_the_last_training_resolution(tokenizer, run_config, size):
+    pipe = pipeline(tokenizer)
+    pipe.module.run_config = run_config
+    assert pipe.default_size == size
+    if size:
+        assert pipe(T2I, num_inference_steps=1, seed=0, progress=False)[0].size == size[::-1]
+
+
 def test_batches_take_one_image_list_per_prompt_and_input_size_as_output(tokenizer):
     pipe = pipeline(tokenizer)
     edit_input = to_pil(images((24, 40))[0])

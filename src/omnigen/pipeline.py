@@ -77,9 +77,17 @@ class OmniGenPipeline:
 
     @property
     def default_size(self) -> tuple[int, int] | None:
-        """The training resolution, when the run config records one."""
-        size = ((self.module.run_config or {}).get("data") or {}).get("image_size")
-        return (size, size) if isinstance(size, int) else None
+        """The (last) training resolution, when the run config records one: the curriculum's last
+        stage, else the data's image_size, else its square resolution size."""
+        config = self.module.run_config or {}
+        stages = (config.get("curriculum") or {}).get("stages") or [{}]
+        data = config.get("data") or {}
+        resolution = data.get("resolution") or {}
+        square = resolution.get("size") if resolution.get("mode", "square") == "square" else None
+        for size in (stages[-1].get("image_size"), data.get("image_size"), square):
+            if isinstance(size, int):
+                return size, size
+        return None
 
     # ---- the user-facing call ---------------------------------------------------------
     def __call__(self, prompt: str | list[str], input_images: list[ImageInput] | list[list[ImageInput]] | None = None,

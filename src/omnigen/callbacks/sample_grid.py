@@ -23,6 +23,9 @@ class SampleGridCallback(PeriodicCallback):
                  image_guidance_scale: float = 1.0, seed: int = 0, cell_size: int = 64) -> None:
         """every_n_steps = 0 samples only at the end of training."""
         super().__init__(every_n_steps)
+        if num_samples < 1 or num_steps < 1:
+            raise ValueError(f"SampleGridCallback needs num_samples and num_steps >= 1, got {num_samples}, {num_steps} "
+                             "(to draw no grid, set callbacks.sample_grid=null)")
         self.num_samples, self.num_steps = num_samples, num_steps
         self.guidance_scale, self.image_guidance_scale = guidance_scale, image_guidance_scale
         self.seed, self.cell_size = seed, cell_size

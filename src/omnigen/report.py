@@ -1,0 +1,173 @@
+"""Result tables and plots for experiments: runs grouped into arms, seeds aggregated.
+
+    python -m omnigen.report --out experiments/ablate_mask \
+        --arm omnigen=runs/mask_omnigen_s0,runs/mask_omnigen_s1 --arm causal=runs/mask_causal_s0,runs/mask_causal_s1
+
+Each run directory is a fit's `hydra.run.dir` with `eval/results.json` (python -m omnigen.evaluate
+... out=<run>/eval), `csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
+fit's wall time). Writes `results.json` (every seed's numbers and the aggregates), `results.md`
+(mean ± sample standard deviation over seeds) and `plot.png` (headline metrics per arm, training
+loss per arm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# What a table shows by default, per family present in the runs' evaluations.
+HEADLINE: dict[str, list[str]] = {
+    "text_to_image": ["object", "colour", "position", "count", "exact_scene"],
+    "mixed_modal": ["edit_correct", "unchanged_psnr", "target_object"],
+    "subject_driven": ["subject_kind", "subject_fidelity", "object"],
+    "visual_condition": ["edge_f1", "seg_miou", "box_iou", "depth_accuracy"],
+    "cv_tasks": ["edge_f1", "seg_miou", "mask_iou", "psnr"],
+}
+
+
+def read_run(run: Path) -> dict[str, Any]:
+    """{"results": evaluate's per-family means, "loss": [(step, loss)], "fit_seconds": float | None}."""
+    results_file = run / "eval" / "results.json"
+    if not results_file.is_file():
+        raise FileNotFoundError(f"{run}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={run}/eval)")
+    results = json.loads(results_file.read_text())
+    loss = []
+    metrics_file = run / "csv" / "version_0" / "metrics.csv"
+    if metrics_file.is_file():
+        with metrics_file.open() as f:
+            loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
+    seconds = run / "fit_seconds"
+    return {"results": {k: v for k, v in results["results"].items() if k != "per_task"},
+            "per_task": results["results"].get("per_task", {}),
+            "steps_trained": results["settings"].get("steps_trained"),
+            "loss": loss, "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def headline_metrics(runs: list[dict[str, Any]]) -> list[str]:
+    """family/metric keys of HEADLINE that every run evaluated."""
+    return [f"{family}/{m}" for family, names in HEADLINE.items() for m in names
+            if all(m in r["results"].get(family, {}) for r in runs)]
+
+
+def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict[str, dict[str, Any]]:
+    """arm -> {metric: {"mean", "sd", "seeds"}} plus fit_seconds and steps."""
+    table: dict[str, dict[str, Any]] = {}
+    for arm, runs in arms.items():
+        row: dict[str, Any] = {}
+        for key in metrics:
+            family, metric = key.split("/", 1)
+            values = [r["results"][family][metric] for r in runs]
+            mean, sd = mean_sd(values)
+            row[key] = {"mean": mean, "sd": sd, "seeds": values}
+        walls = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
+        row["fit_seconds"] = {"mean": mean_sd(walls)[0], "seeds": walls} if walls else None
+        row["steps"] = sorted({r["steps_trained"] for r in runs})
+        table[arm] = row
+    return table
+
+
+def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int) -> str:
+    lines = [f"| arm | {' | '.join(metrics)} | fit wall (s) |", "|---" * (len(metrics) + 2) + "|"]
+    for arm, row in table.items():
+        cells = []
+        for key in metrics:
+            digits = 1 if key.endswith("psnr") else 3
+            cells.append(f"{row[key]['mean']:.{digits}f} ± {row[key]['sd']:.{digits}f}")
+        wall = f"{row['fit_seconds']['mean']:.0f}" if row["fit_seconds"] else "–"
+        lines.append(f"| {arm} | {' | '.join(cells)} | {wall} |")
+    lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json.")
+    return "\n".join(lines) + "\n"
+
+
+def smooth(points: list[tuple[int, float]], window: int = 10) -> tuple[list[int], list[float]]:
+    steps = [s for s, _ in points]
+    values = [v for _, v in points]
+    out = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+    return steps, out
+
+
+def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]], metrics: list[str], path: Path,
+         title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+
+    scores = [m for m in metrics if not m.endswith("psnr")]  # PSNR is in dB, not on the [0, 1] axis
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(scores) + 5), 4.2))
+    width = 0.8 / len(table)
+    for i, (arm, row) in enumerate(table.items()):
+        xs = [j + i * width for j in range(len(scores))]
+        bars.bar(xs, [row[m]["mean"] for m in scores], width, yerr=[row[m]["sd"] for m in scores], label=arm, capsize=2)
+    bars.set_xticks([j + 0.4 - width / 2 for j in range(len(scores))], scores, rotation=40, ha="right", fontsize=7)
+    bars.set_ylim(0, 1)
+    bars.set_title("metrics (mean ± sd over seeds)")
+    bars.legend(fontsize=7)
+    for i, (arm, runs) in enumerate(arms.items()):
+        for k, run in enumerate(runs):
+            if run["loss"]:
+                curves.plot(*smooth(run["loss"]), color=f"C{i}", alpha=0.9 if k == 0 else 0.5,
+                            label=arm if k == 0 else None, linewidth=1)
+    curves.set_xlabel("step")
+    curves.set_ylabel("train loss (10-point mean)")
+    curves.set_title("training loss, one line per seed")
+    curves.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = None, title: str = "") -> dict[str, Any]:
+    """Read every run, write results.json / results.md / plot.png under out, return the aggregate table."""
+    if not arms or any(not runs for runs in arms.values()):
+        raise ValueError("every arm needs at least one run directory")
+    read = {arm: [read_run(Path(r)) for r in runs] for arm, runs in arms.items()}
+    everything = [r for runs in read.values() for r in runs]
+    metrics = metrics or headline_metrics(everything)
+    unknown = [m for m in metrics if "/" not in m]
+    if unknown:
+        raise ValueError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
+    table = aggregate(read, metrics)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = min(len(runs) for runs in read.values())
+    (out / "results.json").write_text(json.dumps(
+        {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "table": table,
+         "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()}}, indent=2))
+    (out / "results.md").write_text(markdown(table, metrics, seeds))
+    plot(read, table, metrics, out / "plot.png", title or out.name)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="where results.json, results.md and plot.png go")
+    parser.add_argument("--arm", action="append", required=True, metavar="NAME=RUN[,RUN...]",
+                        help="one arm of the comparison: its name and its run directories (one per seed)")
+    parser.add_argument("--metrics", nargs="*", default=None, help="family/metric keys (default: the headline ones)")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    arms = {}
+    for spec in args.arm:
+        name, sep, runs = spec.partition("=")
+        if not sep or not runs:
+            parser.error(f"--arm is NAME=RUN[,RUN...], got {spec!r}")
+        arms[name] = [Path(r) for r in runs.split(",")]
+    report(arms, args.out, args.metrics, args.title)
+    print((args.out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
