@@ -56,3 +56,13 @@ def test_report_names_what_is_wrong(runs, tmp_path):
         main(["--out", str(tmp_path), "--arm", f"x={tmp_path}"])
     with pytest.raises(ValueError, match="family/metric"):
         main(["--out", str(tmp_path), "--arm", f"x={runs[0]}", "--metrics", "colour"])
+
+
+def test_step_named_arms_plot_a_learning_curve_from_evaluations_inside_runs(runs, tmp_path):
+    for run in runs:  # an "earlier checkpoint" evaluation beside the final one
+        shutil.copytree(run / "eval", run / "eval_step1")
+    table = main(["--out", str(tmp_path), "--arm", f"1={runs[0]}/eval_step1,{runs[1]}/eval_step1",
+                  "--arm", f"2={runs[0]},{runs[1]}"])
+    assert list(table) == ["1", "2"] and table["1"]["text_to_image/object"] == table["2"]["text_to_image/object"]
+    assert table["1"]["fit_seconds"]["mean"] == 12.5  # read from the run that holds the evaluation
+    assert (tmp_path / "plot.png").is_file()

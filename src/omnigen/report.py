@@ -4,10 +4,10 @@
         --arm omnigen=runs/mask_omnigen_s0,runs/mask_omnigen_s1 --arm causal=runs/mask_causal_s0,runs/mask_causal_s1
 
 Each run directory is a fit's `hydra.run.dir` with `eval/results.json` (python -m omnigen.evaluate
-... out=<run>/eval), `csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
+... out=<run>/eval; or name an evaluation directory inside the run, e.g. <run>/eval_step600), `csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
 fit's wall time). Writes `results.json` (every seed's numbers and the aggregates), `results.md`
 (mean ± sample standard deviation over seeds) and `plot.png` (headline metrics per arm, training
-loss per arm).
+loss per arm). Arms named by step numbers (--arm 600=... --arm 1200=...) plot as learning curves.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ HEADLINE: dict[str, list[str]] = {
 }
 
 
-def read_run(run: Path) -> dict[str, Any]:
-    """{"results": evaluate's per-family means, "loss": [(step, loss)], "fit_seconds": float | None}."""
-    results_file = run / "eval" / "results.json"
+def read_run(path: Path) -> dict[str, Any]:
+    """{"results": evaluate's per-family means, "loss": [(step, loss)], "fit_seconds": float | None}.
+    `path` is a run directory (its evaluation in eval/) or an evaluation directory inside a run (e.g.
+    an earlier checkpoint's: <run>/eval_step600)."""
+    results_file, run = path / "results.json", path.parent
     if not results_file.is_file():
-        raise FileNotFoundError(f"{run}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={run}/eval)")
+        results_file, run = path / "eval" / "results.json", path
+    if not results_file.is_file():
+        raise FileNotFoundError(f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)")
     results = json.loads(results_file.read_text())
     loss = []
     metrics_file = run / "csv" / "version_0" / "metrics.csv"
@@ -41,7 +45,7 @@ def read_run(run: Path) -> dict[str, Any]:
         with metrics_file.open() as f:
             loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
     seconds = run / "fit_seconds"
-    return {"results": {k: v for k, v in results["results"].items() if k != "per_task"},
+    return {"run": str(run), "results": {k: v for k, v in results["results"].items() if k != "per_task"},
             "per_task": results["results"].get("per_task", {}),
             "steps_trained": results["settings"].get("steps_trained"),
             "loss": loss, "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None}
@@ -107,14 +111,24 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
 
     scores = [m for m in metrics if not m.endswith("psnr")]  # PSNR is in dB, not on the [0, 1] axis
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(scores) + 5), 4.2))
-    width = 0.8 / len(table)
-    for i, (arm, row) in enumerate(table.items()):
-        xs = [j + i * width for j in range(len(scores))]
-        bars.bar(xs, [row[m]["mean"] for m in scores], width, yerr=[row[m]["sd"] for m in scores], label=arm, capsize=2)
-    bars.set_xticks([j + 0.4 - width / 2 for j in range(len(scores))], scores, rotation=40, ha="right", fontsize=7)
+    if all(arm.isdigit() for arm in table):  # arms are training steps: a learning curve per metric
+        steps = [int(arm) for arm in table]
+        for j, m in enumerate(scores):
+            means, sds = [row[m]["mean"] for row in table.values()], [row[m]["sd"] for row in table.values()]
+            bars.errorbar(steps, means, yerr=sds, label=m, color=f"C{j}", marker="o", capsize=2, linewidth=1)
+        bars.set_xlabel("step")
+    else:
+        width = 0.8 / len(table)
+        for i, (arm, row) in enumerate(table.items()):
+            xs = [j + i * width for j in range(len(scores))]
+            bars.bar(xs, [row[m]["mean"] for m in scores], width, yerr=[row[m]["sd"] for m in scores], label=arm,
+                     capsize=2)
+        bars.set_xticks([j + 0.4 - width / 2 for j in range(len(scores))], scores, rotation=40, ha="right", fontsize=7)
     bars.set_ylim(0, 1)
     bars.set_title("metrics (mean ± sd over seeds)")
-    bars.legend(fontsize=7)
+    bars.legend(fontsize=6)
+    if all(arm.isdigit() for arm in table):  # every arm holds the same runs: one loss line per run
+        arms = {Path(run["run"]).name: [run] for run in next(iter(arms.values()))}
     for i, (arm, runs) in enumerate(arms.items()):
         for k, run in enumerate(runs):
             if run["loss"]:
@@ -151,7 +165,7 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="where results.json, results.md and plot.png go")
     parser.add_argument("--arm", action="append", required=True, metavar="NAME=RUN[,RUN...]",
@@ -165,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not runs:
             parser.error(f"--arm is NAME=RUN[,RUN...], got {spec!r}")
         arms[name] = [Path(r) for r in runs.split(",")]
-    report(arms, args.out, args.metrics, args.title)
+    table = report(arms, args.out, args.metrics, args.title)
     print((args.out / "results.md").read_text())
+    return table
 
 
 if __name__ == "__main__":
