@@ -34,3 +34,16 @@ def test_evaluation_callback_logs_metrics_during_a_fit(tmp_path):
                       tmp_path))
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "eval/text_to_image/exact_scene" in header and "eval/cv_tasks/psnr" in header
+
+
+def test_evaluate_asks_for_a_size_the_checkpoint_does_not_record(fitted_checkpoint, tmp_path):
+    from omnigen.pipeline import OmniGenPipeline
+
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    pipe.module.run_config = None  # as from a module built outside omnigen.fit
+    pipe.save_pretrained(tmp_path / "export")
+    with pytest.raises(SystemExit, match="records no training image size; pass image_size"):
+        main([f"ckpt={tmp_path}/export", "families=[text_to_image]", f"out={tmp_path}/eval"])
+    results = main([f"ckpt={tmp_path}/export", "families=[text_to_image]", "image_size=16", "samples_per_family=1",
+                    "num_inference_steps=1", f"out={tmp_path}/eval"])
+    assert results["text_to_image"]["n"] == 1

@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cfg.suite not in SUITES:
         raise SystemExit(f"omnigen.evaluate: unknown suite {cfg.suite!r}; known: {list(SUITES)}")
     pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
-    size = cfg.image_size or (pipe.default_size or (32, 32))[0]
+    if cfg.image_size is None and pipe.default_size is None:
+        raise SystemExit(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
+    size = cfg.image_size or pipe.default_size[0]
     results, examples = evaluate_shapes(pipe, cfg.families, cfg.samples_per_family, size, cfg.num_inference_steps,
                                         cfg.guidance_scale, cfg.img_guidance_scale, cfg.batch_size, cfg.seed)
     settings = asdict(cfg) | {"image_size": size, "steps_trained": pipe.module.steps_trained}
