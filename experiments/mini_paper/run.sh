@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# mini_paper: one model on the whole X2I mixture, two seeds side by side, evaluated per family, plus a
-# learning curve from the checkpoints at steps 600 and 1200.
+# mini_paper: one model on the whole X2I mixture (3600 steps, the 30-minute-on-2-cores recipe), two
+# seeds one after the other on both cores, every family evaluated, plus a learning curve from the
+# checkpoints at steps 1200 and 2400.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-xargs -P "${JOBS:-2}" -L 1 experiments/job.sh <<'RUNS'
-mini_paper_s0 text_to_image,mixed_modal,subject_driven,visual_condition,cv_tasks experiment=mini_paper seed=0
-mini_paper_s1 text_to_image,mixed_modal,subject_driven,visual_condition,cv_tasks experiment=mini_paper seed=1
-RUNS
-for step in 600 1200; do
-  for seed in 0 1; do
-    run=runs/mini_paper_s$seed
-    python -m omnigen.evaluate ckpt=$run/checkpoints/step_000$step.ckpt samples_per_family=64 out=$run/eval_step$step
+ALL=text_to_image,mixed_modal,subject_driven,visual_condition,cv_tasks
+for seed in 0 1; do
+  THREADS=2 experiments/job.sh mini_paper_s$seed $ALL experiment=mini_paper seed=$seed
+  for step in 1200 2400; do
+    python -m omnigen.evaluate ckpt=runs/mini_paper_s$seed/checkpoints/step_000$step.ckpt samples_per_family=64 \
+      out=runs/mini_paper_s$seed/eval_step$step
   done
 done
-python -m omnigen.report --out experiments/mini_paper --title "mini_paper: the X2I mixture (1800 steps)" \
+python -m omnigen.report --out experiments/mini_paper --title "mini_paper: the X2I mixture (3600 steps)" \
   --arm mini_paper=runs/mini_paper_s0,runs/mini_paper_s1
 python -m omnigen.report --out experiments/mini_paper/curve --title "mini_paper: learning curve" \
-  --arm 600=runs/mini_paper_s0/eval_step600,runs/mini_paper_s1/eval_step600 \
   --arm 1200=runs/mini_paper_s0/eval_step1200,runs/mini_paper_s1/eval_step1200 \
-  --arm 1800=runs/mini_paper_s0,runs/mini_paper_s1
+  --arm 2400=runs/mini_paper_s0/eval_step2400,runs/mini_paper_s1/eval_step2400 \
+  --arm 3600=runs/mini_paper_s0,runs/mini_paper_s1
