@@ -1,5 +1,6 @@
 """python -m omnigen.report over real runs: a tiny fit, evaluated twice (two "seeds"), grouped into arms."""
 
+import csv
 import json
 import math
 import shutil
@@ -43,6 +44,9 @@ def test_report_aggregates_seeds_into_a_table_and_a_plot(runs, tmp_path, capsys)
         assert table["first"][f"{family}/{metric}"] == {"mean": values[0], "sd": 0.0, "seeds": [values[0]]}
     assert "subject_driven/subject_fidelity" not in table["both"]  # only what every run evaluated
     assert table["both"]["fit_seconds"]["mean"] == 12.5 and table["both"]["steps"] == [2]
+    logged = [float(r["train/loss"]) for r in csv.DictReader((a / "csv" / "version_0" / "metrics.csv").open())
+              if r.get("train/loss")]
+    assert table["both"]["final_loss"]["mean"] == pytest.approx(logged[-1]) and table["both"]["final_loss"]["sd"] == 0
     md = (tmp_path / "results.md").read_text()
     assert "| both |" in md and "| first |" in md and "over 1 seeds" in md and "text_to_image/colour" in md
     assert md in capsys.readouterr().out

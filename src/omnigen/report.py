@@ -65,6 +65,12 @@ def headline_metrics(runs: list[dict[str, Any]]) -> list[str]:
             if all(m in r["results"].get(family, {}) for r in runs)]
 
 
+def final_loss(loss: list[tuple[int, float]]) -> float:
+    """Mean training loss over the last tenth of the logged steps (single batches are noisy)."""
+    tail = [v for _, v in loss[-max(1, len(loss) // 10):]]
+    return sum(tail) / len(tail)
+
+
 def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict[str, dict[str, Any]]:
     """arm -> {metric: {"mean", "sd", "seeds"}} plus fit_seconds and steps."""
     table: dict[str, dict[str, Any]] = {}
@@ -75,6 +81,11 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
             values = [r["results"][family][metric] for r in runs]
             mean, sd = mean_sd(values)
             row[key] = {"mean": mean, "sd": sd, "seeds": values}
+        finals = [final_loss(r["loss"]) for r in runs if r["loss"]]
+        row["final_loss"] = None
+        if finals:
+            mean, sd = mean_sd(finals)
+            row["final_loss"] = {"mean": mean, "sd": sd, "seeds": finals}
         walls = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
         row["fit_seconds"] = {"mean": mean_sd(walls)[0], "seeds": walls} if walls else None
         row["steps"] = sorted({r["steps_trained"] for r in runs})
@@ -83,15 +94,17 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
 
 
 def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int) -> str:
-    lines = [f"| arm | {' | '.join(metrics)} | fit wall (s) |", "|---" * (len(metrics) + 2) + "|"]
+    lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for arm, row in table.items():
         cells = []
         for key in metrics:
             digits = 1 if key.endswith("psnr") else 3
             cells.append(f"{row[key]['mean']:.{digits}f} ± {row[key]['sd']:.{digits}f}")
         wall = f"{row['fit_seconds']['mean']:.0f}" if row["fit_seconds"] else "–"
-        lines.append(f"| {arm} | {' | '.join(cells)} | {wall} |")
-    lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json.")
+        loss = f"{row['final_loss']['mean']:.4f} ± {row['final_loss']['sd']:.4f}" if row["final_loss"] else "–"
+        lines.append(f"| {arm} | {' | '.join(cells)} | {loss} | {wall} |")
+    lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
+                 "Final train loss: the mean of the last tenth of logged steps.")
     return "\n".join(lines) + "\n"
 
 
