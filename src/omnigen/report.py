@@ -149,6 +149,7 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
                             label=arm if k == 0 else None, linewidth=1)
     curves.set_xlabel("step")
     curves.set_ylabel("train loss (10-point mean)")
+    curves.set_yscale("log")  # the first steps fall by 10x; the differences that matter are late
     curves.set_title("training loss, one line per seed")
     curves.legend(fontsize=7)
     fig.suptitle(title)
