@@ -19,6 +19,9 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
     assert results["text_to_image"]["n"] == 2 and 0 <= results["text_to_image"]["exact_scene"] <= 1
     assert "edit_correct" in results["mixed_modal"] and "unchanged_psnr" in results["mixed_modal"]
     assert "## cv_tasks" in (tmp_path / "results.md").read_text() and (tmp_path / "examples.png").is_file()
+    tasks = results["per_task"]
+    assert all(task.split("/")[0] in FAMILIES for task in tasks) and "text_to_image/t2i" in tasks
+    assert "| text_to_image/t2i | 2 |" in (tmp_path / "results.md").read_text()
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # the W&B table went to an offline run
     with pytest.raises(SystemExit, match="unknown suite"):
         main([f"ckpt={fitted_checkpoint}", "suite=coco"])
@@ -47,3 +50,16 @@ def test_evaluate_asks_for_a_size_the_checkpoint_does_not_record(fitted_checkpoi
     results = main([f"ckpt={tmp_path}/export", "families=[text_to_image]", "image_size=16", "samples_per_family=1",
                     "num_inference_steps=1", f"out={tmp_path}/eval"])
     assert results["text_to_image"]["n"] == 1
+
+
+def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
+    from omnigen.evaluate import evaluate_shapes
+    from omnigen.pipeline import OmniGenPipeline
+
+    results, _ = evaluate_shapes(OmniGenPipeline.from_checkpoint(fitted_checkpoint), ["visual_condition", "cv_tasks"],
+                                 samples_per_family=24, image_size=32, num_inference_steps=1, batch_size=24)
+    names = {family: {t.split("/", 1)[1] for t in results["per_task"] if t.startswith(family + "/")}
+             for family in ("visual_condition", "cv_tasks")}
+    assert names["visual_condition"] & names["cv_tasks"]  # e.g. depth: a condition map in one, a target in the other
+    for family in names:
+        assert sum(s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/")) == 24

@@ -51,7 +51,7 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]  # no temporary left behind
     assert (tmp_path / "samples" / "step_0000004.png").is_file()
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
-    assert "train/loss" in metrics and "train/loss/t2i" in metrics
+    assert "train/loss" in metrics and "train/loss/text_to_image/t2i" in metrics
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):

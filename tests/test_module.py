@@ -31,7 +31,8 @@ def test_training_reduces_the_loss_on_a_fixed_batch(tokenizer):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert {"train/loss", "train/loss/t2i"} <= set(logged) and any(k.startswith("train/loss/edit/") for k in logged)
+    assert {"train/loss", "train/loss/text_to_image/t2i"} <= set(logged)
+    assert any(k.startswith("train/loss/mixed_modal/edit/") for k in logged)
 
 
 def test_condition_dropout_is_independent_for_text_and_images(tokenizer):

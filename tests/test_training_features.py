@@ -29,7 +29,7 @@ def test_ema_weights_differ_from_raw_and_load_into_the_pipeline(tmp_path):
 def test_a_run_logs_loss_per_task_and_timestep_bin_lr_and_throughput(tmp_path):
     train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null"], tmp_path))
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "train/loss/t2i" in header and any(h.startswith("train/loss/edit/") for h in header)
+    assert "train/loss/text_to_image/t2i" in header and any(h.startswith("train/loss/mixed_modal/edit/") for h in header)
     assert any(h.startswith("train/loss_t/") for h in header)
     assert {"train/samples_per_s", "train/tokens_per_s", "lr-AdamW"} <= set(header)
 

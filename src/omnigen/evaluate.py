@@ -52,7 +52,7 @@ class EvaluateConfig:
 def evaluate_shapes(pipe: OmniGenPipeline, families: list[str], samples_per_family: int, image_size: int,
                     num_inference_steps: int = 20, guidance_scale: float = 2.0, img_guidance_scale: float = 1.5,
                     batch_size: int = 16, seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(results, examples): results[family] = {metric: mean}, results["per_task"][task] = {metric: mean};
+    """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, images, scores)."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
@@ -71,7 +71,7 @@ def evaluate_shapes(pipe: OmniGenPipeline, families: list[str], samples_per_fami
                 pixels = np.array(to_pil(image))
                 scores = score(family, sample.task, sample.spec, pixels)
                 by_family[family].append(scores)
-                by_task[sample.task].append(scores)
+                by_task[f"{family}/{sample.task}"].append(scores)  # depth, segmentation: in two families
                 examples.append({"family": family, "task": sample.task, "instruction": sample.instruction,
                                  "inputs": sample.input_images, "target": sample.output_image, "generated": pixels,
                                  "scores": scores})
@@ -93,7 +93,10 @@ def markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
     for family in (f for f in results if f != "per_task"):
         lines += [f"## {family}", "", "| metric | mean |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in results[family].items() if k != "n"] + [""]
-    return "\n".join(lines)
+    lines += ["## per task", "", "| task | n | scores |", "|---|---|---|"]
+    lines += [f"| {task} | {scores['n']:.0f} | " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != "n") + " |"
+              for task, scores in results.get("per_task", {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def example_grid(examples: list[dict[str, Any]], per_family: int = 4):
