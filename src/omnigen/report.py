@@ -123,7 +123,7 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
     import matplotlib.pyplot as plt
 
     scores = [m for m in metrics if not m.endswith("psnr")]  # PSNR is in dB, not on the [0, 1] axis
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(scores) + 5), 4.2))
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(min(14.0, 0.5 * len(scores) + 8), 4.5), width_ratios=[3, 2])
     if all(arm.isdigit() for arm in table):  # arms are training steps: a learning curve per metric
         steps = [int(arm) for arm in table]
         for j, m in enumerate(scores):
