@@ -17,4 +17,6 @@ python -m omnigen.report --out experiments/mini_paper --title "mini_paper: the X
 python -m omnigen.report --out experiments/mini_paper/curve --title "mini_paper: learning curve" \
   --arm 1200=runs/mini_paper_s0/eval_step1200,runs/mini_paper_s1/eval_step1200 \
   --arm 2400=runs/mini_paper_s0/eval_step2400,runs/mini_paper_s1/eval_step2400 \
-  --arm 3600=runs/mini_paper_s0,runs/mini_paper_s1
+  --arm 3600=runs/mini_paper_s0,runs/mini_paper_s1 \
+  --metrics text_to_image/object text_to_image/colour text_to_image/position mixed_modal/edit_correct subject_driven/subject_kind \
+  visual_condition/edge_f1 visual_condition/seg_miou cv_tasks/seg_miou cv_tasks/edge_f1
