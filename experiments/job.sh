@@ -13,4 +13,5 @@ if [ ! -f "$run/fit_seconds" ]; then
   python -m omnigen.fit "$@" logger=csv hydra.run.dir="$run"
   echo $(( $(date +%s) - start )) > "$run/fit_seconds"
 fi
-python -m omnigen.evaluate ckpt="$run/checkpoints/last.ckpt" "families=[$families]" samples_per_family=64 out="$run/eval"
+# EVAL_ARGS: extra evaluate keys, which win over these (e.g. EVAL_ARGS="samples_per_family=8")
+python -m omnigen.evaluate ckpt="$run/checkpoints/last.ckpt" "families=[$families]" samples_per_family=64 out="$run/eval" ${EVAL_ARGS:-}
