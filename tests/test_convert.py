@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from conftest import TINY_PHI3, make_module
 from omnigen.checkpoint import load_module
-from omnigen.convert import export_diffusers, main, write_diffusers_transformer
+from omnigen.convert import diffusers_inputs, export_diffusers, main, write_diffusers_transformer
 from omnigen.release import import_release
 from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.vae import AutoencoderKLVAE
@@ -96,18 +96,10 @@ def copy_release(release, tmp_path, weights=None, name="model.safetensors", vae=
 
 
 def run(module, texts, images, x, t):
-    """Our velocity plus the same inputs in diffusers' format (3-D 0/1 mask, spans per row)."""
+    """Our velocity plus the same inputs in diffusers' format."""
     batch, latents = module.prepare(texts, images, x)
     ours = module.transformer(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
-    spans = {}
-    for b, row in enumerate(batch.image_token_mask.tolist()):
-        edges = np.flatnonzero(np.diff([0, *map(int, row), 0]))  # run starts and ends, alternating
-        if len(edges):
-            spans[b] = [[int(s), int(e)] for s, e in zip(edges[::2], edges[1::2], strict=True)]
-    theirs = dict(hidden_states=x, timestep=t, input_ids=batch.input_ids, input_img_latents=[z[None] for z in latents],
-                  input_image_sizes=spans, attention_mask=module.transformer.mask.allowed(batch.layout).float(),
-                  position_ids=batch.layout.position_ids())
-    return ours, theirs
+    return ours, diffusers_inputs(module, batch, latents, x, t)
 
 
 def randomise(module, seed=0, std=0.2):

@@ -2,6 +2,7 @@
 
     python -m omnigen.bench kv_cache [--ckpt PATH | --override model/backbone=...] [--size 32] [--steps 20]
     python -m omnigen.bench loader [--override data=mixture] [--batches 20] [--workers 0]
+    python -m omnigen.bench train_step [--override ...] [--batch 8] [--size 32]
 
 kv_cache: wall time of sampling with and without the prefix kv-cache for prompts with 0, 1 and
 2 input images, guided (three branches with images, two without). The two variants alternate
@@ -11,9 +12,16 @@ the largest pixel difference between the two outputs.
 loader: samples/s the fit config's DataModule delivers (one loader, `--workers` processes) next
 to samples/s the fit config's model trains at (forward, backward, AdamW step on ready batches),
 alternated within each repeat; a loader/training ratio above 1 means the loader keeps up.
+
+train_step: forward + backward of our transformer next to diffusers' OmniGenTransformer2DModel
+holding the same weights (exported by omnigen.convert), on the same batch (prompts with 0, 1
+and 2 input images), alternated within each repeat; medians, ours/theirs speed-up and the largest
+velocity difference between the two are printed.
 """
 
 from __future__ import annotations
+
+import tempfile
 
 import argparse
 import statistics
@@ -25,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from omnigen.checkpoint import load_module
+from omnigen.convert import diffusers_inputs, write_diffusers_transformer
 from omnigen.fit import CONFIG_DIR
 from omnigen.module import OmniGenLitModule
 from omnigen.pipeline import OmniGenPipeline
@@ -107,6 +116,42 @@ def loader(overrides: list[str], batches: int, repeats: int, workers: int) -> li
              "loader samples/s": loader_rate, "training samples/s": train_rate, "loader / training": loader_rate / train_rate}]
 
 
+def train_step(module: OmniGenLitModule, size: int, batch: int, repeats: int) -> list[dict[str, float]]:
+    from diffusers import OmniGenTransformer2DModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs_model = OmniGenTransformer2DModel.from_pretrained(write_diffusers_transformer(module.transformer, tmp))
+    ours_model = module.transformer.train()
+    theirs_model.train()
+    g = torch.Generator().manual_seed(0)
+    side = size // module.vae.downsample_factor
+    rows = []
+    for n in PROMPTS:
+        x = torch.randn(batch, module.vae.latent_channels, side, side, generator=g)  # (B, C, h, w)
+        t = torch.rand(batch, generator=g)
+        images = [[torch.randn(module.vae.latent_channels, side, side, generator=g) for _ in range(n)] for _ in range(batch)]
+        prompt, latents = module.prepare([PROMPTS[n]] * batch, images, x)
+        theirs_inputs = diffusers_inputs(module, prompt, latents, x, t)
+        ours_inputs = (x, t, prompt.input_ids, prompt.image_token_mask, latents, prompt.layout)
+        times: dict[str, list[float]] = {"ours": [], "diffusers": []}
+        outputs: dict[str, torch.Tensor] = {}
+        for r in range(repeats + 1):  # repeat 0 warms up and is not counted
+            for name in (("ours", "diffusers") if r % 2 else ("diffusers", "ours")):  # alternate which goes first
+                model = ours_model if name == "ours" else theirs_model
+                model.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                velocity = ours_model(*ours_inputs) if name == "ours" else theirs_model(**theirs_inputs).sample
+                velocity.float().square().mean().backward()
+                if r:
+                    times[name].append(time.perf_counter() - start)
+                outputs[name] = velocity.detach()
+        ours, theirs = statistics.median(times["ours"]), statistics.median(times["diffusers"])
+        rows.append({"input images": n, "tokens per row": prompt.layout.position_ids().shape[-1], "ours s": ours,
+                     "diffusers s": theirs, "speed-up": theirs / ours,
+                     "max |diff|": (outputs["ours"] - outputs["diffusers"]).abs().max().item()})
+    return rows
+
+
 def print_table(rows: list[dict[str, float]]) -> None:
     keys = list(rows[0])
     print(" | ".join(keys))
@@ -117,7 +162,7 @@ def print_table(rows: list[dict[str, float]]) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser = argparse.ArgumentParser(prog="python -m omnigen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["kv_cache", "loader"])
+    parser.add_argument("benchmark", choices=["kv_cache", "loader", "train_step"])
     parser.add_argument("--ckpt", help="a checkpoint or exported directory; default: the fit config's model, random")
     parser.add_argument("--override", action="append", default=[], help="a fit-config override, e.g. model=tiny")
     parser.add_argument("--size", type=int, default=32, help="output and input image side, pixels")
@@ -136,6 +181,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         print_table(rows)
         return rows
     module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
+    if args.benchmark == "train_step":
+        print(f"train_step: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, {torch.get_num_threads()} "
+              f"threads, {sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M parameters")
+        rows = train_step(module, args.size, args.batch, args.repeats)
+        print_table(rows)
+        return rows
     print(f"kv_cache: {args.size}x{args.size}, {args.steps} steps, batch {args.batch}, {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads, {sum(p.numel() for p in module.parameters()) / 1e6:.2f}M parameters")
     rows = kv_cache(OmniGenPipeline(module), args.size, args.steps, args.repeats, args.batch)

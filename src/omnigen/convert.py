@@ -42,6 +42,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
@@ -163,6 +164,19 @@ def write_diffusers_transformer(transformer: OmniGen, out_dir: str | Path, dtype
     save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "diffusion_pytorch_model.safetensors"),
               metadata={"format": "pt"})
     return out_dir
+
+
+def diffusers_inputs(module: OmniGenLitModule, batch: Any, latents: list[Tensor], x: Tensor, t: Tensor) -> dict[str, Any]:
+    """Our prepared prompt batch as OmniGenTransformer2DModel's keyword arguments: a 3-D 0/1 mask
+    and, per row, the [start, end) token spans of its input images."""
+    spans = {}
+    for b, row in enumerate(batch.image_token_mask.tolist()):
+        edges = np.flatnonzero(np.diff([0, *map(int, row), 0]))  # run starts and ends, alternating
+        if len(edges):
+            spans[b] = [[int(s), int(e)] for s, e in zip(edges[::2], edges[1::2], strict=True)]
+    return dict(hidden_states=x, timestep=t, input_ids=batch.input_ids, input_img_latents=[z[None] for z in latents],
+                input_image_sizes=spans, attention_mask=module.transformer.mask.allowed(batch.layout).float(),
+                position_ids=batch.layout.position_ids())
 
 
 def pipeline_mismatches(module: OmniGenLitModule) -> list[str]:
