@@ -3,6 +3,7 @@
     python -m omnigen.bench kv_cache [--ckpt PATH | --override model/backbone=...] [--size 32] [--steps 20]
     python -m omnigen.bench loader [--override data=mixture] [--batches 20] [--workers 0]
     python -m omnigen.bench train_step [--override ...] [--batch 8] [--size 32]
+    (any of them: --json PATH writes the settings and rows)
 
 kv_cache: wall time of sampling with and without the prefix kv-cache for prompts with 0, 1 and
 2 input images, guided (three branches with images, two without). The two variants alternate
@@ -15,17 +16,19 @@ alternated within each repeat; a loader/training ratio above 1 means the loader 
 
 train_step: forward + backward of our transformer next to diffusers' OmniGenTransformer2DModel
 holding the same weights (exported by omnigen.convert), on the same batch (prompts with 0, 1
-and 2 input images), alternated within each repeat; medians, ours/theirs speed-up and the largest
-velocity difference between the two are printed.
+and 2 input images), alternated within each repeat; medians, ours/theirs speed-up, each side's
+achieved matmul FLOP/s as a share of this machine's measured fp32 matmul throughput, and the
+largest velocity difference between the two are printed.
 """
 
 from __future__ import annotations
 
-import tempfile
-
 import argparse
+import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -116,6 +119,29 @@ def loader(overrides: list[str], batches: int, repeats: int, workers: int) -> li
              "loader samples/s": loader_rate, "training samples/s": train_rate, "loader / training": loader_rate / train_rate}]
 
 
+def matmul_flops_per_s(repeats: int, n: int = 1024) -> float:
+    """This machine's fp32 matmul throughput: the median of `repeats` (n x n) @ (n x n) products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def training_step_flops(module: OmniGenLitModule, batch: int, tokens: int) -> float:
+    """Matmul FLOPs of one forward + backward (3x the forward) of the decoder layers over `batch`
+    rows of `tokens`: every Linear weight once per token, plus QK^T and AV over the full square
+    (a dense mask computes masked pairs too). Embedders and the final layer (<1% here) are left out."""
+    layers = module.transformer.llm.layers
+    linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    hidden = module.transformer.llm.config.hidden_size
+    forward = 2 * batch * tokens * linear + len(layers) * 2 * 2 * batch * tokens**2 * hidden
+    return 3.0 * forward
+
+
 def train_step(module: OmniGenLitModule, size: int, batch: int, repeats: int) -> list[dict[str, float]]:
     from diffusers import OmniGenTransformer2DModel
 
@@ -125,6 +151,8 @@ def train_step(module: OmniGenLitModule, size: int, batch: int, repeats: int) ->
     theirs_model.train()
     g = torch.Generator().manual_seed(0)
     side = size // module.vae.downsample_factor
+    peak = matmul_flops_per_s(2 * repeats + 1)
+    print(f"measured fp32 matmul throughput (1024³): {peak / 1e9:.1f} GFLOP/s")
     rows = []
     for n in PROMPTS:
         x = torch.randn(batch, module.vae.latent_channels, side, side, generator=g)  # (B, C, h, w)
@@ -146,8 +174,11 @@ def train_step(module: OmniGenLitModule, size: int, batch: int, repeats: int) ->
                     times[name].append(time.perf_counter() - start)
                 outputs[name] = velocity.detach()
         ours, theirs = statistics.median(times["ours"]), statistics.median(times["diffusers"])
-        rows.append({"input images": n, "tokens per row": prompt.layout.position_ids().shape[-1], "ours s": ours,
-                     "diffusers s": theirs, "speed-up": theirs / ours,
+        tokens = prompt.layout.position_ids().shape[-1]
+        flops = training_step_flops(module, batch, tokens)
+        rows.append({"input images": n, "tokens per row": tokens, "ours s": ours, "diffusers s": theirs,
+                     "speed-up": theirs / ours, "ours % matmul peak": 100 * flops / ours / peak,
+                     "diffusers % matmul peak": 100 * flops / theirs / peak,
                      "max |diff|": (outputs["ours"] - outputs["diffusers"]).abs().max().item()})
     return rows
 
@@ -172,27 +203,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--batches", type=int, default=20, help="loader: batches per timed repeat")
     parser.add_argument("--workers", type=int, default=0, help="loader: DataLoader worker processes")
+    parser.add_argument("--json", type=Path, default=None, help="also write the settings and rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.benchmark == "loader":
         print(f"loader: {args.batches} batches per repeat, {args.repeats} repeats, {torch.get_num_threads()} threads")
         rows = loader(args.override, args.batches, args.repeats, args.workers)
-        print_table(rows)
-        return rows
-    module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
-    if args.benchmark == "train_step":
-        print(f"train_step: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, {torch.get_num_threads()} "
-              f"threads, {sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M parameters")
-        rows = train_step(module, args.size, args.batch, args.repeats)
-        print_table(rows)
-        return rows
-    print(f"kv_cache: {args.size}x{args.size}, {args.steps} steps, batch {args.batch}, {args.repeats} repeats, "
-          f"{torch.get_num_threads()} threads, {sum(p.numel() for p in module.parameters()) / 1e6:.2f}M parameters")
-    rows = kv_cache(OmniGenPipeline(module), args.size, args.steps, args.repeats, args.batch)
+    else:
+        module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
+        print(f"{args.benchmark}: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, "
+              f"{torch.get_num_threads()} threads, {sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M "
+              "transformer parameters" + (f", {args.steps} steps" if args.benchmark == "kv_cache" else ""))
+        if args.benchmark == "train_step":
+            rows = train_step(module, args.size, args.batch, args.repeats)
+        else:
+            rows = kv_cache(OmniGenPipeline(module), args.size, args.steps, args.repeats, args.batch)
     print_table(rows)
+    if args.json:
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"settings": settings | {"threads": torch.get_num_threads()}, "rows": rows}, indent=2))
     return rows
-
 
 if __name__ == "__main__":
     main()
