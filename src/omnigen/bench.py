@@ -225,5 +225,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         args.json.write_text(json.dumps({"settings": settings | {"threads": torch.get_num_threads()}, "rows": rows}, indent=2))
     return rows
 
+
 if __name__ == "__main__":
     main()

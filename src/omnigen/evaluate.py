@@ -111,6 +111,12 @@ def example_grid(examples: list[dict[str, Any]], per_family: int = 4):
     return grid(rows, 64)
 
 
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """evaluate_shapes' per-family means as eval/<family>/<metric> (sample counts left out)."""
+    return {f"eval/{family}/{k}": v for family, scores in results.items() if family != "per_task"
+            for k, v in scores.items() if k != "n"}
+
+
 def log_wandb_table(examples: list[dict[str, Any]], run: Any, key: str = "eval/examples", limit: int = 40) -> None:
     import wandb
 
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
-    (out / "results.md").write_text(markdown(results, settings))
+    table = markdown(results, settings)
+    (out / "results.md").write_text(table)
     example_grid(examples).save(out / "examples.png")
     if cfg.wandb:
         import wandb
@@ -144,10 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ.setdefault("WANDB_MODE", "offline")
         run = wandb.init(project="omnigen", job_type="evaluate", dir=str(out), config=settings)
         log_wandb_table(examples, run)
-        run.log({f"eval/{family}/{k}": v for family, scores in results.items() if family != "per_task"
-                 for k, v in scores.items()})
+        run.log(flat_metrics(results))
         run.finish()
-    print(markdown(results, settings))
+    print(table)
     return results
 
 

@@ -139,8 +139,8 @@ class OmniGenLitModule(LightningModule):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step} "
                                      f"(tasks in batch: {sorted(set(batch['task']))})")
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
-        families = batch.get("family") or [None] * len(batch["task"])  # depth, segmentation: in two families
-        self.log_groups("train/loss", per_sample.detach(), [f"{f}/{t}" if f else t for f, t in zip(families, batch["task"], strict=True)])
+        self.log_groups("train/loss", per_sample.detach(),  # family/task: depth, segmentation are in two families
+                        [f"{f}/{t}" for f, t in zip(batch["family"], batch["task"], strict=True)])
         bins = (t.detach() * TIMESTEP_BINS).long().clamp(max=TIMESTEP_BINS - 1).tolist()  # which quarter of [0, 1]
         self.log_groups("train/loss_t", per_sample.detach(),
                         [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins])

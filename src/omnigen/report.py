@@ -59,6 +59,11 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def summary(values: list[float]) -> dict[str, Any]:
+    mean, sd = mean_sd(values)
+    return {"mean": mean, "sd": sd, "seeds": values}
+
+
 def headline_metrics(runs: list[dict[str, Any]]) -> list[str]:
     """family/metric keys of HEADLINE that every run evaluated."""
     return [f"{family}/{m}" for family, names in HEADLINE.items() for m in names
@@ -78,14 +83,9 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
         row: dict[str, Any] = {}
         for key in metrics:
             family, metric = key.split("/", 1)
-            values = [r["results"][family][metric] for r in runs]
-            mean, sd = mean_sd(values)
-            row[key] = {"mean": mean, "sd": sd, "seeds": values}
+            row[key] = summary([r["results"][family][metric] for r in runs])
         finals = [final_loss(r["loss"]) for r in runs if r["loss"]]
-        row["final_loss"] = None
-        if finals:
-            mean, sd = mean_sd(finals)
-            row["final_loss"] = {"mean": mean, "sd": sd, "seeds": finals}
+        row["final_loss"] = summary(finals) if finals else None
         walls = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
         row["fit_seconds"] = {"mean": mean_sd(walls)[0], "seeds": walls} if walls else None
         row["steps"] = sorted({r["steps_trained"] for r in runs})
@@ -111,8 +111,8 @@ def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int) -
 def smooth(points: list[tuple[int, float]], window: int = 10) -> tuple[list[int], list[float]]:
     steps = [s for s, _ in points]
     values = [v for _, v in points]
-    out = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
-    return steps, out
+    windows = [values[max(0, i - window + 1):i + 1] for i in range(len(values))]
+    return steps, [sum(w) / len(w) for w in windows]
 
 
 def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]], metrics: list[str], path: Path,
@@ -124,7 +124,8 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
 
     scores = [m for m in metrics if not m.endswith("psnr")]  # PSNR is in dB, not on the [0, 1] axis
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(min(14.0, 0.5 * len(scores) + 8), 4.5), width_ratios=[3, 2])
-    if all(arm.isdigit() for arm in table):  # arms are training steps: a learning curve per metric
+    curve = all(arm.isdigit() for arm in table)  # arms are training steps: a learning curve per metric
+    if curve:
         steps = [int(arm) for arm in table]
         for j, m in enumerate(scores):
             means, sds = [row[m]["mean"] for row in table.values()], [row[m]["sd"] for row in table.values()]
@@ -140,7 +141,7 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
     bars.set_ylim(0, 1)
     bars.set_title("metrics (mean ± sd over seeds)")
     bars.legend(fontsize=6)
-    if all(arm.isdigit() for arm in table):  # every arm holds the same runs: one loss line per run
+    if curve:  # every arm holds the same runs: one loss line per run
         arms = {Path(run["run"]).name: [run] for run in next(iter(arms.values()))}
     for i, (arm, runs) in enumerate(arms.items()):
         for k, run in enumerate(runs):

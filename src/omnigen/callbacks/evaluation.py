@@ -7,7 +7,7 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from omnigen.callbacks.periodic import PeriodicCallback
-from omnigen.evaluate import evaluate_shapes, log_wandb_table
+from omnigen.evaluate import evaluate_shapes, flat_metrics, log_wandb_table
 from omnigen.metrics import FAMILIES
 from omnigen.pipeline import OmniGenPipeline
 
@@ -28,8 +28,7 @@ class EvaluationCallback(PeriodicCallback):
         results, examples = evaluate_shapes(OmniGenPipeline(pl_module), self.families, self.samples_per_family,
                                             self.image_size, self.num_inference_steps, self.guidance_scale,
                                             self.img_guidance_scale, seed=self.seed)
-        metrics = {f"eval/{family}/{k}": v for family, scores in results.items() if family != "per_task"
-                   for k, v in scores.items() if k != "n"}
+        metrics = flat_metrics(results)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, WandbLogger):
