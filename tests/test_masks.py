@@ -78,5 +78,5 @@ def test_position_ids_skip_padding():
 
 
 def test_layout_validates_shapes():
-    with pytest.raises(ValueError, match="must both be"):
+    with pytest.raises(ValueError, match="must all be"):
         SequenceLayout(torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 4, dtype=torch.bool), 1)

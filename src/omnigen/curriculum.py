@@ -69,11 +69,12 @@ class CurriculumCallback(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         stage = self.curriculum.stage_at(step)
-        height, width = batch["output_image"].shape[-2:]
+        outputs = batch["output_image"]  # (B, 3, H, W), or a list of (3, H, W) of mixed sizes
+        size = len(outputs)
         pl_module.log_dict({"curriculum/stage": float(self.curriculum.index_at(step)),
-                            "curriculum/image_size": float(max(height, width)),
-                            "curriculum/batch_size": float(batch["output_image"].shape[0]),
-                            "curriculum/stage_lr": stage.lr}, batch_size=batch["output_image"].shape[0])
+                            "curriculum/image_size": float(max(max(image.shape[-2:]) for image in outputs)),
+                            "curriculum/batch_size": float(size),
+                            "curriculum/stage_lr": stage.lr}, batch_size=size)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         step = trainer.global_step  # already advanced past the step that just ran

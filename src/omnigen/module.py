@@ -20,11 +20,23 @@ from omnigen.model.backbone.hf import backbone_architecture_config
 from omnigen.model.masks.base import MaskStrategy
 from omnigen.model.omnigen import OmniGen
 from omnigen.model.vae.base import VAE
-from omnigen.processor import DEFAULT_TEMPLATE, OmniGenProcessor, PromptBatch, drop_images, drop_text, tokenizer_to_files
+from omnigen.processor import (DEFAULT_TEMPLATE, OmniGenProcessor, PackedBatch, Prompt, PromptBatch, drop_images, drop_text,
+                               tokenizer_to_files)
 
 CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
 CHECKPOINT_FORMAT = 1
 TIMESTEP_BINS = 4  # train/loss_t/<bin>: the loss over quarters of t (0 = noise, 1 = data)
+
+
+def size_groups(images: Tensor | list[Tensor]) -> list[tuple[list[int], Tensor]]:
+    """(sample indices, (G, 3, H, W) images) per output size: a stacked batch is one group; a list
+    of (3, H, W) images of mixed sizes is grouped by size."""
+    if isinstance(images, Tensor):
+        return [(list(range(images.shape[0])), images)]
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, image in enumerate(images):
+        by_size[tuple(image.shape[-2:])].append(i)
+    return [(index, torch.stack([images[i] for i in index])) for index in by_size.values()]
 
 
 class OmniGenLitModule(LightningModule):
@@ -34,8 +46,10 @@ class OmniGenLitModule(LightningModule):
                  scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
                  max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
-                 seed: int = 0, finetune: FineTune | None = None) -> None:
+                 seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None) -> None:
         super().__init__()
+        if pack_tokens is not None and pack_tokens < 1:
+            raise ValueError(f"pack_tokens must be a positive token budget per row or null, got {pack_tokens}")
         for name, p in (("text_dropout", text_dropout), ("image_dropout", image_dropout)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -51,6 +65,8 @@ class OmniGenLitModule(LightningModule):
         self.weighting, self.timesteps = weighting, timesteps
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.text_dropout, self.image_dropout, self.seed = text_dropout, image_dropout, seed
+        # Training rows hold as many samples as fit in pack_tokens (None: one sample per row).
+        self.pack_tokens = pack_tokens
         # The resolved model config this module was built from (set by omnigen.fit and
         # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
@@ -96,12 +112,22 @@ class OmniGenLitModule(LightningModule):
         h, w = self.transformer.patch_grid(latent)
         return h * w
 
+    def tokenize(self, instructions: list[str], latents: list[list[Tensor]]) -> list[Prompt]:
+        return [self.processor.tokenize(text, [self.num_tokens(z) for z in zs])
+                for text, zs in zip(instructions, latents, strict=True)]
+
     def prepare(self, instructions: list[str], latents: list[list[Tensor]], output: Tensor) -> tuple[PromptBatch, list[Tensor]]:
-        """Tokenise a batch -> (prompt batch, input latents in span order); `output` is any latent
-        of the output's size."""
-        prompts = [self.processor.tokenize(text, [self.num_tokens(z) for z in zs])
-                   for text, zs in zip(instructions, latents, strict=True)]
-        batch = self.processor.batch(prompts, self.num_tokens(output), self.device)
+        """Tokenise a batch, left-padded -> (prompt batch, input latents in span order); `output` is
+        any latent of the output's size. Sampling uses this layout: its prefix is kv-cacheable."""
+        batch = self.processor.batch(self.tokenize(instructions, latents), self.num_tokens(output), self.device)
+        return batch, [latents[b][i] for b, i in batch.image_order]
+
+    def prepare_packed(self, instructions: list[str], latents: list[list[Tensor]],
+                       outputs: list[Tensor]) -> tuple[PackedBatch, list[Tensor]]:
+        """Tokenise a batch and pack it `pack_tokens` to a row (one per row when None); `outputs`
+        are latents of each sample's output size, which may differ."""
+        batch = self.processor.pack(self.tokenize(instructions, latents), [self.num_tokens(z) for z in outputs],
+                                    self.pack_tokens, self.device)
         return batch, [latents[b][i] for b, i in batch.image_order]
 
     def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
@@ -123,30 +149,37 @@ class OmniGenLitModule(LightningModule):
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         g = self.step_generator(batch_idx)
-        mean, std = self.moments(batch["output_image"])  # (B, C, h, w) each, from (B, 3, H, W) in [-1, 1]
-        x = self.vae.draw(mean, std, g)
+        size = len(batch["instruction"])
         instructions, inputs = self.drop_conditions(batch["instruction"], self.encode_inputs(batch["input_images"]), g)
-        references = self.edit_references(inputs, batch.get("edit_source") or [None] * len(inputs), batch["task"])
-        weights = self.weighting.weights(mean, references)
-        prompt, latents = self.prepare(instructions, inputs, x)
-
-        noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-        t = self.timesteps.sample(x.shape[0], device=x.device, generator=g)
-        pred = self.transformer(interpolate(x, noise, t), t, prompt.input_ids, prompt.image_token_mask, latents, prompt.layout)
-        per_sample = (weights * (pred.float() - velocity_target(x, noise).float()).pow(2)).flatten(1).mean(1)  # (B,)
+        references = self.edit_references(inputs, batch.get("edit_source") or [None] * size, batch["task"])
+        t = self.timesteps.sample(size, device=self.device, generator=g)  # (B,)
+        data, x_t, targets, weights = [None] * size, [None] * size, [None] * size, [None] * size
+        for index, images in size_groups(batch["output_image"]):  # batched VAE and weighting per output size
+            mean, std = self.moments(images)  # (G, C, h, w) each, from (G, 3, H, W) in [-1, 1]
+            x = self.vae.draw(mean, std, g)
+            noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+            group = zip(index, interpolate(x, noise, t[index]), velocity_target(x, noise),
+                        self.weighting.weights(mean, [references[i] for i in index]), x, strict=True)
+            for i, *values in group:
+                x_t[i], targets[i], weights[i], data[i] = values
+        prompt, latents = self.prepare_packed(instructions, inputs, data)
+        pred = self.transformer.forward_packed(x_t, t, prompt, latents)  # [(C, h, w), ...]
+        per_sample = torch.stack([(w * (p.float() - v.float()).pow(2)).mean()
+                                  for p, v, w in zip(pred, targets, weights, strict=True)])  # (B,)
         loss = per_sample.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step} "
                                      f"(tasks in batch: {sorted(set(batch['task']))})")
-        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log_groups("train/loss", per_sample.detach(),  # family/task: depth, segmentation are in two families
                         [f"{f}/{t}" for f, t in zip(batch["family"], batch["task"], strict=True)])
         bins = (t.detach() * TIMESTEP_BINS).long().clamp(max=TIMESTEP_BINS - 1).tolist()  # which quarter of [0, 1]
         self.log_groups("train/loss_t", per_sample.detach(),
                         [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins])
+        self.log("train/padding_waste", prompt.padding_waste, batch_size=size)  # share of row slots that are padding
         self.last_batch_tokens = int(prompt.layout.valid.sum())  # for the throughput callback
         for name, value in (batch.get("data_stats") or {}).items():  # running totals from the DataModule
-            self.log(f"data/{name}", value, batch_size=x.shape[0])
+            self.log(f"data/{name}", value, batch_size=size)
         return loss
 
     @staticmethod

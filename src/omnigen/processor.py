@@ -45,6 +45,55 @@ class PromptBatch:
     image_order: list[tuple[int, int]]  # (sample, image index) filling each span, row-major
 
 
+@dataclass(frozen=True)
+class PackedBatch:
+    """Samples packed several to a row, `[cond_1 | time_1 | out_1 | cond_2 | time_2 | out_2 | ... | pad]`,
+    each sample attending only to itself and with positions restarting at 0.
+
+    Flat positions index the (R·L) tokens row-major; sample order is the order given to `pack`.
+    """
+
+    input_ids: Tensor  # (R, L) text ids; the pad id on image, time, output and padding positions
+    image_token_mask: Tensor  # (R, L) True where an input-image token goes
+    layout: SequenceLayout  # packed: segment_ids set, num_output_tokens 0
+    image_order: list[tuple[int, int]]  # (sample, image index) filling each input span, row-major
+    time_index: Tensor  # (S,) flat position of each sample's time token
+    output_index: Tensor  # (ΣN,) flat positions of the output tokens, sample after sample
+    output_tokens: list[int]  # N of each sample
+    unpacked_length: int  # the row length of the same samples left-padded one per row
+
+    @property
+    def padding_waste(self) -> float:
+        """Share of the batch's token slots that are padding."""
+        return 1.0 - self.layout.valid.float().mean().item()
+
+    @property
+    def unpacked_padding_waste(self) -> float:
+        """The same share had the samples been left-padded one per row."""
+        return 1.0 - self.layout.valid.sum().item() / (len(self.output_tokens) * self.unpacked_length)
+
+
+def balanced_rows(lengths: list[int], max_tokens: int | None) -> list[list[int]]:
+    """Sample indices per row: one per row without a budget; else the fewest rows of at most
+    `max_tokens`, filled longest-first into the shortest row so the rows end up even (less padding)."""
+    if max_tokens is None:
+        return [[i] for i in range(len(lengths))]
+    if (longest := max(lengths)) > max_tokens:
+        raise ValueError(f"sample {lengths.index(longest)} has {longest} tokens, over the packing budget of "
+                         f"{max_tokens} per row: raise pack_tokens")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for num_rows in range(-(-sum(lengths) // max_tokens), len(lengths) + 1):
+        rows: list[list[int]] = [[] for _ in range(num_rows)]
+        totals = [0] * num_rows
+        for i in order:
+            r = totals.index(min(totals))
+            rows[r].append(i)
+            totals[r] += lengths[i]
+        if max(totals) <= max_tokens:
+            return [sorted(row) for row in rows]
+    raise AssertionError("one sample per row always fits")  # unreachable: every length <= max_tokens
+
+
 def placeholder_ids(instruction: str) -> list[int]:
     """The image ids of `instruction`, in order of appearance, after validating their syntax."""
     if bad := MALFORMED_TAG.search(instruction):
@@ -126,6 +175,44 @@ class OmniGenProcessor:
             span_ids[b, prefix + 1:] = len(prompt.image_spans) + 1  # the output image is the last span
         layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens)
         return PromptBatch(input_ids.to(device), image_mask.to(device), layout, order)
+
+
+    def pack(self, prompts: list[Prompt], output_tokens: list[int], max_tokens: int | None = None,
+             device: torch.device | str = "cpu") -> PackedBatch:
+        """Pack `[condition | time | output]` of each prompt into rows of at most `max_tokens`
+        (None: one sample per row); rows are right-padded to the longest."""
+        if not prompts or len(prompts) != len(output_tokens):
+            raise ValueError(f"pack needs one output token count per prompt, got {len(prompts)} prompts and "
+                             f"{len(output_tokens)} counts")
+        lengths = [len(p.input_ids) + 1 + n for p, n in zip(prompts, output_tokens, strict=True)]
+        rows = balanced_rows(lengths, max_tokens)
+        length = max(sum(lengths[i] for i in row) for row in rows)
+        shape = (len(rows), length)
+        input_ids = torch.full(shape, self.tokenizer.pad_token_id, dtype=torch.long)
+        image_mask, valid = torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
+        span_ids, segment_ids = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+        time_index, outputs, order = [0] * len(prompts), [torch.empty(0, dtype=torch.long)] * len(prompts), []
+        for r, row in enumerate(rows):
+            start, span = 0, 0
+            for segment, i in enumerate(row, start=1):
+                prompt, end = prompts[i], start + lengths[i]
+                condition_end = start + len(prompt.input_ids)
+                input_ids[r, start:condition_end] = torch.tensor(prompt.input_ids, dtype=torch.long)
+                for first, last, index in prompt.image_spans:
+                    span += 1
+                    image_mask[r, start + first:start + last] = True
+                    span_ids[r, start + first:start + last] = span
+                    order.append((i, index))
+                span += 1
+                span_ids[r, condition_end + 1:end] = span  # the output image
+                valid[r, start:end], segment_ids[r, start:end] = True, segment
+                time_index[i] = r * length + condition_end
+                outputs[i] = torch.arange(condition_end + 1, end) + r * length
+                start = end
+        layout = SequenceLayout(span_ids.to(device), valid.to(device), 0, segment_ids.to(device))
+        return PackedBatch(input_ids.to(device), image_mask.to(device), layout, order,
+                           torch.tensor(time_index, device=device), torch.cat(outputs).to(device), list(output_tokens),
+                           max(lengths))
 
 
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:

@@ -1,4 +1,5 @@
-"""Batching X2I samples: output images stacked (one size per batch), the rest kept as lists."""
+"""Batching X2I samples: output images stacked when they share a size, else (mixed-size batches)
+a list; the rest kept as lists."""
 
 from typing import Any
 
@@ -16,14 +17,16 @@ def to_tensor(image: Image.Image) -> Tensor:
     return from_array(np.array(image, dtype=np.uint8))
 
 
-def collate_samples(samples: list[X2ISample]) -> dict[str, Any]:
+def collate_samples(samples: list[X2ISample], mixed_sizes: bool = False) -> dict[str, Any]:
     sizes = {s.output_image.size for s in samples}
-    if len(sizes) != 1:
-        raise ValueError(f"a batch must share one output size, got {sorted(sizes)} (bucket the samples by size)")
+    if len(sizes) != 1 and not mixed_sizes:
+        raise ValueError(f"a batch must share one output size, got {sorted(sizes)} (bucket the samples by size, "
+                         "or data.mixed_sizes=true: training packs any sizes)")
+    outputs = [to_tensor(s.output_image) for s in samples]
     return {
         "instruction": [s.instruction for s in samples],
         "input_images": [[to_tensor(im) for im in s.input_images] for s in samples],
-        "output_image": torch.stack([to_tensor(s.output_image) for s in samples]),  # (B, 3, H, W)
+        "output_image": torch.stack(outputs) if len(sizes) == 1 else outputs,  # (B, 3, H, W), or [(3, H, W), ...]
         "task": [s.task for s in samples],
         "family": [s.family for s in samples],
         "spec": [s.spec for s in samples],

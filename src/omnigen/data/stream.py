@@ -62,7 +62,8 @@ class FamilyStream:
 class X2IStream(IterableDataset):
     def __init__(self, families: dict[str, FamilyStream], ratios: dict[str, float] | None, batch_size: int,
                  resolution: Resolution, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
-                 checker: Callable[[X2ISample], None] | None = None, curriculum: Curriculum | None = None) -> None:
+                 checker: Callable[[X2ISample], None] | None = None, curriculum: Curriculum | None = None,
+                 mixed_sizes: bool = False) -> None:
         if on_bad not in ("skip", "error"):
             raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
         if ratios is not None and set(ratios) != set(families):
@@ -73,6 +74,7 @@ class X2IStream(IterableDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.families, self.ratios, self.batch_size = families, ratios, batch_size
         self.resolution, self.shuffle, self.seed, self.on_bad, self.checker = resolution, shuffle, seed, on_bad, checker
+        self.mixed_sizes = mixed_sizes  # batches take samples of any output size (training packs them)
         self.rank, self.world_size = 0, 1  # set by the DataModule before the loader starts
         self.epoch = 0  # advanced by each pass in this process (persistent workers keep theirs)
         self.carried: Counter[str] = Counter()
@@ -106,17 +108,18 @@ class X2IStream(IterableDataset):
         part, num_parts = self.rank * num_workers + worker_id, self.world_size * num_workers
         epoch, self.epoch = self.epoch, self.epoch + 1
         stats, messages = self.carried, []  # counts read after the last batch of the previous pass
-        buckets: dict[tuple[int, int], list[X2ISample]] = {}
+        buckets: dict[tuple[int, int] | None, list[X2ISample]] = {}  # by output size, or one when mixed
         ready: list[X2ISample] | None = None  # a full batch held back one step, so counts read after it ride along
         formed = 0
         stage = self.enter_stage(self.start_batch + worker_id)
         for sample in self.samples(part, num_parts, epoch, stats, messages):
-            bucket = buckets.setdefault(sample.output_image.size, [])
+            key = None if self.mixed_sizes else sample.output_image.size
+            bucket = buckets.setdefault(key, [])
             bucket.append(sample)
             if len(bucket) == self.current_batch_size:
                 if ready is not None:
                     yield self.batch(ready, stats, messages)
-                ready = buckets.pop(sample.output_image.size)
+                ready = buckets.pop(key)
                 formed += 1
                 if (next_stage := self.enter_stage(self.start_batch + formed * num_workers + worker_id)) != stage:
                     # Samples already sized for the stage that ended: counted, not trained on.
@@ -129,7 +132,7 @@ class X2IStream(IterableDataset):
             log.warning("part %d of %d ended with counts no batch carried: %s", part, num_parts, dict(stats))
 
     def batch(self, samples: list[X2ISample], stats: Counter[str], messages: list[str]) -> dict:
-        batch = collate_samples(samples)
+        batch = collate_samples(samples, self.mixed_sizes)
         batch["data_stats"] = {"counts": dict(stats), "messages": list(messages)}
         stats.clear()
         messages.clear()

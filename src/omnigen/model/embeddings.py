@@ -92,9 +92,12 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, time_emb: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(time_emb).chunk(2, dim=-1)  # (B, D) each
-        x = self.norm_final(x) * (1 + scale[:, None]) + shift[:, None]  # (B, N, D)
-        return self.linear(x)  # (B, N, p*p*C)
+        """x (B, N, D) with time_emb (B, D), or x (N, D) with one time embedding per token (N, D)."""
+        shift, scale = self.adaLN_modulation(time_emb).chunk(2, dim=-1)  # (B, D) or (N, D) each
+        if x.dim() == 3:
+            shift, scale = shift[:, None], scale[:, None]  # (B, 1, D): one sample's t for all its tokens
+        x = self.norm_final(x) * (1 + scale) + shift  # (B, N, D) or (N, D)
+        return self.linear(x)  # (B, N, p*p*C) or (N, p*p*C)
 
 
 def unpatchify(tokens: Tensor, patch_size: int, channels: int, height: int, width: int) -> Tensor:

@@ -5,13 +5,21 @@ replaced by that input image's patch tokens. The velocity of the output image is
 the last tokens through an adaLN final layer.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask
 from transformers import DynamicCache
 
 from omnigen.model.backbone.base import check_backbone
 from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
 from omnigen.model.masks.base import MaskStrategy, SequenceLayout
+
+if TYPE_CHECKING:
+    from omnigen.processor import PackedBatch
 
 
 class OmniGen(nn.Module):
@@ -73,12 +81,48 @@ class OmniGen(nn.Module):
 
         x_t: (B, C, H, W) noisy output latent; t: (B,) in [0, 1]; input_ids, image_token_mask:
         (B, Lc) left-padded condition; layout: the full sequence (B, Lc + 1 + N). attention_mask:
-        `self.mask.dense(layout)` when the caller already has it (a sampler reuses it every step).
+        `self.attention_mask(layout, dtype)` when the caller already has it (a sampler reuses it
+        every step; `forward_cached` takes it for queries from `layout.prefix_length` on).
         """
         if layout.prefix_length != input_ids.shape[1]:
             raise ValueError(f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens")
         condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
         return self._velocity(x_t, t, layout, attention_mask, condition=condition)
+
+    def forward_packed(self, x_t: list[Tensor], t: Tensor, batch: PackedBatch, input_latents: list[Tensor]) -> list[Tensor]:
+        """Velocities of samples packed several to a row (any output sizes; see `OmniGenProcessor.pack`).
+
+        x_t: each sample's (C, h, w) noisy output latent; t: (S,); input_latents in the order of
+        `batch.image_order`. Returns each sample's (C, h, w) velocity.
+        """
+        if len(x_t) != len(batch.output_tokens) or t.shape != (len(x_t),):
+            raise ValueError(f"{len(x_t)} latents and t {tuple(t.shape)} for a batch of {len(batch.output_tokens)} samples")
+        grids = [self.patch_grid(x) for x in x_t]
+        if [h * w for h, w in grids] != batch.output_tokens:
+            raise ValueError(f"latents give {[h * w for h, w in grids]} output tokens, the batch was packed for "
+                             f"{batch.output_tokens}")
+        condition = self.condition_embeds(batch.input_ids, batch.image_token_mask, input_latents)  # (R, L, D)
+        rows, length, hidden = condition.shape
+        time_tokens = self.time_token(t).to(condition.dtype)  # (S, D)
+        outputs = [self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t]  # [(N_s, D), ...]
+        placed = torch.cat([batch.time_index, batch.output_index])
+        sequence = condition.reshape(rows * length, hidden).index_copy(0, placed, torch.cat([time_tokens, *outputs]))
+        out = self.llm(inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
+                       attention_mask=self.attention_mask(batch.layout, condition.dtype),
+                       position_ids=batch.layout.position_ids()).last_hidden_state
+        out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
+        time_emb = self.t_embedder(t).to(out.dtype).repeat_interleave(  # (ΣN, D): each token its sample's t
+            torch.tensor(batch.output_tokens, device=out.device), dim=0)
+        tokens = self.final_layer(out, time_emb).split(batch.output_tokens)  # [(N_s, p*p*C), ...]
+        return [unpatchify(tok[None], self.patch_size, self.in_channels, h, w)[0]  # (C, h·p, w·p)
+                for tok, (h, w) in zip(tokens, grids, strict=True)]
+
+    def attention_mask(self, layout: SequenceLayout, dtype: torch.dtype, query_start: int = 0) -> Tensor | BlockMask:
+        """The mask for queries `query_start:` in the form the backbone's attention takes: a
+        FlexAttention BlockMask (block-sparse, no (L, L) tensor) or SDPA's dense additive mask."""
+        if getattr(self.llm.config, "_attn_implementation", None) == "flex_attention":
+            return self.mask.block_mask(layout, query_start)
+        return self.mask.dense(layout, dtype)[:, :, query_start:]  # (B, 1, L - query_start, L)
 
     def cache_prefix(self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor],
                      layout: SequenceLayout) -> DynamicCache:
@@ -93,7 +137,7 @@ class OmniGen(nn.Module):
         prefix = layout.prefix_length
         # A cache without the config: sliding-window layers would drop old prefix keys.
         cache = DynamicCache()
-        self.llm(inputs_embeds=condition, attention_mask=self.mask.dense(layout, condition.dtype)[:, :, :prefix, :prefix],
+        self.llm(inputs_embeds=condition, attention_mask=self.attention_mask(layout.prefix(), condition.dtype),
                  position_ids=layout.position_ids()[:, :prefix], cache=cache, use_cache=True)
         return cache
 
@@ -112,9 +156,12 @@ class OmniGen(nn.Module):
 
     def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, attention_mask: Tensor | None,
                   condition: Tensor | None = None, cache: DynamicCache | None = None) -> Tensor:
-        """Run `[condition | time | output]` (or `[time | output]` after a cached prefix) -> (B, C, H, W)."""
+        """Run `[condition | time | output]` (or `[time | output]` after a cached prefix) -> (B, C, H, W).
+        Left-padded layouts only: packed batches go through `forward_packed`."""
         h, w = self.patch_grid(x_t)
         num_output = h * w
+        if layout.packed:
+            raise ValueError("a packed layout goes through forward_packed")
         if layout.num_output_tokens != num_output:
             raise ValueError(f"layout ({layout.num_output_tokens} output tokens) does not match x_t ({num_output})")
         dtype = self.x_embedder.proj.weight.dtype if condition is None else condition.dtype
@@ -124,9 +171,8 @@ class OmniGen(nn.Module):
         sequence = torch.cat(parts, dim=1)  # (B, L, D), or (B, 1 + N, D) after a cached prefix
         start = layout.span_ids.shape[1] - sequence.shape[1]  # the first position run now
         if attention_mask is None:
-            attention_mask = self.mask.dense(layout, dtype)
-        mask = attention_mask[:, :, start:].to(dtype)  # (B, 1, L - start, L)
-        hidden = self.llm(inputs_embeds=sequence, attention_mask=mask, position_ids=layout.position_ids()[:, start:],
+            attention_mask = self.attention_mask(layout, dtype, start)
+        hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask, position_ids=layout.position_ids()[:, start:],
                           cache=cache, use_cache=cache is not None).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
         return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)

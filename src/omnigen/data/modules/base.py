@@ -81,9 +81,11 @@ class X2IDataModule(LightningDataModule):
     def __init__(self, sources: list[Source], batch_size: int = 32, resolution: Resolution | None = None,
                  num_workers: int = 0, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
                  max_skip_fraction: float = 0.05, few_shot: EpisodeBuilder | None = None,
-                 curriculum: Curriculum | None = None) -> None:
+                 curriculum: Curriculum | None = None, mixed_sizes: bool = False) -> None:
         """`curriculum`: stages whose batch size, image size (the resolution's `size`) and mix replace
-        `batch_size`, `resolution.size` and the mixture's ratios at each stage's steps."""
+        `batch_size`, `resolution.size` and the mixture's ratios at each stage's steps. `mixed_sizes`:
+        batches take any output sizes (resolution modes raw/buckets) instead of one size each; the
+        model packs them into rows (`model.pack_tokens`)."""
         super().__init__()
         if not sources:
             raise ValueError(f"the {self.family} DataModule needs at least one source")
@@ -92,7 +94,7 @@ class X2IDataModule(LightningDataModule):
         self.resolution = resolution or Resolution()
         self.on_bad, self.accounting = on_bad, DataAccounting(max_skip_fraction)
         self.checker: TokenBudget | None = None
-        self.curriculum = curriculum
+        self.curriculum, self.mixed_sizes = curriculum, mixed_sizes
 
     def family_streams(self) -> dict[str, FamilyStream]:
         return {self.family: FamilyStream(self.family, self.sources, self.min_inputs, self.max_inputs, self.few_shot)}
@@ -113,7 +115,7 @@ class X2IDataModule(LightningDataModule):
     def stream(self, shuffle: bool | None = None, seed: int | None = None) -> X2IStream:
         stream = X2IStream(self.family_streams(), self.ratios(), self.batch_size, self.resolution,
                            self.shuffle if shuffle is None else shuffle, self.seed if seed is None else seed,
-                           self.on_bad, self.checker, self.curriculum)
+                           self.on_bad, self.checker, self.curriculum, self.mixed_sizes)
         if self.trainer is not None:
             stream.rank, stream.world_size = self.trainer.global_rank, self.trainer.world_size
             stream.accumulate = self.trainer.accumulate_grad_batches

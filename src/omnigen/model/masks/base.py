@@ -1,42 +1,65 @@
 """Attention-mask strategies: who may attend to whom in `[condition | time | output image]`.
 
 A strategy sees a batch as a `SequenceLayout` (one span id per token, 0 for text, time and
-padding; a distinct positive id per image span) and returns which query may attend to which
-key. The dense additive form is what HF backbones take on CPU.
+padding; a distinct positive id per image span; for packed rows, which sample each token belongs
+to) and returns which query may attend to which key. No token ever attends across samples. The
+dense additive form is what HF's SDPA path takes; `mask_mod` is the same rule as a FlexAttention
+predicate, from which a block-sparse `BlockMask` is built without an (L, L) tensor.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask
 
 
 @dataclass(frozen=True)
 class SequenceLayout:
-    """Token roles for a left-padded batch.
+    """Token roles for a batch: left-padded (one sample per row) or packed (several per row).
 
     span_ids: (B, L) int, 0 for text / time token / padding, k > 0 for tokens of image span k
-        (unique within a row; the output image is one of the spans).
+        (unique within a row; each output image is one of the spans).
     valid: (B, L) bool, False on padding.
-    num_output_tokens: the output image occupies the last `num_output_tokens` positions of
-        every row (left padding keeps it there), directly after the time token.
+    num_output_tokens: left-padded batches: the output image occupies the last
+        `num_output_tokens` positions of every row (left padding keeps it there), directly after
+        the time token. Packed batches: 0 (each sample's output lies where its batch says).
+    segment_ids: packed batches: (B, L) int, s > 0 for the tokens of the row's s-th sample, 0 on
+        padding. None for left-padded batches (one segment per row).
     """
 
     span_ids: Tensor
     valid: Tensor
     num_output_tokens: int
+    segment_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.span_ids.shape != self.valid.shape or self.span_ids.dim() != 2:
-            raise ValueError(
-                f"span_ids {tuple(self.span_ids.shape)} and valid {tuple(self.valid.shape)} "
-                "must both be (B, L)"
-            )
+        shapes = [self.span_ids.shape, self.valid.shape] + ([self.segment_ids.shape] if self.packed else [])
+        if len(set(shapes)) != 1 or self.span_ids.dim() != 2:
+            raise ValueError(f"span_ids, valid (and segment_ids) must all be (B, L), got {[tuple(s) for s in shapes]}")
         if not 0 <= self.num_output_tokens < self.span_ids.shape[1]:
             raise ValueError(f"num_output_tokens={self.num_output_tokens} does not fit L={self.span_ids.shape[1]}")
+        if self.packed and self.num_output_tokens:
+            raise ValueError("a packed layout has no common output tail: num_output_tokens must be 0")
+
+    def prefix(self) -> SequenceLayout:
+        """The condition prefix alone (what a kv-cache holds)."""
+        if self.packed:
+            raise ValueError("a packed layout has no common condition prefix")
+        end = self.prefix_length
+        return SequenceLayout(self.span_ids[:, :end], self.valid[:, :end], 0)
+
+    @property
+    def packed(self) -> bool:
+        return self.segment_ids is not None
+
+    def segments(self) -> Tensor:
+        """(B, L) int: the sample each token belongs to within its row, 0 on padding."""
+        return self.segment_ids if self.packed else self.valid.long()
 
     @property
     def prefix_length(self) -> int:
@@ -44,20 +67,43 @@ class SequenceLayout:
         return self.span_ids.shape[1] - self.num_output_tokens - 1
 
     def position_ids(self) -> Tensor:
-        """Contiguous 1-D RoPE positions over the valid tokens of each row; padding gets 0."""
-        return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+        """Contiguous 1-D RoPE positions over each sample's tokens, restarting at 0 for every
+        packed sample; padding gets 0."""
+        if not self.packed:
+            return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+        segments = self.segment_ids
+        index = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)  # (B, L)
+        # The first position of each segment: samples are contiguous, so position = index - first.
+        first = torch.full((segments.shape[0], int(segments.max()) + 1), segments.shape[1], device=segments.device)
+        first = first.scatter_reduce(1, segments, index, reduce="amin")  # (B, S + 1)
+        return (index - first.gather(1, segments)).masked_fill(~self.valid, 0)  # (B, L)
+
+
+#: FlexAttention's predicate: (row, head, query, key) index tensors -> True where the query may
+#: attend to the key. Indices may be scalars (inside flex) or broadcastable tensors (dense).
+MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
 class MaskStrategy(ABC):
-    """Base class: implement `allowed`; the dense additive mask follows."""
+    """Base class: implement `mask_mod`; the dense additive mask and the BlockMask follow from it,
+    so the two attention paths cannot disagree."""
 
     #: True when no token before the output image attends to a later token, so the condition
     #: prefix's keys/values do not depend on the time step and can be cached across steps.
     prefix_independent: bool
 
     @abstractmethod
+    def mask_mod(self, layout: SequenceLayout) -> MaskMod:
+        """The rule for `layout`'s rows. It must refuse keys on padding and keys of other samples."""
+
     def allowed(self, layout: SequenceLayout) -> Tensor:
         """(B, L, L) bool: [b, q, k] is True where query q may attend to key k."""
+        rows, length = layout.span_ids.shape
+        index = torch.arange(length, device=layout.span_ids.device)
+        head = torch.zeros((), dtype=torch.long, device=index.device)
+        allowed = self.mask_mod(layout)(torch.arange(rows, device=index.device)[:, None, None], head,
+                                        index[None, :, None], index[None, None, :])  # broadcast to (B, L, L)
+        return allowed.expand(rows, length, length)
 
     def dense(self, layout: SequenceLayout, dtype: torch.dtype = torch.float32) -> Tensor:
         """(B, 1, L, L) additive mask: 0 where allowed, the dtype's minimum where blocked."""
@@ -69,19 +115,49 @@ class MaskStrategy(ABC):
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)
         return mask[:, None]  # (B, 1, L, L)
 
+    def block_mask(self, layout: SequenceLayout, query_start: int = 0) -> BlockMask:
+        """FlexAttention's block-sparse form for queries `query_start:` (a kv-cached step runs only
+        the tail): built from `mask_mod` block by block, never as an (L, L) tensor; fully blocked
+        tiles are skipped by the kernel. Padding queries see nothing (their output is ignored)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        rule, length = self.mask_mod(layout), layout.span_ids.shape[1]
+
+        def shifted(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+            return rule(b, h, q + query_start, kv)
+
+        return create_block_mask(shifted, layout.span_ids.shape[0], None, length - query_start, length,
+                                 device=layout.span_ids.device)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def causal_pairs(layout: SequenceLayout) -> Tensor:
-    """(B, L, L) bool: key at or before query, and key not padding."""
-    length = layout.span_ids.shape[1]
-    idx = torch.arange(length, device=layout.span_ids.device)
-    causal = idx[:, None] >= idx[None, :]  # (L, L)
-    return causal[None] & layout.valid[:, None, :]
+def same_sample(layout: SequenceLayout) -> MaskMod:
+    """Key not padding and in the query's sample: what every strategy allows at most."""
+    valid, segments = layout.valid, layout.segments()
+
+    def rule(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        return valid[b, kv] & (segments[b, q] == segments[b, kv])
+
+    return rule
 
 
-def same_image_pairs(layout: SequenceLayout) -> Tensor:
-    """(B, L, L) bool: query and key lie in the same image span."""
+def causal(layout: SequenceLayout) -> MaskMod:
+    """Key at or before the query, within its sample."""
+    sample = same_sample(layout)
+
+    def rule(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        return (q >= kv) & sample(b, h, q, kv)
+
+    return rule
+
+
+def same_image(layout: SequenceLayout) -> MaskMod:
+    """Query and key lie in the same image span (span ids are unique within a row)."""
     span = layout.span_ids
-    return (span[:, :, None] == span[:, None, :]) & (span[:, :, None] > 0)
+
+    def rule(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        return (span[b, q] == span[b, kv]) & (span[b, q] > 0)
+
+    return rule

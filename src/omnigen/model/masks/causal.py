@@ -1,12 +1,10 @@
 """Plain causal attention, as the LLM was pre-trained: image patches see only earlier patches."""
 
-from torch import Tensor
-
-from omnigen.model.masks.base import MaskStrategy, SequenceLayout, causal_pairs
+from omnigen.model.masks.base import MaskMod, MaskStrategy, SequenceLayout, causal
 
 
 class CausalMask(MaskStrategy):
     prefix_independent = True
 
-    def allowed(self, layout: SequenceLayout) -> Tensor:
-        return causal_pairs(layout)
+    def mask_mod(self, layout: SequenceLayout) -> MaskMod:
+        return causal(layout)

@@ -2,7 +2,7 @@
 
 from torch import Tensor
 
-from omnigen.model.masks.base import MaskStrategy, SequenceLayout, causal_pairs, same_image_pairs
+from omnigen.model.masks.base import MaskMod, MaskStrategy, SequenceLayout, causal, same_image
 
 
 class OmniGenMask(MaskStrategy):
@@ -14,5 +14,10 @@ class OmniGenMask(MaskStrategy):
 
     prefix_independent = True
 
-    def allowed(self, layout: SequenceLayout) -> Tensor:
-        return causal_pairs(layout) | same_image_pairs(layout)
+    def mask_mod(self, layout: SequenceLayout) -> MaskMod:
+        before, image = causal(layout), same_image(layout)
+
+        def rule(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+            return before(b, h, q, kv) | image(b, h, q, kv)
+
+        return rule
