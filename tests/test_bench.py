@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import torch
+
 from omnigen.bench import main as bench
 
 
@@ -20,11 +23,18 @@ def test_loader_benchmark_reports_both_throughputs(capsys):
 
 
 def test_train_step_benchmark_runs_both_models_on_the_same_weights(capsys, tmp_path):
-    rows = bench(["train_step", "--batch", "2", "--repeats", "1", "--size", "16", "--json", str(tmp_path / "b.json")])
+    rows = bench(["train_step", "--batch", "3", "--repeats", "1", "--size", "16", "--json", str(tmp_path / "b.json")])
     saved = json.loads((tmp_path / "b.json").read_text())
-    assert saved["rows"] == rows and saved["settings"]["benchmark"] == "train_step" and saved["settings"]["batch"] == 2
-    assert [r["input images"] for r in rows] == [0, 1, 2] and rows[2]["tokens per row"] > rows[0]["tokens per row"]
-    assert all(r["max |diff|"] <= 1e-5 and r["ours s"] > 0 and r["diffusers s"] > 0 for r in rows)  # same velocity
+    assert saved["rows"] == rows and saved["settings"]["benchmark"] == "train_step" and saved["settings"]["batch"] == 3
+    assert [r["input images"] for r in rows] == [0, 1, 2, "mixed"]
+    assert rows[3]["sample tokens"] == f"{rows[0]['sample tokens'][:2]}-{rows[2]['sample tokens'][-2:]}"
+    # equal samples are not merged (longer rows only add attention); the mixed batch packs with less padding
+    assert [r["ours rows"] for r in rows[:3]] == [3, 3, 3] and rows[3]["ours rows"] < 3
+    assert rows[3]["padding ours %"] < rows[3]["padding diffusers %"] and rows[0]["padding diffusers %"] == 0
+    assert all(r["max |diff|"] <= 1e-5 and r["ours s"] > 0 and r["diffusers s"] > 0 for r in rows[:3])  # same velocity
+    # diffusers' OmniGen rotary embedding takes row 0's positions for every row (`emb[0]`), so rows
+    # of other prompt lengths are slightly off in a mixed batch; ours equals each sample alone
+    assert rows[3]["max |diff|"] <= 5e-3
     assert all(r["ours % matmul peak"] > 0 and r["diffusers % matmul peak"] > 0 for r in rows)
     assert "diffusers s" in capsys.readouterr().out
 
@@ -35,4 +45,39 @@ def test_training_step_flops_count_every_decoder_matmul_three_times():
     module = random_module([])  # tiny preset: 4 layers, hidden 128, MLP 512, no bias
     per_layer = 4 * 128 * 128 + 3 * 512 * 128  # q, k, v, o; gate, up, down
     forward = 2 * 10 * 4 * per_layer + 4 * 2 * 2 * 10**2 * 128  # + QK^T and AV over 10 x 10
-    assert training_step_flops(module, batch=1, tokens=10) == 3 * forward
+    assert training_step_flops(module, [10]) == 3 * forward
+    assert training_step_flops(module, [10, 10, 10]) == 3 * training_step_flops(module, [10])
+
+
+def test_sampling_benchmark_matches_diffusers_loop_and_measures_memory(capsys, tmp_path):
+    rows = bench(["sampling", "--steps", "2", "--repeats", "1", "--size", "16", "--memory", "--json", str(tmp_path / "s.json")])
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["rows"] == rows and saved["settings"]["benchmark"] == "sampling" and saved["settings"]["steps"] == 2
+    assert [r["input images"] for r in rows] == [0, 1, 2] and rows[2]["prefix tokens"] > rows[0]["prefix tokens"]
+    # Same weights, prompts, noise and schedule: a 0.1 change of either guidance scale moves pixels by ~2e-3.
+    assert all(r["max |diff|"] <= 1e-4 and r["ours s"] > 0 and r["diffusers s"] > 0 for r in rows)
+    assert all(r["ours peak MiB"] > 0 and r["diffusers peak MiB"] > 0 for r in rows)  # fresh interpreters, one per side
+    assert "its OmniGenPipeline needs torchvision" in capsys.readouterr().out
+
+
+def test_cpu_peak_memory_of_a_training_step_is_positive_and_grows_with_the_sequence():
+    from omnigen.bench import build_parser
+    from omnigen.bench.compare import measure_side
+
+    args = build_parser().parse_args(["train_step", "--batch", "2", "--size", "16"])
+    peaks = measure_side(vars(args) | {"threads": torch.get_num_threads()}, "diffusers")  # in this process
+    assert len(peaks) == 4 and 0 < peaks[0] < peaks[2]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        bench(["sampling", "--device", "cuda"])
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sampling_and_train_step_run_on_cuda_with_allocator_peaks():
+    for benchmark in ("sampling", "train_step"):
+        rows = bench([benchmark, "--device", "cuda", "--steps", "2", "--repeats", "1", "--size", "16", "--batch", "2"])
+        assert all(r["max |diff|"] <= 1e-3 and r["ours peak MiB"] > 0 and r["diffusers peak MiB"] > 0 for r in rows)

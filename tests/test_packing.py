@@ -36,8 +36,8 @@ def tokens(z: torch.Tensor) -> int:
     return (z.shape[-2] // 2) * (z.shape[-1] // 2)
 
 
-def pack(processor, images, outputs, max_tokens):
-    prompts = [processor.tokenize(text, [tokens(z) for z in zs]) for text, zs in zip(TEXTS, images, strict=True)]
+def pack(processor, images, outputs, max_tokens, texts=TEXTS):
+    prompts = [processor.tokenize(text, [tokens(z) for z in zs]) for text, zs in zip(texts, images, strict=True)]
     batch = processor.pack(prompts, [tokens(z) for z in outputs], max_tokens)
     return batch, [images[b][i] for b, i in batch.image_order]
 
@@ -60,6 +60,11 @@ def test_a_packed_sample_gets_the_velocity_it_gets_alone(mask, tokenizer):
         for b in range(len(TEXTS)):
             assert packed[b].shape == outputs[b].shape
             torch.testing.assert_close(packed[b], alone(m, processor, images, outputs, t, b), atol=2e-5, rtol=1e-4)
+        # outputs of one size may come stacked: one patch embedding, one (S, C, H, W) result
+        same = [outputs[0], outputs[2]]
+        batch, latents = pack(processor, [images[0], images[2]], same, max_tokens=200, texts=[TEXTS[0], TEXTS[2]])
+        stacked = m.forward_packed(torch.stack(same), t[[0, 2]], batch, latents)
+        torch.testing.assert_close(stacked, torch.stack(m.forward_packed(same, t[[0, 2]], batch, latents)), atol=1e-6, rtol=0)
 
 
 def test_packed_gradients_equal_the_per_sample_gradients(tokenizer):
@@ -104,8 +109,12 @@ def test_balanced_rows_respect_the_budget_and_place_every_sample_once():
     rows = balanced_rows(lengths, 420)
     assert sorted(i for row in rows for i in row) == list(range(8))
     assert max(sum(lengths[i] for i in row) for row in rows) <= 420
-    assert len(rows) == 3  # 1078 tokens: the fewest rows of 420
+    padded = len(rows) * max(sum(lengths[i] for i in row) for row in rows)
+    assert padded <= 1.05 * sum(lengths)  # 1078 tokens in 5 even rows of at most 220, not 8 rows of 209
     assert balanced_rows(lengths, None) == [[i] for i in range(8)]
+    # with attention's per-pair cost, merging equal rows only lengthens them: they stay apart
+    assert len(balanced_rows([209] * 4, 420)) == 2 and balanced_rows([209] * 4, 420, 1e-3) == [[0], [1], [2], [3]]
+    assert len(balanced_rows(lengths, 420, 5e-4)) < 8  # the mixed batch still packs
     with pytest.raises(ValueError, match="sample 0 has 209 tokens, over the packing budget of 200"):
         balanced_rows(lengths, 200)
 

@@ -127,7 +127,7 @@ class OmniGenLitModule(LightningModule):
         """Tokenise a batch and pack it `pack_tokens` to a row (one per row when None); `outputs`
         are latents of each sample's output size, which may differ."""
         batch = self.processor.pack(self.tokenize(instructions, latents), [self.num_tokens(z) for z in outputs],
-                                    self.pack_tokens, self.device)
+                                    self.pack_tokens, self.device, self.transformer.attention_pair_cost())
         return batch, [latents[b][i] for b, i in batch.image_order]
 
     def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
@@ -163,7 +163,8 @@ class OmniGenLitModule(LightningModule):
             for i, *values in group:
                 x_t[i], targets[i], weights[i], data[i] = values
         prompt, latents = self.prepare_packed(instructions, inputs, data)
-        pred = self.transformer.forward_packed(x_t, t, prompt, latents)  # [(C, h, w), ...]
+        one_size = len({x.shape for x in x_t}) == 1
+        pred = self.transformer.forward_packed(torch.stack(x_t) if one_size else x_t, t, prompt, latents)  # (B, C, h, w) or list
         per_sample = torch.stack([(w * (p.float() - v.float()).pow(2)).mean()
                                   for p, v, w in zip(pred, targets, weights, strict=True)])  # (B,)
         loss = per_sample.mean()

@@ -73,15 +73,21 @@ class PackedBatch:
         return 1.0 - self.layout.valid.sum().item() / (len(self.output_tokens) * self.unpacked_length)
 
 
-def balanced_rows(lengths: list[int], max_tokens: int | None) -> list[list[int]]:
-    """Sample indices per row: one per row without a budget; else the fewest rows of at most
-    `max_tokens`, filled longest-first into the shortest row so the rows end up even (less padding)."""
+def balanced_rows(lengths: list[int], max_tokens: int | None, pair_cost: float = 0.0) -> list[list[int]]:
+    """Sample indices per row: one per row without a budget; else rows of at most `max_tokens`, each
+    sample placed longest-first into the shortest row so the rows end up even (little padding).
+
+    The number of rows minimises the estimated compute R·(L + pair_cost·L²) of R rows padded to L:
+    per-token work (the Linear layers) against per-pair work (dense attention, `pair_cost` per
+    token pair relative to one token). Merging samples removes padding but lengthens rows, so
+    with pair_cost > 0 equal-length samples stay one per row."""
     if max_tokens is None:
         return [[i] for i in range(len(lengths))]
     if (longest := max(lengths)) > max_tokens:
         raise ValueError(f"sample {lengths.index(longest)} has {longest} tokens, over the packing budget of "
                          f"{max_tokens} per row: raise pack_tokens")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best: tuple[float, list[list[int]]] | None = None
     for num_rows in range(-(-sum(lengths) // max_tokens), len(lengths) + 1):
         rows: list[list[int]] = [[] for _ in range(num_rows)]
         totals = [0] * num_rows
@@ -89,9 +95,12 @@ def balanced_rows(lengths: list[int], max_tokens: int | None) -> list[list[int]]
             r = totals.index(min(totals))
             rows[r].append(i)
             totals[r] += lengths[i]
-        if max(totals) <= max_tokens:
-            return [sorted(row) for row in rows]
-    raise AssertionError("one sample per row always fits")  # unreachable: every length <= max_tokens
+        length = max(totals)
+        cost = num_rows * (length + pair_cost * length**2)
+        if length <= max_tokens and (best is None or cost < best[0]):
+            best = (cost, [sorted(row) for row in rows if row])
+    assert best is not None  # one sample per row always fits: every length <= max_tokens
+    return best[1]
 
 
 def placeholder_ids(instruction: str) -> list[int]:
@@ -178,14 +187,14 @@ class OmniGenProcessor:
 
 
     def pack(self, prompts: list[Prompt], output_tokens: list[int], max_tokens: int | None = None,
-             device: torch.device | str = "cpu") -> PackedBatch:
+             device: torch.device | str = "cpu", pair_cost: float = 0.0) -> PackedBatch:
         """Pack `[condition | time | output]` of each prompt into rows of at most `max_tokens`
-        (None: one sample per row); rows are right-padded to the longest."""
+        (None: one sample per row; `pair_cost`: see `balanced_rows`); rows are right-padded to the longest."""
         if not prompts or len(prompts) != len(output_tokens):
             raise ValueError(f"pack needs one output token count per prompt, got {len(prompts)} prompts and "
                              f"{len(output_tokens)} counts")
         lengths = [len(p.input_ids) + 1 + n for p, n in zip(prompts, output_tokens, strict=True)]
-        rows = balanced_rows(lengths, max_tokens)
+        rows = balanced_rows(lengths, max_tokens, pair_cost)
         length = max(sum(lengths[i] for i in row) for row in rows)
         shape = (len(rows), length)
         input_ids = torch.full(shape, self.tokenizer.pad_token_id, dtype=torch.long)

@@ -89,11 +89,13 @@ class OmniGen(nn.Module):
         condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
         return self._velocity(x_t, t, layout, attention_mask, condition=condition)
 
-    def forward_packed(self, x_t: list[Tensor], t: Tensor, batch: PackedBatch, input_latents: list[Tensor]) -> list[Tensor]:
-        """Velocities of samples packed several to a row (any output sizes; see `OmniGenProcessor.pack`).
+    def forward_packed(self, x_t: Tensor | list[Tensor], t: Tensor, batch: PackedBatch,
+                       input_latents: list[Tensor]) -> Tensor | list[Tensor]:
+        """Velocities of samples packed several to a row (see `OmniGenProcessor.pack`).
 
-        x_t: each sample's (C, h, w) noisy output latent; t: (S,); input_latents in the order of
-        `batch.image_order`. Returns each sample's (C, h, w) velocity.
+        x_t: the noisy output latents, (S, C, h, w) when they share a size, else a list of each
+        sample's (C, h, w); t: (S,); input_latents in the order of `batch.image_order`. Returns
+        the velocities in the same form as x_t.
         """
         if len(x_t) != len(batch.output_tokens) or t.shape != (len(x_t),):
             raise ValueError(f"{len(x_t)} latents and t {tuple(t.shape)} for a batch of {len(batch.output_tokens)} samples")
@@ -104,7 +106,10 @@ class OmniGen(nn.Module):
         condition = self.condition_embeds(batch.input_ids, batch.image_token_mask, input_latents)  # (R, L, D)
         rows, length, hidden = condition.shape
         time_tokens = self.time_token(t).to(condition.dtype)  # (S, D)
-        outputs = [self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t]  # [(N_s, D), ...]
+        if isinstance(x_t, Tensor):  # one patch embedding for the batch
+            outputs = [self.embed_image(x_t.to(condition.dtype), self.x_embedder).reshape(-1, hidden)]  # [(S·N, D)]
+        else:
+            outputs = [self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t]  # [(N_s, D), ...]
         placed = torch.cat([batch.time_index, batch.output_index])
         sequence = condition.reshape(rows * length, hidden).index_copy(0, placed, torch.cat([time_tokens, *outputs]))
         out = self.llm(inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
@@ -113,9 +118,18 @@ class OmniGen(nn.Module):
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
         time_emb = self.t_embedder(t).to(out.dtype).repeat_interleave(  # (ΣN, D): each token its sample's t
             torch.tensor(batch.output_tokens, device=out.device), dim=0)
-        tokens = self.final_layer(out, time_emb).split(batch.output_tokens)  # [(N_s, p*p*C), ...]
+        tokens = self.final_layer(out, time_emb)  # (ΣN, p*p*C)
+        if isinstance(x_t, Tensor):
+            h, w = grids[0]
+            return unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
         return [unpatchify(tok[None], self.patch_size, self.in_channels, h, w)[0]  # (C, h·p, w·p)
-                for tok, (h, w) in zip(tokens, grids, strict=True)]
+                for tok, (h, w) in zip(tokens.split(batch.output_tokens), grids, strict=True)]
+
+    def attention_pair_cost(self) -> float:
+        """Dense attention's matmul work per (query, key) pair relative to the Linear layers' work per
+        token: 4·D (QK^T and AV) against 2·(Linear weights per layer). Packing weighs the two."""
+        linear = sum(m.weight.numel() for m in self.llm.modules() if isinstance(m, nn.Linear))
+        return 4 * self.llm.config.hidden_size * self.llm.config.num_hidden_layers / (2 * linear)
 
     def attention_mask(self, layout: SequenceLayout, dtype: torch.dtype, query_start: int = 0) -> Tensor | BlockMask:
         """The mask for queries `query_start:` in the form the backbone's attention takes: a

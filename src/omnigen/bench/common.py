@@ -1,0 +1,140 @@
+"""What the benchmarks share: the model, inputs, device and precision, clocks, and the alternating timer."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from omnigen.checkpoint import load_module
+from omnigen.convert import DTYPES, write_diffusers_transformer
+from omnigen.fit import CONFIG_DIR
+from omnigen.module import OmniGenLitModule
+
+PROMPTS = {
+    0: "a large red circle at the center on a white background",
+    1: "<img><|image_1|></img> make the red circle green",
+    2: "<img><|image_1|></img> put the shape of <img><|image_2|></img> at the top left",
+}
+MIB = 2**20
+
+
+def fit_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("fit", overrides=overrides)
+
+
+def random_module(overrides: list[str]) -> OmniGenLitModule:
+    """The fit config's model (tiny preset unless overridden), with random weights."""
+    cfg = fit_config(overrides)
+    module = instantiate(cfg.model, _convert_="all")
+    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    torch.nn.init.normal_(module.transformer.final_layer.linear.weight, std=0.02)  # a non-zero velocity
+    return module.eval()
+
+
+def build_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
+    """--ckpt's module, else the fit config's with random weights, on `device`."""
+    module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
+    return module.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:index], got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"--device {name}: CUDA is not available ({why}; torch {torch.__version__})")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
+
+
+def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
+    """float32: plain fp32; bfloat16/float16: autocast, weights kept in fp32 (as bf16-mixed training)."""
+    return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "float32")
+
+
+def clock(device: torch.device) -> float:
+    """perf_counter once the device has finished what was queued (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def alternate(calls: dict[str, Callable[[], Tensor]], repeats: int,
+              device: torch.device) -> tuple[dict[str, float], dict[str, Tensor], dict[str, float]]:
+    """Each call once per repeat, the order reversed every repeat so machine noise hits all alike;
+    repeat 0 warms up (allocator, thread pools, kernels) and is not counted. Returns the median
+    seconds and the last output of each call and, on CUDA, its peak allocated MiB above what was
+    allocated before it (empty on the CPU: see omnigen.bench.compare)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    outputs: dict[str, Tensor] = {}
+    peaks: dict[str, float] = {}
+    for r in range(repeats + 1):
+        for name in list(calls)[::1 if r % 2 else -1]:
+            if device.type == "cuda":
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            start = clock(device)
+            outputs[name] = calls[name]()
+            seconds = clock(device) - start
+            if r:
+                times[name].append(seconds)
+            if r and device.type == "cuda":
+                peaks[name] = max(peaks.get(name, 0.0), (torch.cuda.max_memory_allocated(device) - before) / MIB)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs, peaks
+
+
+def memory_columns(peaks: dict[str, float] | None) -> dict[str, float]:
+    """The peak-memory columns of a row (none when memory was not measured)."""
+    if not peaks:
+        return {}
+    return {"ours peak MiB": peaks["ours"], "diffusers peak MiB": peaks["diffusers"],
+            "diffusers / ours memory": peaks["diffusers"] / peaks["ours"]}
+
+
+def matmul_flops_per_s(repeats: int, device: torch.device, dtype: str) -> float:
+    """This device's matmul throughput in `dtype`: the median of `repeats` (n x n) @ (n x n) products
+    (n = 1024 on the CPU, 8192 on CUDA, where a smaller product is too short to time)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = (torch.randn(n, n, device=device, dtype=DTYPES[dtype]) for _ in range(2))
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = clock(device)
+        a @ b
+        times.append(clock(device) - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def diffusers_transformer(module: OmniGenLitModule, device: torch.device) -> torch.nn.Module:
+    """diffusers' OmniGenTransformer2DModel holding the module's transformer weights (exported by omnigen.convert)."""
+    from diffusers import OmniGenTransformer2DModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return OmniGenTransformer2DModel.from_pretrained(write_diffusers_transformer(module.transformer, tmp)).to(device)
+
+
+def input_images(n: int, size: int, batch: int, seed: int = 0) -> list[list[Tensor]]:
+    """`batch` lists of `n` random (3, size, size) images in [-1, 1], on the CPU (pipelines move them)."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.rand(3, size, size, generator=g) * 2 - 1 for _ in range(n)] for _ in range(batch)]
+
+
+def prompt_tokens(module: OmniGenLitModule, n: int, size: int) -> tuple[int, int]:
+    """(condition prefix, output) tokens of PROMPTS[n] with n size x size input images."""
+    f = module.vae.downsample_factor
+    latent = torch.zeros(module.vae.latent_channels, size // f, size // f)  # only its shape matters
+    prompt, _ = module.prepare([PROMPTS[n]], [[latent] * n], latent[None])
+    return prompt.layout.prefix_length, prompt.layout.num_output_tokens
