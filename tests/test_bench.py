@@ -32,8 +32,8 @@ def test_train_step_benchmark_runs_both_models_on_the_same_weights(capsys, tmp_p
     assert [r["ours rows"] for r in rows[:3]] == [3, 3, 3] and rows[3]["ours rows"] < 3
     assert rows[3]["padding ours %"] < rows[3]["padding diffusers %"] and rows[0]["padding diffusers %"] == 0
     assert all(r["max |diff|"] <= 1e-5 and r["ours s"] > 0 and r["diffusers s"] > 0 for r in rows[:3])  # same velocity
-    # diffusers' OmniGen rotary embedding takes row 0's positions for every row (`emb[0]`), so rows
-    # of other prompt lengths are slightly off in a mixed batch; ours equals each sample alone
+    # diffusers' OmniGen rotary embedding takes row 0's positions for every row (`emb[0]`): with a
+    # padded row 0 (text only, the shortest) the other rows are slightly off; ours equals each sample alone
     assert rows[3]["max |diff|"] <= 5e-3
     assert all(r["ours % matmul peak"] > 0 and r["diffusers % matmul peak"] > 0 for r in rows)
     assert "diffusers s" in capsys.readouterr().out
@@ -81,3 +81,17 @@ def test_sampling_and_train_step_run_on_cuda_with_allocator_peaks():
     for benchmark in ("sampling", "train_step"):
         rows = bench([benchmark, "--device", "cuda", "--steps", "2", "--repeats", "1", "--size", "16", "--batch", "2"])
         assert all(r["max |diff|"] <= 1e-3 and r["ours peak MiB"] > 0 and r["diffusers peak MiB"] > 0 for r in rows)
+
+
+def test_packing_benchmark_reports_padding_before_and_after_on_the_configs_batches(capsys):
+    rows = bench(["packing", "--batches", "2", "--override", "data=mixture", "--override", "data.batch_size=8",
+                  "--override", "data.mixed_sizes=true", "--override", "data.resolution.mode=raw",
+                  "--override", "data.families.edit.sources.0.image_size=16"])
+    assert [r["rows chosen for"] for r in rows] == ["dense", "padding"]
+    for r in rows:
+        assert r["batches"] == 2 and r["batch"] == 8 and r["rows packed"] < r["rows one per row"]
+        assert r["padding packed %"] < r["padding one per row %"]
+    # rows chosen for dense attention save its compute; rows chosen for padding alone pad least
+    assert rows[0]["dense compute saved x"] > 1 and rows[0]["dense compute saved x"] >= rows[1]["dense compute saved x"]
+    assert rows[1]["padding packed %"] <= rows[0]["padding packed %"]
+    assert "packed to 1024 tokens per row" in capsys.readouterr().out

@@ -137,7 +137,8 @@ def test_packing_a_mixed_resolution_batch_wastes_under_5_percent(tokenizer):
 
 def test_flex_attention_block_masks_give_the_dense_result(tokenizer, monkeypatch):
     """The FlexAttention path (BlockMask from the same mask_mod) against SDPA's dense mask: packed
-    training rows and kv-cached sampling steps. Compiles flex_attention for the CPU (~10 s a shape)."""
+    training rows and kv-cached sampling steps (forward only: torch 2.13 has no flex backward on the
+    CPU). Compiles flex_attention for the CPU (~10 s a shape)."""
     # torch 2.13's CPU inductor emits uncompilable C++ for flex attention with dynamic shapes
     # (`cur_qSplitSize6` undeclared): compile each shape statically.
     monkeypatch.setattr(torch._dynamo.config, "automatic_dynamic_shapes", False)

@@ -2,6 +2,7 @@
 
     python -m omnigen.bench kv_cache [--ckpt PATH | --override model/backbone=...] [--size 32] [--steps 20]
     python -m omnigen.bench loader [--override data=mixture] [--batches 20] [--workers 0]
+    python -m omnigen.bench packing [--override data=mixture] [--batches 20] [--pack-tokens 1024]
     python -m omnigen.bench train_step [--override ...] [--batch 8] [--size 32] [--pack-tokens 1024] [--memory]
     python -m omnigen.bench sampling [--override ...] [--size 32] [--steps 50] [--batch 1] [--memory]
     (any of them: --json PATH writes the settings and rows; kv_cache, train_step, sampling:
@@ -15,6 +16,9 @@ the largest pixel difference between the two outputs.
 loader: samples/s the fit config's DataModule delivers (one loader, `--workers` processes) next
 to samples/s the fit config's model trains at (forward, backward, AdamW step on ready batches),
 alternated within each repeat; a loader/training ratio above 1 means the loader keeps up.
+
+packing: padding waste of the fit config's own batches, one left-padded sample per row against
+packed up to --pack-tokens per row, and the estimated compute that saves (a count, not a timing).
 
 train_step: forward + backward of our transformer (its training path: samples packed up to
 --pack-tokens per row) next to diffusers' OmniGenTransformer2DModel holding the same weights
@@ -43,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from omnigen.bench import kv_cache, loader, sampling, train_step
+from omnigen.bench import kv_cache, loader, packing, sampling, train_step
 from omnigen.bench.common import build_module, random_module, resolve_device
 from omnigen.bench.train_step import training_step_flops
 from omnigen.convert import DTYPES
@@ -63,7 +67,7 @@ def print_table(rows: list[dict[str, float]]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m omnigen.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["kv_cache", "loader", "train_step", "sampling"])
+    parser.add_argument("benchmark", choices=["kv_cache", "loader", "packing", "train_step", "sampling"])
     parser.add_argument("--ckpt", help="a checkpoint or exported directory; default: the fit config's model, random")
     parser.add_argument("--override", action="append", default=[], help="a fit-config override, e.g. model=tiny")
     parser.add_argument("--size", type=int, default=32, help="output and input image side, pixels")
@@ -80,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on the CPU, also measure each side's peak resident memory (train_step, sampling; "
                              "always measured on CUDA)")
     parser.add_argument("--pack-tokens", type=int, default=1024,
-                        help="train_step: our sequence-packing budget per row (model.pack_tokens)")
-    parser.add_argument("--batches", type=int, default=20, help="loader: batches per timed repeat")
+                        help="train_step, packing: our sequence-packing budget per row (model.pack_tokens)")
+    parser.add_argument("--batches", type=int, default=20, help="loader: batches per timed repeat; packing: batches read")
     parser.add_argument("--workers", type=int, default=0, help="loader: DataLoader worker processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the settings and rows to this JSON file")
     return parser
@@ -94,8 +98,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
-    if args.benchmark == "loader" and (device.type != "cpu" or args.dtype != "float32"):
-        parser.error("loader runs the fit config's DataModule and training step on the CPU in fp32: "
+    if args.benchmark in ("loader", "packing") and (device.type != "cpu" or args.dtype != "float32"):
+        parser.error(f"{args.benchmark} reads the fit config's DataModule on the CPU: "
                      "--device and --dtype are for kv_cache, train_step and sampling")
     if args.memory and args.benchmark not in ("train_step", "sampling"):
         parser.error("--memory is for train_step and sampling")
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     if args.benchmark == "loader":
         print(f"loader: {args.batches} batches per repeat, {args.repeats} repeats, {torch.get_num_threads()} threads")
         rows = loader.run(args.override, args.batches, args.repeats, args.workers)
+    elif args.benchmark == "packing":
+        print(f"packing: {args.batches} batches of the fit config's data, packed to {args.pack_tokens} tokens per row")
+        rows = packing.run(args.override, args.batches, args.pack_tokens)
     else:
         module = build_module(args, device)
         sampled = (f", {args.steps} steps, guidance {args.guidance}/{args.img_guidance} (text/image)"

@@ -127,7 +127,10 @@ class OmniGen(nn.Module):
 
     def attention_pair_cost(self) -> float:
         """Dense attention's matmul work per (query, key) pair relative to the Linear layers' work per
-        token: 4·D (QK^T and AV) against 2·(Linear weights per layer). Packing weighs the two."""
+        token: 4·D (QK^T and AV) against 2·(Linear weights per layer). Packing weighs the two.
+        0 under FlexAttention: its BlockMask skips the tiles between packed samples."""
+        if getattr(self.llm.config, "_attn_implementation", None) == "flex_attention":
+            return 0.0
         linear = sum(m.weight.numel() for m in self.llm.modules() if isinstance(m, nn.Linear))
         return 4 * self.llm.config.hidden_size * self.llm.config.num_hidden_layers / (2 * linear)
 

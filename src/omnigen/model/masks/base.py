@@ -68,7 +68,12 @@ class SequenceLayout:
 
     def position_ids(self) -> Tensor:
         """Contiguous 1-D RoPE positions over each sample's tokens, restarting at 0 for every
-        packed sample; padding gets 0."""
+        packed sample; padding gets 0. Computed once per layout (a sampler asks every step)."""
+        if "_positions" not in self.__dict__:
+            object.__setattr__(self, "_positions", self._positions_of_tokens())  # frozen: set once, bypassing it
+        return self.__dict__["_positions"]
+
+    def _positions_of_tokens(self) -> Tensor:
         if not self.packed:
             return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
         segments = self.segment_ids
