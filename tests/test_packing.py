@@ -179,3 +179,22 @@ def test_a_mixed_resolution_fit_packs_its_batches(tmp_path):
     rows = list(csv.DictReader(open(next(tmp_path.glob("csv/**/metrics.csv")))))
     waste = [float(r["train/padding_waste"]) for r in rows if r.get("train/padding_waste")]
     assert len(waste) == 4 and all(0 <= w < 0.5 for w in waste)
+
+
+def test_packing_and_attention_misuse_is_a_clear_error(tokenizer):
+    m, processor = randomised_model(OmniGenMask()), OmniGenProcessor(tokenizer)
+    images, outputs, t = samples()
+    batch, latents = pack(processor, images, outputs, max_tokens=120)
+    with pytest.raises(ValueError, match="goes through forward_packed"):
+        m(outputs[0][None], t[:1], batch.input_ids, batch.image_token_mask, latents, batch.layout)
+    with pytest.raises(ValueError, match="output_tokens must all be >= 1"):
+        processor.pack([processor.tokenize(TEXTS[1], [])], [0])
+    # a cached step given the full-sequence mask is refused before it can touch the cache
+    left = processor.batch([processor.tokenize(TEXTS[1], [])], 16)
+    cache = m.cache_prefix(left.input_ids, left.image_token_mask, [], left.layout)
+    with pytest.raises(ValueError, match="query rows"):
+        m.forward_cached(outputs[0][None], t[:1], cache, left.layout, m.attention_mask(left.layout, torch.float32))
+    assert cache.get_seq_length() == left.layout.prefix_length
+    m.llm.config._attn_implementation = "flash_attention_2"  # ignores 4-D masks: samples would see each other
+    with pytest.raises(ValueError, match="cannot take OmniGen's masks"):
+        m.attention_mask(left.layout, torch.float32)

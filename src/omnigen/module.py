@@ -65,8 +65,9 @@ class OmniGenLitModule(LightningModule):
         self.weighting, self.timesteps = weighting, timesteps
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.text_dropout, self.image_dropout, self.seed = text_dropout, image_dropout, seed
-        # Training rows hold as many samples as fit in pack_tokens (None: one sample per row).
-        self.pack_tokens = pack_tokens
+        # Training rows hold as many samples as fit in pack_tokens (None: one sample per row),
+        # as many rows as minimise compute with attention costing pair_cost per token pair.
+        self.pack_tokens, self.pair_cost = pack_tokens, self.transformer.attention_pair_cost()
         # The resolved model config this module was built from (set by omnigen.fit and
         # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
@@ -127,7 +128,7 @@ class OmniGenLitModule(LightningModule):
         """Tokenise a batch and pack it `pack_tokens` to a row (one per row when None); `outputs`
         are latents of each sample's output size, which may differ."""
         batch = self.processor.pack(self.tokenize(instructions, latents), [self.num_tokens(z) for z in outputs],
-                                    self.pack_tokens, self.device, self.transformer.attention_pair_cost())
+                                    self.pack_tokens, self.device, self.pair_cost)
         return batch, [latents[b][i] for b, i in batch.image_order]
 
     def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
@@ -178,7 +179,7 @@ class OmniGenLitModule(LightningModule):
         self.log_groups("train/loss_t", per_sample.detach(),
                         [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins])
         self.log("train/padding_waste", prompt.padding_waste, batch_size=size)  # share of row slots that are padding
-        self.last_batch_tokens = int(prompt.layout.valid.sum())  # for the throughput callback
+        self.last_batch_tokens = prompt.num_tokens  # for the throughput callback
         for name, value in (batch.get("data_stats") or {}).items():  # running totals from the DataModule
             self.log(f"data/{name}", value, batch_size=size)
         return loss

@@ -220,7 +220,8 @@ class OmniGenPipeline:
             use_kv_cache = False
         cache = transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout) if use_kv_cache else None
         # The same at every step; a cached step runs only the queries from the time token on.
-        mask = transformer.attention_mask(batch.layout, torch.float32, batch.layout.prefix_length if cache is not None else 0)
+        mask = transformer.attention_mask(batch.layout, transformer.x_embedder.proj.weight.dtype,
+                                          batch.layout.prefix_length if cache is not None else 0)
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             x, t = x.repeat(branches, 1, 1, 1), t.repeat(branches)  # (branches·B, C, h, w), (branches·B,)

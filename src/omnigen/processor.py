@@ -60,24 +60,36 @@ class PackedBatch:
     time_index: Tensor  # (S,) flat position of each sample's time token
     output_index: Tensor  # (ΣN,) flat positions of the output tokens, sample after sample
     output_tokens: list[int]  # N of each sample
-    unpacked_length: int  # the row length of the same samples left-padded one per row
+    sample_lengths: list[int]  # tokens of each sample, [condition | time | output]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of all samples, padding excluded."""
+        return sum(self.sample_lengths)
 
     @property
     def padding_waste(self) -> float:
-        """Share of the batch's token slots that are padding."""
-        return 1.0 - self.layout.valid.float().mean().item()
+        """Share of the batch's token slots that are padding (from the lengths: no device read)."""
+        rows, length = self.input_ids.shape
+        return 1.0 - self.num_tokens / (rows * length)
 
     @property
     def unpacked_padding_waste(self) -> float:
-        """The same share had the samples been left-padded one per row."""
-        return 1.0 - self.layout.valid.sum().item() / (len(self.output_tokens) * self.unpacked_length)
+        """The same share had the samples been padded one per row to the longest."""
+        return 1.0 - self.num_tokens / (len(self.sample_lengths) * max(self.sample_lengths))
+
+
+def row_compute(rows: int, length: int, pair_cost: float) -> float:
+    """Estimated compute of `rows` rows of `length` tokens, in units of one token's Linear work:
+    R·(L + pair_cost·L²), dense attention costing `pair_cost` per (query, key) pair."""
+    return rows * (length + pair_cost * length**2)
 
 
 def balanced_rows(lengths: list[int], max_tokens: int | None, pair_cost: float = 0.0) -> list[list[int]]:
     """Sample indices per row: one per row without a budget; else rows of at most `max_tokens`, each
     sample placed longest-first into the shortest row so the rows end up even (little padding).
 
-    The number of rows minimises the estimated compute R·(L + pair_cost·L²) of R rows padded to L:
+    The number of rows minimises the estimated compute (`row_compute`) of R rows padded to L:
     per-token work (the Linear layers) against per-pair work (dense attention, `pair_cost` per
     token pair relative to one token). Merging samples removes padding but lengthens rows, so
     with pair_cost > 0 equal-length samples stay one per row."""
@@ -96,7 +108,7 @@ def balanced_rows(lengths: list[int], max_tokens: int | None, pair_cost: float =
             rows[r].append(i)
             totals[r] += lengths[i]
         length = max(totals)
-        cost = num_rows * (length + pair_cost * length**2)
+        cost = row_compute(num_rows, length, pair_cost)
         if length <= max_tokens and (best is None or cost < best[0]):
             best = (cost, [sorted(row) for row in rows if row])
     assert best is not None  # one sample per row always fits: every length <= max_tokens
@@ -193,6 +205,8 @@ class OmniGenProcessor:
         if not prompts or len(prompts) != len(output_tokens):
             raise ValueError(f"pack needs one output token count per prompt, got {len(prompts)} prompts and "
                              f"{len(output_tokens)} counts")
+        if min(output_tokens) < 1 or pair_cost < 0:
+            raise ValueError(f"output_tokens must all be >= 1 and pair_cost >= 0, got {output_tokens} and {pair_cost}")
         lengths = [len(p.input_ids) + 1 + n for p, n in zip(prompts, output_tokens, strict=True)]
         rows = balanced_rows(lengths, max_tokens, pair_cost)
         length = max(sum(lengths[i] for i in row) for row in rows)
@@ -221,7 +235,7 @@ class OmniGenProcessor:
         layout = SequenceLayout(span_ids.to(device), valid.to(device), 0, segment_ids.to(device))
         return PackedBatch(input_ids.to(device), image_mask.to(device), layout, order,
                            torch.tensor(time_index, device=device), torch.cat(outputs).to(device), list(output_tokens),
-                           max(lengths))
+                           lengths)
 
 
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:

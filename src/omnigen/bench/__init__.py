@@ -17,7 +17,7 @@ loader: samples/s the fit config's DataModule delivers (one loader, `--workers` 
 to samples/s the fit config's model trains at (forward, backward, AdamW step on ready batches),
 alternated within each repeat; a loader/training ratio above 1 means the loader keeps up.
 
-packing: padding waste of the fit config's own batches, one left-padded sample per row against
+packing: padding waste of the fit config's own batches, one sample per row (padded) against
 packed up to --pack-tokens per row, and the estimated compute that saves (a count, not a timing).
 
 train_step: forward + backward of our transformer (its training path: samples packed up to

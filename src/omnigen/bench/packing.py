@@ -1,7 +1,7 @@
-"""packing: padding waste and estimated compute of the fit config's own batches, left-padded one
-sample per row against packed up to --pack-tokens per row. A count, not a timing: the estimate is
-R·(L + c·L²) for R rows of L tokens, c = `OmniGen.attention_pair_cost` (Linear work per token
-against dense attention per token pair), as the packer itself weighs it."""
+"""packing: padding waste and estimated compute of the fit config's own batches, one sample per
+row (padded to the longest) against packed up to --pack-tokens per row. A count, not a timing:
+the estimate is `processor.row_compute` with c = `OmniGen.attention_pair_cost` (dense attention
+per token pair against the Linear layers per token), as the packer itself weighs it."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import torch
 from hydra.utils import instantiate
 
 from omnigen.bench.common import fit_config, random_module
-from omnigen.processor import PackedBatch
+from omnigen.processor import PackedBatch, row_compute
 
 
 def estimated_compute(batch: PackedBatch, pair_cost: float) -> float:
-    rows, length = batch.input_ids.shape
-    return rows * (length + pair_cost * length**2)
+    return row_compute(*batch.input_ids.shape, pair_cost)
 
 
 def run(overrides: list[str], batches: int, pack_tokens: int) -> list[dict[str, float]]:

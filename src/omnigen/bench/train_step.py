@@ -32,10 +32,9 @@ def training_step_flops(module: OmniGenLitModule, lengths: list[int]) -> float:
     `lengths` tokens, padding excluded (the useful work, whatever the batch layout): every Linear
     weight once per token, plus QK^T and AV over each sample's full square (a dense mask computes
     masked pairs too). Embedders and the final layer (<1% here) are left out."""
-    layers = module.transformer.llm.layers
-    linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
-    hidden = module.transformer.llm.config.hidden_size
-    forward = sum(2 * n * linear + len(layers) * 2 * 2 * n**2 * hidden for n in lengths)
+    config = module.transformer.llm.config
+    linear = module.transformer.linear_weights()
+    forward = sum(2 * n * linear + config.num_hidden_layers * 2 * 2 * n**2 * config.hidden_size for n in lengths)
     return 3.0 * forward
 
 

@@ -1,4 +1,5 @@
-"""The training stream: sources -> checks -> (few-shot episodes) -> resolution -> batches of one size.
+"""The training stream: sources -> checks -> (few-shot episodes) -> resolution -> batches of one
+output size (or of mixed sizes with `mixed_sizes`, which training packs).
 
 `X2IStream` is an IterableDataset. Each (rank, worker) reads its own part of every source, so
 ranks × workers together read each record once per epoch (a single family) or mix families by

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from omnigen.processor import PackedBatch
 
 
+ATTENTION_WITH_MASKS = ("sdpa", "eager", "flex_attention")
+
+
 class OmniGen(nn.Module):
     def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
                  pos_embed_max_size: int = 192) -> None:
@@ -84,6 +87,8 @@ class OmniGen(nn.Module):
         `self.attention_mask(layout, dtype)` when the caller already has it (a sampler reuses it
         every step; `forward_cached` takes it for queries from `layout.prefix_length` on).
         """
+        if layout.packed:
+            raise ValueError("a packed layout goes through forward_packed")
         if layout.prefix_length != input_ids.shape[1]:
             raise ValueError(f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens")
         condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
@@ -117,7 +122,7 @@ class OmniGen(nn.Module):
                        position_ids=batch.layout.position_ids()).last_hidden_state
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
         time_emb = self.t_embedder(t).to(out.dtype).repeat_interleave(  # (ΣN, D): each token its sample's t
-            torch.tensor(batch.output_tokens, device=out.device), dim=0)
+            torch.tensor(batch.output_tokens, device=out.device), dim=0, output_size=sum(batch.output_tokens))
         tokens = self.final_layer(out, time_emb)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
             h, w = grids[0]
@@ -125,19 +130,31 @@ class OmniGen(nn.Module):
         return [unpatchify(tok[None], self.patch_size, self.in_channels, h, w)[0]  # (C, h·p, w·p)
                 for tok, (h, w) in zip(tokens.split(batch.output_tokens), grids, strict=True)]
 
+    @property
+    def attention_implementation(self) -> str:
+        """The backbone's attention: `sdpa` or `eager` take a dense additive mask, `flex_attention`
+        a BlockMask. Others (e.g. flash_attention_2) ignore a 4-D mask, so samples would see each other."""
+        name = getattr(self.llm.config, "_attn_implementation", None) or "eager"
+        if name not in ATTENTION_WITH_MASKS:
+            raise ValueError(f"backbone attention {name!r} cannot take OmniGen's masks: use one of {ATTENTION_WITH_MASKS}")
+        return name
+
+    def linear_weights(self) -> int:
+        """Weights of the backbone's Linear layers (its decoder: a base `*Model` has no LM head)."""
+        return sum(m.weight.numel() for m in self.llm.modules() if isinstance(m, nn.Linear))
+
     def attention_pair_cost(self) -> float:
         """Dense attention's matmul work per (query, key) pair relative to the Linear layers' work per
-        token: 4·D (QK^T and AV) against 2·(Linear weights per layer). Packing weighs the two.
+        token: 4·D (QK^T and AV) per layer against 2·(Linear weights). Packing weighs the two.
         0 under FlexAttention: its BlockMask skips the tiles between packed samples."""
-        if getattr(self.llm.config, "_attn_implementation", None) == "flex_attention":
+        if self.attention_implementation == "flex_attention":
             return 0.0
-        linear = sum(m.weight.numel() for m in self.llm.modules() if isinstance(m, nn.Linear))
-        return 4 * self.llm.config.hidden_size * self.llm.config.num_hidden_layers / (2 * linear)
+        return 4 * self.llm.config.hidden_size * self.llm.config.num_hidden_layers / (2 * self.linear_weights())
 
     def attention_mask(self, layout: SequenceLayout, dtype: torch.dtype, query_start: int = 0) -> Tensor | BlockMask:
         """The mask for queries `query_start:` in the form the backbone's attention takes: a
-        FlexAttention BlockMask (block-sparse, no (L, L) tensor) or SDPA's dense additive mask."""
-        if getattr(self.llm.config, "_attn_implementation", None) == "flex_attention":
+        FlexAttention BlockMask or SDPA's / eager's dense additive mask in `dtype`."""
+        if self.attention_implementation == "flex_attention":
             return self.mask.block_mask(layout, query_start)
         return self.mask.dense(layout, dtype)[:, :, query_start:]  # (B, 1, L - query_start, L)
 
@@ -166,10 +183,23 @@ class OmniGen(nn.Module):
         """
         if cache.get_seq_length() != layout.prefix_length:
             raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, the layout's prefix is {layout.prefix_length}")
+        self._check_step(x_t, layout, attention_mask, layout.num_output_tokens + 1)  # before the crop below can run
         try:
             return self._velocity(x_t, t, layout, attention_mask, cache=cache)
         finally:
             cache.crop(-(layout.num_output_tokens + 1))
+
+    def _check_step(self, x_t: Tensor, layout: SequenceLayout, attention_mask: Tensor | BlockMask | None,
+                    queries: int) -> None:
+        """Fail, saying why, when x_t, the layout and the mask for the `queries` tokens run now disagree."""
+        h, w = self.patch_grid(x_t)
+        if layout.packed:
+            raise ValueError("a packed layout goes through forward_packed")
+        if layout.num_output_tokens != h * w:
+            raise ValueError(f"layout ({layout.num_output_tokens} output tokens) does not match x_t ({h * w})")
+        if attention_mask is not None and attention_mask.shape[-2] != queries:
+            raise ValueError(f"attention_mask has {attention_mask.shape[-2]} query rows for the {queries} tokens run "
+                             "now: build it with attention_mask(layout, dtype, query_start)")
 
     def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, attention_mask: Tensor | None,
                   condition: Tensor | None = None, cache: DynamicCache | None = None) -> Tensor:
@@ -177,16 +207,13 @@ class OmniGen(nn.Module):
         Left-padded layouts only: packed batches go through `forward_packed`."""
         h, w = self.patch_grid(x_t)
         num_output = h * w
-        if layout.packed:
-            raise ValueError("a packed layout goes through forward_packed")
-        if layout.num_output_tokens != num_output:
-            raise ValueError(f"layout ({layout.num_output_tokens} output tokens) does not match x_t ({num_output})")
         dtype = self.x_embedder.proj.weight.dtype if condition is None else condition.dtype
         time_token = self.time_token(t)[:, None].to(dtype)  # (B, 1, D)
         output = self.embed_image(x_t.to(dtype), self.x_embedder)  # (B, N, D)
         parts = [time_token, output] if condition is None else [condition, time_token, output]
         sequence = torch.cat(parts, dim=1)  # (B, L, D), or (B, 1 + N, D) after a cached prefix
         start = layout.span_ids.shape[1] - sequence.shape[1]  # the first position run now
+        self._check_step(x_t, layout, attention_mask, sequence.shape[1])
         if attention_mask is None:
             attention_mask = self.attention_mask(layout, dtype, start)
         hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask, position_ids=layout.position_ids()[:, start:],

@@ -76,11 +76,12 @@ class SequenceLayout:
     def _positions_of_tokens(self) -> Tensor:
         if not self.packed:
             return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
-        segments = self.segment_ids
-        index = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)  # (B, L)
+        segments, length = self.segment_ids, self.segment_ids.shape[1]
+        index = torch.arange(length, device=segments.device).expand_as(segments)  # (B, L)
         # The first position of each segment: samples are contiguous, so position = index - first.
-        first = torch.full((segments.shape[0], int(segments.max()) + 1), segments.shape[1], device=segments.device)
-        first = first.scatter_reduce(1, segments, index, reduce="amin")  # (B, S + 1)
+        # (L + 1 slots bound the segment ids without reading them back from the device.)
+        first = torch.full((segments.shape[0], length + 1), length, device=segments.device)
+        first = first.scatter_reduce(1, segments, index, reduce="amin")  # (B, L + 1)
         return (index - first.gather(1, segments)).masked_fill(~self.valid, 0)  # (B, L)
 
 
@@ -122,17 +123,18 @@ class MaskStrategy(ABC):
 
     def block_mask(self, layout: SequenceLayout, query_start: int = 0) -> BlockMask:
         """FlexAttention's block-sparse form for queries `query_start:` (a kv-cached step runs only
-        the tail): built from `mask_mod` block by block, never as an (L, L) tensor; fully blocked
-        tiles are skipped by the kernel. Padding queries see nothing (their output is ignored)."""
+        the tail), from `mask_mod`; fully blocked tiles are skipped by the kernel. Padding queries
+        see nothing (their output is ignored). On CUDA it is built compiled, tile by tile, never
+        as an (L, L) tensor; eager (the CPU) materialises the mask once while building it."""
         from torch.nn.attention.flex_attention import create_block_mask
 
-        rule, length = self.mask_mod(layout), layout.span_ids.shape[1]
+        rule, length, device = self.mask_mod(layout), layout.span_ids.shape[1], layout.span_ids.device
 
         def shifted(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
             return rule(b, h, q + query_start, kv)
 
         return create_block_mask(shifted, layout.span_ids.shape[0], None, length - query_start, length,
-                                 device=layout.span_ids.device)
+                                 device=device, _compile=device.type == "cuda")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
