@@ -91,13 +91,17 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor, time_emb: Tensor) -> Tensor:
-        """x (B, N, D) with time_emb (B, D), or x (N, D) with one time embedding per token (N, D)."""
-        shift, scale = self.adaLN_modulation(time_emb).chunk(2, dim=-1)  # (B, D) or (N, D) each
-        if x.dim() == 3:
+    def forward(self, x: Tensor, time_emb: Tensor, tokens_per_sample: list[int] | None = None) -> Tensor:
+        """x (B, N, D) with time_emb (B, D); or packed samples' tokens x (ΣN, D), sample after
+        sample, with time_emb (S, D) and each sample's token count."""
+        shift, scale = self.adaLN_modulation(time_emb).chunk(2, dim=-1)  # (B, D) each
+        if tokens_per_sample is None:
             shift, scale = shift[:, None], scale[:, None]  # (B, 1, D): one sample's t for all its tokens
-        x = self.norm_final(x) * (1 + scale) + shift  # (B, N, D) or (N, D)
-        return self.linear(x)  # (B, N, p*p*C) or (N, p*p*C)
+        else:
+            repeats = torch.tensor(tokens_per_sample, device=x.device)
+            shift, scale = (m.repeat_interleave(repeats, dim=0, output_size=x.shape[0]) for m in (shift, scale))  # (ΣN, D)
+        x = self.norm_final(x) * (1 + scale) + shift  # (B, N, D) or (ΣN, D)
+        return self.linear(x)  # (B, N, p*p*C) or (ΣN, p*p*C)
 
 
 def unpatchify(tokens: Tensor, patch_size: int, channels: int, height: int, width: int) -> Tensor:

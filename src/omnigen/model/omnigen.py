@@ -121,9 +121,7 @@ class OmniGen(nn.Module):
                        attention_mask=self.attention_mask(batch.layout, condition.dtype),
                        position_ids=batch.layout.position_ids()).last_hidden_state
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
-        time_emb = self.t_embedder(t).to(out.dtype).repeat_interleave(  # (ΣN, D): each token its sample's t
-            torch.tensor(batch.output_tokens, device=out.device), dim=0, output_size=sum(batch.output_tokens))
-        tokens = self.final_layer(out, time_emb)  # (ΣN, p*p*C)
+        tokens = self.final_layer(out, self.t_embedder(t).to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
             h, w = grids[0]
             return unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
