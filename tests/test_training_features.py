@@ -61,3 +61,18 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     column = rows[0].split(",").index("train/loss")
     losses = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_compiled_backbone_trains_and_keeps_its_parameter_names(tmp_path):
+    """model.compile_backbone: the LLM is torch.compiled when the fit starts (not at load), and
+    checkpoints keep the released names (no `_orig_mod.`), loading into an uncompiled module."""
+    cfg = compose_fit(FAST + ["model.compile_backbone=true", "trainer.max_steps=1", "callbacks.sample_grid=null"], tmp_path)
+    objects = train(cfg)
+    module = objects["module"]
+    assert objects["trainer"].global_step == 1 and module.transformer.llm._compiled_call_impl is not None
+    keys = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert keys and not any("_orig_mod" in k for k in keys)
+    loaded = load_module(tmp_path / "checkpoints" / "last.ckpt")
+    assert loaded.compile_backbone and loaded.transformer.llm._compiled_call_impl is None  # sampling stays eager
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name

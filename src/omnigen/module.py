@@ -46,7 +46,8 @@ class OmniGenLitModule(LightningModule):
                  scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
                  max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
-                 seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None) -> None:
+                 seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None,
+                 compile_backbone: bool = False) -> None:
         super().__init__()
         if pack_tokens is not None and pack_tokens < 1:
             raise ValueError(f"pack_tokens must be a positive token budget per row or null, got {pack_tokens}")
@@ -68,6 +69,9 @@ class OmniGenLitModule(LightningModule):
         # Training rows hold as many samples as fit in pack_tokens (None: one sample per row),
         # as many rows as minimise compute with attention costing pair_cost per token pair.
         self.pack_tokens, self.pair_cost = pack_tokens, self.transformer.attention_pair_cost()
+        # torch.compile the LLM when training starts (not for sampling from a checkpoint): fused
+        # elementwise kernels; the first two batch shapes compile (static, then dynamic), ~30 s each on a CPU.
+        self.compile_backbone = compile_backbone
         # The resolved model config this module was built from (set by omnigen.fit and
         # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
@@ -202,6 +206,10 @@ class OmniGenLitModule(LightningModule):
             groups[label].append(loss)
         for label, losses in groups.items():
             self.log(f"{prefix}/{label}", torch.stack(losses).mean(), batch_size=len(losses))
+
+    def on_fit_start(self) -> None:
+        if self.compile_backbone:
+            self.transformer.llm.compile()  # in place: parameter names (and checkpoints) stay as they are
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (kv_cache, train_step, sampling)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="float32, or autocast to bfloat16/float16 with fp32 weights (kv_cache, train_step, sampling)")
+    parser.add_argument("--compile", choices=["none", "ours", "both"], default="none",
+                        help="train_step, sampling: torch.compile our LLM, or both sides' transformers "
+                             "(compiling happens in the uncounted warm-up)")
     parser.add_argument("--memory", action="store_true",
                         help="on the CPU, also measure each side's peak resident memory (train_step, sampling; "
                              "always measured on CUDA)")
@@ -101,8 +104,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     if args.benchmark in ("loader", "packing") and (device.type != "cpu" or args.dtype != "float32"):
         parser.error(f"{args.benchmark} reads the fit config's DataModule on the CPU: "
                      "--device and --dtype are for kv_cache, train_step and sampling")
-    if args.memory and args.benchmark not in ("train_step", "sampling"):
-        parser.error("--memory is for train_step and sampling")
+    if (args.memory or args.compile != "none") and args.benchmark not in ("train_step", "sampling"):
+        parser.error("--memory and --compile are for train_step and sampling")
     if args.steps is None:
         args.steps = DEFAULT_STEPS.get(args.benchmark)
     if args.threads:
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         sampled = (f", {args.steps} steps, guidance {args.guidance}/{args.img_guidance} (text/image)"
                    if args.benchmark in DEFAULT_STEPS else "")
         print(f"{args.benchmark}: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, {device}, "
-              f"{args.dtype}, {torch.get_num_threads()} threads, "
+              f"{args.dtype}, {torch.get_num_threads()} threads, compiled: {args.compile}, "
               f"{sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M transformer parameters{sampled}")
         if args.benchmark == "kv_cache":
             rows = kv_cache.run(OmniGenPipeline(module), args, device)

@@ -38,7 +38,7 @@ def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespac
             extra: Callable[[dict, dict[str, float]], dict[str, float]] = lambda info, times: {}) -> list[dict[str, float]]:
     """One row per `bench_rows(bench)`: info, both medians, speed-up = diffusers / ours, `extra(info, times)`,
     peak memory (CUDA, or the CPU with --memory) and the largest difference between the outputs."""
-    loaded = bench.setup(module, SIDES, device)
+    loaded = compiled(bench.setup(module, SIDES, device), module, args.compile)
     rss = cpu_peaks(args) if args.memory and device.type == "cpu" else None
     rows = []
     for i, n in enumerate(bench_rows(bench)):
@@ -50,6 +50,16 @@ def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespac
                      **memory_columns(cuda_peaks or (rss[i] if rss else None)),
                      "max |diff|": (outputs["ours"].float() - outputs["diffusers"].float()).abs().max().item()})
     return rows
+
+
+def compiled(loaded: dict[str, object], module: OmniGenLitModule, which: str) -> dict[str, object]:
+    """torch.compile the transformers of the sides `which` names (none, ours, both), in place: ours
+    compiles its LLM (as model.compile_backbone does in training), diffusers' its whole transformer.
+    The first calls compile (the uncounted warm-up repeat of each row)."""
+    for side in loaded:
+        if which == "both" or which == side:
+            (module.transformer.llm if side == "ours" else loaded[side]).compile()
+    return loaded
 
 
 def bench_rows(bench: ModuleType) -> list[int | str]:
@@ -93,7 +103,7 @@ def measure_side(settings: dict, side: str) -> list[float]:
     bench = importlib.import_module(f"omnigen.bench.{args.benchmark}")
     device = torch.device("cpu")
     module = build_module(args, device)
-    loaded = bench.setup(module, (side,), device)
+    loaded = compiled(bench.setup(module, (side,), device), module, args.compile)
     return [peak_rss_mib(bench.row(module, loaded, n, args, device)[1][side]) for n in bench_rows(bench)]
 
 
