@@ -34,19 +34,17 @@ from omnigen.module import OmniGenLitModule
 SIDES = ("ours", "diffusers")
 
 
-def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespace, device: torch.device,
-            extra: Callable[[dict, dict[str, float]], dict[str, float]] = lambda info, times: {}) -> list[dict[str, float]]:
-    """One row per `bench_rows(bench)`: info, both medians, speed-up = diffusers / ours, `extra(info, times)`,
-    peak memory (CUDA, or the CPU with --memory) and the largest difference between the outputs."""
+def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+    """One row per `bench_rows(bench)`: info, both medians, speed-up = diffusers / ours, peak memory
+    (CUDA, or the CPU with --memory) and the largest difference between the outputs."""
     loaded = compiled(bench.setup(module, SIDES, device), module, args.compile)
     rss = cpu_peaks(args) if args.memory and device.type == "cpu" else None
     rows = []
     for i, n in enumerate(bench_rows(bench)):
         info, calls = bench.row(module, loaded, n, args, device)
         times, outputs, cuda_peaks = alternate(calls, args.repeats, device)
-        more = extra(info, times)  # first: it may take entries out of info
         rows.append({"input images": n, **info, "ours s": times["ours"], "diffusers s": times["diffusers"],
-                     "speed-up": times["diffusers"] / times["ours"], **more,
+                     "speed-up": times["diffusers"] / times["ours"],
                      **memory_columns(cuda_peaks or (rss[i] if rss else None)),
                      "max |diff|": (outputs["ours"].float() - outputs["diffusers"].float()).abs().max().item()})
     return rows
