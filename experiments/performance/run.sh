@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The performance benchmarks of experiments/performance/README.md, one after another (each alternates
+# its two sides run by run; never run two at once on a 2-core machine). Writes the JSON files here.
+set -euo pipefail
+cd "$(dirname "$0")"
+BENCH=(--threads 2 --override model.backbone.config.hidden_size=256 --override model.backbone.config.intermediate_size=1024)
+python -m omnigen.bench train_step --batch 8 --repeats 9 --compile none --memory "${BENCH[@]}" --json train_step_compile_none.json
+python -m omnigen.bench train_step --batch 8 --repeats 9 --compile ours "${BENCH[@]}" --json train_step_compile_ours.json
+python -m omnigen.bench sampling --repeats 7 --memory "${BENCH[@]}" --json sampling.json
+python -m omnigen.bench sampling --batch 4 --repeats 5 "${BENCH[@]}" --json sampling_batch4.json
+MIXTURE=(--batches 50 --override data=mixture --override data.batch_size=32)
+python -m omnigen.bench packing "${MIXTURE[@]}" --json packing_mixture.json
+python -m omnigen.bench packing "${MIXTURE[@]}" --override data.mixed_sizes=true --override data.resolution.mode=raw \
+    --override data.resolution.size=48 --override data.families.edit.sources.0.image_size=16 \
+    --override data.families.subject.sources.0.image_size=48 --override data.families.other.sources.0.image_size=16 \
+    --json packing_mixed_sizes.json
