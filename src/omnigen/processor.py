@@ -86,8 +86,9 @@ def row_compute(rows: int, length: int, pair_cost: float) -> float:
 
 
 def balanced_rows(lengths: list[int], max_tokens: int | None, pair_cost: float = 0.0) -> list[list[int]]:
-    """Sample indices per row: one per row without a budget; else rows of at most `max_tokens`, each
-    sample placed longest-first into the shortest row so the rows end up even (little padding).
+    """Sample indices per row: one per row without a budget; else rows of at most `max_tokens` (or
+    the longest sample, if longer), each sample placed longest-first into the shortest row so the
+    rows end up even (little padding).
 
     The number of rows minimises the estimated compute (`row_compute`) of R rows padded to L:
     per-token work (the Linear layers) against per-pair work (dense attention, `pair_cost` per
@@ -95,9 +96,9 @@ def balanced_rows(lengths: list[int], max_tokens: int | None, pair_cost: float =
     with pair_cost > 0 equal-length samples stay one per row."""
     if max_tokens is None:
         return [[i] for i in range(len(lengths))]
-    if (longest := max(lengths)) > max_tokens:
-        raise ValueError(f"sample {lengths.index(longest)} has {longest} tokens, over the packing budget of "
-                         f"{max_tokens} per row: raise pack_tokens")
+    if max_tokens < 1:
+        raise ValueError(f"the packing budget must be >= 1 token per row, got {max_tokens}")
+    max_tokens = max(max_tokens, *lengths)  # a sample over the budget gets a row to itself
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     best: tuple[float, list[list[int]]] | None = None
     for num_rows in range(-(-sum(lengths) // max_tokens), len(lengths) + 1):
