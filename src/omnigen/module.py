@@ -158,16 +158,16 @@ class OmniGenLitModule(LightningModule):
         instructions, inputs = self.drop_conditions(batch["instruction"], self.encode_inputs(batch["input_images"]), g)
         references = self.edit_references(inputs, batch.get("edit_source") or [None] * size, batch["task"])
         t = self.timesteps.sample(size, device=self.device, generator=g)  # (B,)
-        data, x_t, targets, weights = [None] * size, [None] * size, [None] * size, [None] * size
+        x_t, targets, weights = [None] * size, [None] * size, [None] * size
         for index, images in size_groups(batch["output_image"]):  # batched VAE and weighting per output size
             mean, std = self.moments(images)  # (G, C, h, w) each, from (G, 3, H, W) in [-1, 1]
             x = self.vae.draw(mean, std, g)
             noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
             group = zip(index, interpolate(x, noise, t[index]), velocity_target(x, noise),
-                        self.weighting.weights(mean, [references[i] for i in index]), x, strict=True)
+                        self.weighting.weights(mean, [references[i] for i in index]), strict=True)
             for i, *values in group:
-                x_t[i], targets[i], weights[i], data[i] = values
-        prompt, latents = self.prepare_packed(instructions, inputs, data)
+                x_t[i], targets[i], weights[i] = values
+        prompt, latents = self.prepare_packed(instructions, inputs, x_t)  # x_t: only its shapes are read
         one_size = len({x.shape for x in x_t}) == 1
         pred = self.transformer.forward_packed(torch.stack(x_t) if one_size else x_t, t, prompt, latents)  # (B, C, h, w) or list
         per_sample = torch.stack([(w * (p.float() - v.float()).pow(2)).mean()

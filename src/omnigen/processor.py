@@ -198,7 +198,6 @@ class OmniGenProcessor:
         layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens)
         return PromptBatch(input_ids.to(device), image_mask.to(device), layout, order)
 
-
     def pack(self, prompts: list[Prompt], output_tokens: list[int], max_tokens: int | None = None,
              device: torch.device | str = "cpu", pair_cost: float = 0.0) -> PackedBatch:
         """Pack `[condition | time | output]` of each prompt into rows of at most `max_tokens`

@@ -4,7 +4,7 @@ A strategy sees a batch as a `SequenceLayout` (one span id per token, 0 for text
 padding; a distinct positive id per image span; for packed rows, which sample each token belongs
 to) and returns which query may attend to which key. No token ever attends across samples. The
 dense additive form is what HF's SDPA path takes; `mask_mod` is the same rule as a FlexAttention
-predicate, from which a block-sparse `BlockMask` is built without an (L, L) tensor.
+predicate, from which the block-sparse `BlockMask` is built (tile by tile when compiled, on CUDA).
 """
 
 from __future__ import annotations
