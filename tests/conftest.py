@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -10,6 +11,18 @@ torch.set_num_threads(2)
 TINY_PHI3 = dict(model_type="phi3", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0,
                  bos_token_id=2, eos_token_id=3)
+
+
+@pytest.fixture(autouse=True)
+def compiler_config_left_usable():
+    """Fails the test that breaks torch.compile's config for the tests after it: deleting a dynamo or
+    inductor option (pytest's monkeypatch undo does, on these config modules) hides it for the rest of
+    the process, and the next compile in the same run then fails far from the cause."""
+    yield
+    for name in ("torch._dynamo.config", "torch._inductor.config"):
+        if (config := sys.modules.get(name)) is not None:
+            hidden = sorted(key for key, entry in config._config.items() if entry.hide)
+            assert not hidden, f"this test left {name} options deleted: {hidden} (patch with {name}.patch(...))"
 
 
 @pytest.fixture(scope="session")

@@ -138,13 +138,19 @@ def test_packing_a_mixed_resolution_batch_wastes_under_5_percent(tokenizer):
     assert unpacked.padding_waste > 0.3 and packed.padding_waste <= 0.05
 
 
-def test_flex_attention_block_masks_give_the_dense_result(tokenizer, monkeypatch):
+def test_flex_attention_block_masks_give_the_dense_result(tokenizer):
     """The FlexAttention path (BlockMask from the same mask_mod) against SDPA's dense mask: packed
     training rows and kv-cached sampling steps (forward only: torch 2.13 has no flex backward on the
     CPU). Compiles flex_attention for the CPU (~10 s a shape)."""
     # torch 2.13's CPU inductor emits uncompilable C++ for flex attention with dynamic shapes
-    # (`cur_qSplitSize6` undeclared): compile each shape statically.
-    monkeypatch.setattr(torch._dynamo.config, "automatic_dynamic_shapes", False)
+    # (`cur_qSplitSize6` undeclared): compile each shape statically. Dynamo's own patch, not pytest's
+    # monkeypatch: monkeypatch's undo deletes the attribute, which hides the option for every later
+    # compile in the process ("torch._dynamo.config.automatic_dynamic_shapes does not exist").
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        check_flex_against_dense(tokenizer)
+
+
+def check_flex_against_dense(tokenizer):
     processor = OmniGenProcessor(tokenizer)
     images, outputs, t = samples()
     dense, flex = randomised_model(OmniGenMask()), randomised_model(OmniGenMask(), attn="flex_attention")
