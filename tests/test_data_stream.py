@@ -168,12 +168,12 @@ def test_families_check_their_input_counts_and_reject_other_families(tokenizer):
     t2i_with_image = X2ISample("<img><|image_1|></img> a red circle", [image(32, 32)], image(32, 32), "text_to_image",
                                "t2i", "x:1")
     module = TextToImageDataModule([ListSource([t2i(0), t2i_with_image])], batch_size=4, shuffle=False, resolution=res)
-    assert batches(module)[-1]["data_stats"]["skipped_image_count"] == 1
+    assert batches(module)[-1]["data_stats"]["skipped_wrong_family"] == 1
     one = X2ISample("<img><|image_1|></img> a scene", [image(32, 32)], image(32, 32), "visual_condition", "canny", "v:0")
     two = X2ISample("<img><|image_1|></img> <img><|image_2|></img> a scene", [image(32, 32)] * 2, image(32, 32),
                     "visual_condition", "canny", "v:1")
     module = VisualConditionDataModule([ListSource([two, one])], shuffle=False, resolution=res)
-    assert batches(module)[-1]["data_stats"]["skipped_image_count"] == 1
+    assert batches(module)[-1]["data_stats"]["skipped_wrong_family"] == 1
     # over the processor's token limit: a counted skip, not a crash in the training step
     module = TextToImageDataModule([ListSource([t2i(0), X2ISample("red " * 40, [], image(32, 32), "text_to_image", "t2i",
                                                                   "long:1")])], shuffle=False, resolution=res)

@@ -42,7 +42,8 @@ def test_jsonl_round_trip(tmp_path):
     packed = WebDatasetSource(str(tmp_path / "out" / "shard-{000000..000002}.tar"))
     back = list(packed.read())
     assert len(packed) == 5  # from index.json
-    assert [r.key for r in back] == [f"shard-{i // 2:06d}.tar:{i:09d}" for i in range(5)]
+    # each key names the shard record and the line pack read it from
+    assert [r.key for r in back] == [f"shard-{i // 2:06d}.tar:{i:09d} (from {g.key})" for i, g in enumerate(good)]
     assert all(isinstance(r, X2ISample) and same_samples(r, g) for r, g in zip(back, good, strict=True))
     assert back[2].notes == ["mode_L", "mode_RGBA"]  # conversions made before packing still count
 
@@ -114,7 +115,7 @@ def test_corrupt_members_are_skipped(tmp_path):
     overwrite(shard, meta.offset_data, b"{" * 8)
     records = list(WebDatasetSource(str(shard)).read())
     assert [type(r) for r in records] == [X2ISample, X2ISample, Skipped, X2ISample, Skipped, X2ISample]
-    assert (records[2].reason, records[2].key) == ("corrupt_image", "shard-000000.tar:000000002")
+    assert (records[2].reason, records[2].key) == ("corrupt_image", "shard-000000.tar:000000002 (from shapes:2)")
     assert "000000002.output.png" in records[2].message
     assert (records[4].reason, records[4].key) == ("bad_json", "shard-000000.tar:000000004")
 

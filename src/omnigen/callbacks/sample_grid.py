@@ -37,6 +37,9 @@ class SampleGridCallback(PeriodicCallback):
             log.warning("SampleGridCallback: %s has no preview_samples(); no grid", type(datamodule).__name__)
             return
         samples = datamodule.preview_samples(self.num_samples)
+        if not samples:
+            log.warning("SampleGridCallback: the data gave no usable preview sample; no grid")
+            return
         height, width = samples[0]["output_image"].shape[-2:]
         images = OmniGenPipeline(pl_module).generate(
             [s["instruction"] for s in samples], [s["input_images"] for s in samples], height, width,

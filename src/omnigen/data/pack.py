@@ -7,7 +7,9 @@
 
 Records are read in order (one part, no shuffle); images are stored as PNG re-encoded from the validated
 RGB images (lossless and deterministic, so packed data trains like its source); `Skipped` records are
-counted and listed, never written. Shards are written into a hidden temporary directory beside the output
+counted and listed, never written, and so are records whose input-image count their family does not take
+(`wrong_family`, as the DataModules skip them). A JSONL's image paths obey its source's rules: inside the
+image root unless --allow-paths-outside-root, regular files only, at most --max-image-pixels. Shards are written into a hidden temporary directory beside the output
 and moved into place (one atomic rename each) only after the last one is closed, so an interrupted pack
 leaves no shard, and so no truncated shard that would read as valid. `index.json` beside the shards records
 each shard's record count and size (WebDatasetSource's `len`).
@@ -31,7 +33,7 @@ from typing import Any
 from PIL import Image
 from webdataset import ShardWriter
 
-from omnigen.data.schema import X2ISample
+from omnigen.data.schema import MAX_IMAGE_PIXELS, BadSample, X2ISample, check_family_inputs
 from omnigen.data.sources.base import Source
 from omnigen.data.sources.webdataset import INDEX_FILE, read_index
 
@@ -92,6 +94,11 @@ def _write(source: Source, pattern: str, maxcount: int, log: Callable[[str], Non
     try:
         for record in source.read():
             if isinstance(record, X2ISample):
+                try:
+                    check_family_inputs(record)
+                except BadSample as bad:
+                    record = bad.skipped()
+            if isinstance(record, X2ISample):
                 writer.write(to_record(record, f"{sum(counts.values()):09d}"))
                 counts[writer.fname] = counts.get(writer.fname, 0) + 1
             else:
@@ -146,7 +153,9 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Source
     if args.jsonl is not None:
         from omnigen.data.sources.jsonl import JsonlSource
 
-        return JsonlSource(args.jsonl, image_root=args.image_root, family=args.family, task=args.task)
+        return JsonlSource(args.jsonl, image_root=args.image_root, family=args.family, task=args.task,
+                           allow_paths_outside_root=args.allow_paths_outside_root,
+                           max_image_pixels=args.max_image_pixels or None)
     from omnigen.data.sources.shapes import ShapesSource
 
     if args.count is None:
@@ -160,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--jsonl", help="a JSONL file in the released OmniGen format")
     what.add_argument("--shapes", nargs="+", metavar="FAMILY=RATIO", help="Shapes-X2I families and ratios")
     parser.add_argument("--image-root", help="JSONL image paths are relative to this (default: the JSONL's dir)")
+    parser.add_argument("--allow-paths-outside-root", action="store_true",
+                        help="read JSONL image paths that resolve outside the image root (absolute paths, ../)")
+    parser.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help=f"skip images with more pixels than this, from the header (default {MAX_IMAGE_PIXELS}; 0: "
+                             "no limit)")
     parser.add_argument("--family", default="mixed_modal", help="JSONL family where a line names none")
     parser.add_argument("--task", help="JSONL task where a line names none (default: the family's first)")
     parser.add_argument("--count", type=int, help="Shapes-X2I: number of records")

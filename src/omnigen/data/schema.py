@@ -26,16 +26,34 @@ TASKS: dict[str, tuple[str, ...]] = {
 }
 FAMILIES: tuple[str, ...] = tuple(TASKS)
 
+# family -> (fewest, most) input images its samples take; None: no upper bound. A valid record whose
+# count is outside its family's range belongs to another family (`wrong_family`).
+INPUT_COUNTS: dict[str, tuple[int, int | None]] = {
+    "text_to_image": (0, 0),
+    "mixed_modal": (1, None),
+    "subject_driven": (1, None),
+    "visual_condition": (1, 1),
+    "cv_tasks": (1, 1),
+    "few_shot": (0, None),
+}
+
 # Why a sample was skipped; each is logged as data/skipped_<reason>.
 SKIP_REASONS: tuple[str, ...] = (
-    "missing_image",  # an image file that does not exist
-    "corrupt_image",  # a file PIL cannot decode
-    "empty_image",  # zero width or height
-    "bad_json",  # a JSON line or record that does not parse or lacks a field
+    "missing_image",  # an image file that does not exist or cannot be read
+    "path_outside_root",  # an image path that resolves (symlinks followed) outside its data set's image root
+    "not_a_file",  # an image path naming a directory, FIFO, device or socket (never opened)
+    "corrupt_image",  # a file PIL cannot decode, or in a format it is not allowed to decode
+    "empty_image",  # an empty file, or zero width or height
+    "image_too_large",  # more pixels (read from the header) than max_image_pixels, or a decompression bomb
+    "bad_json",  # a JSON line or record that does not parse, repeats a key, or lacks or mistypes a field
+    "empty_instruction",  # an instruction that is empty or whitespace
     "image_count",  # placeholders and images disagree
+    "wrong_family",  # a valid record whose number of input images its family does not take
     "unknown_task",  # a family or task outside TASKS
     "too_many_tokens",  # over the processor's condition-token limit
+    "read_error",  # any other error while reading or preparing one record (its type and text are logged)
 )
+MAX_IMAGE_PIXELS = 4096 * 4096  # the default image size limit, checked from the header before decoding
 
 
 @dataclass
@@ -45,7 +63,7 @@ class X2ISample:
     output_image: Image.Image  # RGB
     family: str
     task: str
-    key: str  # where it came from, for messages: "train.jsonl:12", "shard-000003.tar:000123", "shapes:17"
+    key: str  # where it came from, for messages: "train.jsonl:12", "shard-000003.tar:000123 (from train.jsonl:12)"
     spec: dict[str, Any] | None = None  # ground truth, where known (Shapes-X2I)
     edit_source: int | None = None  # the input image the output edits (edit-region weighting)
     notes: list[str] = field(default_factory=list)  # conversions applied (counted as data/converted_<note>)
@@ -64,11 +82,17 @@ class BadSample(ValueError):
     def __init__(self, reason: str, key: str, message: str) -> None:
         if reason not in SKIP_REASONS:
             raise ValueError(f"unknown skip reason {reason!r}")
-        super().__init__(f"{key}: {message}")
+        super().__init__(message if message.startswith(f"{key}: ") else f"{key}: {message}")
         self.reason, self.key = reason, key
 
     def skipped(self) -> Skipped:
         return Skipped(self.reason, self.key, str(self))
+
+
+def format_mix(ratios: dict[str, float]) -> str:
+    """Ratios as the shares they realise: {"a": 1, "b": 3} -> "a 0.25, b 0.75"."""
+    total = sum(ratios.values())
+    return ", ".join(f"{name} {ratio / total:.3g}" for name, ratio in ratios.items())
 
 
 def check_task(family: str, task: str, key: str) -> None:
@@ -77,6 +101,21 @@ def check_task(family: str, task: str, key: str) -> None:
     known = {t for tasks in TASKS.values() for t in tasks} if family == "few_shot" else set(TASKS[family])
     if task.split("/")[0] not in known:
         raise BadSample("unknown_task", key, f"unknown task {task!r} for family {family!r}; known: {', '.join(sorted(known))}")
+
+
+def check_family_inputs(sample: X2ISample, family: str | None = None) -> None:
+    """A record whose input-image count its family (by default its own) does not take: the record may be
+    fine, but it belongs to another family."""
+    family = family or sample.family
+    low, high = INPUT_COUNTS[family]
+    n = len(sample.input_images)
+    if low <= n and (high is None or n <= high):
+        return
+    needs = f"exactly {low}" if low == high else f"≥{low}" if high is None else f"{low}..{high}"
+    fits = [f for f, (a, b) in INPUT_COUNTS.items() if f != "few_shot" and a <= n and (b is None or n <= b)]
+    raise BadSample("wrong_family", sample.key, f"a valid record, but it needs {needs} input image(s) for {family} "
+                                                f"and has {n}; it fits {' or '.join(fits) or 'no family'}: give it "
+                                                f"to that family's DataModule or set its \"family\"")
 
 
 def as_rgb(image: Image.Image, name: str, sample: X2ISample) -> Image.Image:
@@ -90,8 +129,11 @@ def as_rgb(image: Image.Image, name: str, sample: X2ISample) -> Image.Image:
 
 
 def validate(sample: X2ISample) -> X2ISample:
-    """The checks every source shares: known task, placeholders matching the images, usable images."""
+    """The checks every source shares: known task, a non-empty instruction, placeholders matching the
+    images, usable images."""
     check_task(sample.family, sample.task, sample.key)
+    if not sample.instruction.strip():
+        raise BadSample("empty_instruction", sample.key, "instruction is empty")
     try:
         ids = placeholder_ids(sample.instruction)
     except PromptError as error:

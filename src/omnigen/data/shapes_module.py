@@ -1,5 +1,6 @@
 """Shapes-X2I as a LightningDataModule: procedural samples generated on the fly, by index."""
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,9 +9,11 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omnigen.data.collate import collate_samples, to_item
-from omnigen.data.schema import X2ISample
+from omnigen.data.schema import X2ISample, format_mix
 from omnigen.data.shapes import make_sample
 from omnigen.data.sources.shapes import ShapesSource, to_x2i
+
+log = logging.getLogger(__name__)
 
 PREVIEW_SEED_OFFSET = 1_000_003  # previews come from a seed the training stream never uses
 
@@ -57,6 +60,11 @@ class ShapesX2IDataModule(LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.seed, self.length = seed, length
         self.train_set = ShapesX2IDataset(self.families, image_size, seed, length)
+
+    def setup(self, stage: str | None = None) -> None:
+        # What the run will read: `data.families={...}` on the command line merges into the default
+        # dict (text_to_image 0.5 stays unless set to 0), so the realised shares are said at start-up.
+        log.info("Shapes-X2I mix (share of samples by family): %s", format_mix(self.families))
 
     def train_dataloader(self) -> DataLoader:
         # Called after a resumed checkpoint is restored: skip the batches it already trained on.

@@ -5,7 +5,10 @@ output size (or of mixed sizes with `mixed_sizes`, which training packs).
 ranks × workers together read each record once per epoch (a single family) or mix families by
 ratio, restarting a family's sources when they run out (a mixture). Bad records become counted
 skips that travel with the next batch (`batch["data_stats"]`); the DataModule adds them up in the
-main process, logs them and stops the run past its skip limit.
+main process, logs them and stops the run past its skip limit. Counts no batch can carry (read after
+a pass's last batch, or STATS_FLUSH_RECORDS records in a row without a usable sample) travel alone,
+as a counts-only item that the DataModule's loader takes out of the stream: a stream of nothing but
+bad records reaches the skip limit too, instead of spinning.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples
 from omnigen.data.few_shot import EpisodeBuilder
 from omnigen.data.resolution import Resolution
-from omnigen.data.schema import BadSample, Skipped, X2ISample
-from omnigen.data.sources.base import Source
+from omnigen.data.schema import BadSample, Skipped, X2ISample, check_family_inputs
+from omnigen.data.sources.base import Source, read_error
 
 log = logging.getLogger(__name__)
-LOGGED_SKIPS = 20  # per worker, each skip is logged up to here, then every 1000th
+LOGGED_SKIPS = 20  # per worker, each skip is logged up to here, then every 1000th; also the messages kept
+COUNTS_ONLY = "counts_only"  # the key of an item that holds data_stats and no samples
+STATS_FLUSH_RECORDS = 1000  # records in a row without a usable sample, after which their counts travel alone
 
 
 @dataclass
@@ -35,8 +40,6 @@ class FamilyStream:
 
     family: str
     sources: list[Source]
-    min_inputs: int = 0
-    max_inputs: int | None = None
     few_shot: EpisodeBuilder | None = None
 
     def records(self, part: int, num_parts: int, epoch: int, shuffle: bool, seed: int,
@@ -52,11 +55,10 @@ class FamilyStream:
         if self.few_shot is None and sample.family != self.family:
             raise ValueError(f"source {source.name!r} gives {sample.family!r} samples ({sample.key}) to the "
                              f"{self.family!r} DataModule: give it to that family's DataModule, or set its family")
-        n = len(sample.input_images)
-        if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
-            expected = f"{self.min_inputs}..{self.max_inputs if self.max_inputs is not None else 'n'}"
-            return Skipped("image_count", sample.key, f"{sample.key}: {self.family} samples take {expected} input "
-                                                      f"images, this one has {n}")
+        try:  # few-shot examples and queries keep their own family, and so its input counts
+            check_family_inputs(sample)
+        except BadSample as bad:
+            return bad.skipped()
         return sample
 
 
@@ -78,7 +80,6 @@ class X2IStream(IterableDataset):
         self.mixed_sizes = mixed_sizes  # batches take samples of any output size (training packs them)
         self.rank, self.world_size = 0, 1  # set by the DataModule before the loader starts
         self.epoch = 0  # advanced by each pass in this process (persistent workers keep theirs)
-        self.carried: Counter[str] = Counter()
         # With a curriculum, batch b (counted from `start_batch`) takes the stage of optimizer step
         # b // accumulate: its batch size, image size and task mix.
         self.curriculum, self.accumulate, self.start_batch = curriculum, 1, 0
@@ -108,12 +109,16 @@ class X2IStream(IterableDataset):
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         part, num_parts = self.rank * num_workers + worker_id, self.world_size * num_workers
         epoch, self.epoch = self.epoch, self.epoch + 1
-        stats, messages = self.carried, []  # counts read after the last batch of the previous pass
+        stats: Counter[str] = Counter()
+        messages: list[str] = []
         buckets: dict[tuple[int, int] | None, list[X2ISample]] = {}  # by output size, or one when mixed
         ready: list[X2ISample] | None = None  # a full batch held back one step, so counts read after it ride along
         formed = 0
         stage = self.enter_stage(self.start_batch + worker_id)
         for sample in self.samples(part, num_parts, epoch, stats, messages):
+            if sample is None:  # many records in a row and none usable: their counts go now
+                yield counts_only(stats, messages)
+                continue
             key = None if self.mixed_sizes else sample.output_image.size
             bucket = buckets.setdefault(key, [])
             bucket.append(sample)
@@ -129,20 +134,17 @@ class X2IStream(IterableDataset):
         # The held batch, then the epoch's remainders as smaller batches: nothing is dropped.
         for samples in ([ready] if ready is not None else []) + list(buckets.values()):
             yield self.batch(samples, stats, messages)
-        if stats:  # a part without a single usable sample: the next pass's first batch carries its counts
-            log.warning("part %d of %d ended with counts no batch carried: %s", part, num_parts, dict(stats))
+        if stats:  # read after the last batch, or a part without a single usable sample
+            yield counts_only(stats, messages)
 
     def batch(self, samples: list[X2ISample], stats: Counter[str], messages: list[str]) -> dict:
-        batch = collate_samples(samples, self.mixed_sizes)
-        batch["data_stats"] = {"counts": dict(stats), "messages": list(messages)}
-        stats.clear()
-        messages.clear()
-        return batch
+        return collate_samples(samples, self.mixed_sizes) | {"data_stats": counts_only(stats, messages)["data_stats"]}
 
     def samples(self, part: int, num_parts: int, epoch: int, stats: Counter[str],
-                messages: list[str]) -> Iterator[X2ISample]:
-        """Records -> usable samples; skips are counted in `stats` (and raised with on_bad='error')."""
-        skipped = 0
+                messages: list[str]) -> Iterator[X2ISample | None]:
+        """Records -> usable samples; skips are counted in `stats` (and raised with on_bad='error').
+        Yields None after each STATS_FLUSH_RECORDS records in a row without a usable sample."""
+        skipped = unusable = 0
         for name, record in self.records(part, num_parts, epoch, stats):
             if isinstance(record, X2ISample):
                 try:
@@ -151,16 +153,22 @@ class X2IStream(IterableDataset):
                         self.checker(sample)
                 except BadSample as error:
                     record = error.skipped()
+                except Exception as error:  # noqa: BLE001 - one record's failure must not stop the loader
+                    record = read_error(record.key, error, "resizing and tokenising the record")
             if isinstance(record, Skipped):
                 if self.on_bad == "error":
-                    raise BadSample(record.reason, record.key, f"{record.message} (data.on_bad=error; 'skip' counts and "
-                                                               "skips bad records)")
+                    raise BadSample(record.reason, record.key, f"{record.message} ({on_bad_hint(record.reason)})")
                 stats[f"skipped_{record.reason}"] += 1
                 messages.append(record.message)
+                del messages[:-LOGGED_SKIPS]  # the latest are the ones reported
                 skipped += 1
                 if skipped <= LOGGED_SKIPS or skipped % 1000 == 0:
                     log.warning("skipped (%s, %d so far in part %d): %s", record.reason, skipped, part, record.message)
+                unusable += 1
+                if unusable % STATS_FLUSH_RECORDS == 0:
+                    yield None
                 continue
+            unusable = 0
             stats["samples"] += 1
             stats[f"family/{name}"] += 1
             for note in sample.notes:
@@ -191,3 +199,18 @@ class X2IStream(IterableDataset):
                     raise ValueError(f"family {name!r} has no records in part {part} of {num_parts} (ranks × workers): "
                                      "give it more data or shards, or fewer workers")
             yield name, record
+
+
+def counts_only(stats: Counter[str], messages: list[str]) -> dict:
+    """An item with the counts and messages read so far and no samples (both are emptied)."""
+    item = {COUNTS_ONLY: True, "data_stats": {"counts": dict(stats), "messages": list(messages)}}
+    stats.clear()
+    messages.clear()
+    return item
+
+
+def on_bad_hint(reason: str) -> str:
+    if reason == "wrong_family":
+        return "data.on_bad=error stops at the first record this DataModule cannot use"
+    return "data.on_bad=error; 'skip' counts and skips bad records"
+

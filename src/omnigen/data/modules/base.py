@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Iterator
 from typing import Any
 
 from lightning import LightningDataModule
@@ -17,9 +18,9 @@ from omnigen.curriculum import Curriculum
 from omnigen.data.collate import to_item
 from omnigen.data.few_shot import EpisodeBuilder
 from omnigen.data.resolution import Resolution
-from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample
+from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample, format_mix
 from omnigen.data.sources.base import Source
-from omnigen.data.stream import FamilyStream, X2IStream
+from omnigen.data.stream import COUNTS_ONLY, FamilyStream, X2IStream
 from omnigen.processor import OmniGenProcessor, PromptError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class TokenBudget:
 
 
 class DataAccounting:
-    """Main-process totals of what the workers read and skipped; stops the run past the skip limit."""
+    """Main-process totals of what the workers read and skipped; stops the run past the skip limit, or
+    once `min_records` were read without a single usable sample (whatever the limit)."""
 
     def __init__(self, max_skip_fraction: float, min_records: int = 100) -> None:
         if not 0.0 <= max_skip_fraction <= 1.0:
@@ -50,33 +52,63 @@ class DataAccounting:
         self.totals: Counter[str] = Counter()
         self.recent: deque[str] = deque(maxlen=5)
 
+    @property
+    def skipped(self) -> int:
+        return sum(v for k, v in self.totals.items() if k.startswith("skipped_"))
+
+    def describe(self) -> str:
+        """The counts by reason and the latest skipped records, for an error message."""
+        counts = ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in sorted(self.totals.items())
+                           if k.startswith("skipped_"))
+        return f"({counts or 'nothing skipped'}); latest: " + (" | ".join(self.recent) or "none")
+
     def update(self, stats: dict[str, Any]) -> dict[str, float]:
-        """Add one batch's counts; returns the running figures to log (data/<name>)."""
+        """Add one batch's (or one counts-only item's) counts; returns the running figures to log (data/<name>)."""
         self.totals.update(stats["counts"])
         self.recent.extend(stats["messages"])
-        skipped = sum(v for k, v in self.totals.items() if k.startswith("skipped_"))
-        read = skipped + self.totals["samples"]
+        skipped, samples = self.skipped, self.totals["samples"]
+        read = skipped + samples
         fraction = skipped / read if read else 0.0
-        if read >= self.min_records and fraction > self.max_skip_fraction:
-            counts = ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in sorted(self.totals.items())
-                               if k.startswith("skipped_"))
-            raise RuntimeError(f"{skipped} of {read} records skipped ({fraction:.1%}), over "
-                               f"data.max_skip_fraction={self.max_skip_fraction} ({counts}); latest: "
-                               + " | ".join(self.recent))
+        if read >= self.min_records and (fraction > self.max_skip_fraction or samples == 0):
+            why = (f"over data.max_skip_fraction={self.max_skip_fraction}" if fraction > self.max_skip_fraction
+                   else "not one usable")
+            raise RuntimeError(f"{skipped} of {read} records skipped ({fraction:.1%}), {why} {self.describe()}")
         figures = {f"skipped_{r}": float(self.totals[f"skipped_{r}"]) for r in SKIP_REASONS}
         figures["skipped_fraction"] = fraction
-        samples = max(self.totals["samples"], 1)
         for key, value in self.totals.items():
             if key.startswith("family/"):
-                figures[f"mix/{key.removeprefix('family/')}"] = value / samples  # the realised mix
+                figures[f"mix/{key.removeprefix('family/')}"] = value / max(samples, 1)  # the realised mix
             elif key.startswith("converted_") or key == "few_shot_warmup":
                 figures[key] = float(value)
         return figures
 
 
+class AccountedLoader(DataLoader):
+    """The DataModule's loader: takes the stream's counts-only items out (into `accounting`), and stops
+    the run when a whole pass over the data formed no batch (every record skipped, or none read),
+    which Lightning would otherwise repeat as empty epochs forever."""
+
+    def __init__(self, stream: X2IStream, accounting: DataAccounting, **kwargs: Any) -> None:
+        super().__init__(stream, batch_size=None, **kwargs)
+        self.accounting = accounting
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = 0
+        for item in super().__iter__():
+            if item.get(COUNTS_ONLY):
+                self.accounting.update(item["data_stats"])
+                continue
+            batches += 1
+            yield item
+        if batches == 0:
+            totals = self.accounting.totals
+            raise RuntimeError(f"a whole pass over the data formed no batch: {self.accounting.skipped} record(s) "
+                               f"skipped and {totals['samples']} usable so far {self.accounting.describe()}; "
+                               f"sources: {', '.join(s.name for f in self.dataset.families.values() for s in f.sources)}")
+
+
 class X2IDataModule(LightningDataModule):
-    family = ""
-    min_inputs, max_inputs = 0, None
+    family = ""  # its samples' input-image counts: schema.INPUT_COUNTS
 
     def __init__(self, sources: list[Source], batch_size: int = 32, resolution: Resolution | None = None,
                  num_workers: int = 0, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
@@ -97,7 +129,7 @@ class X2IDataModule(LightningDataModule):
         self.curriculum, self.mixed_sizes = curriculum, mixed_sizes
 
     def family_streams(self) -> dict[str, FamilyStream]:
-        return {self.family: FamilyStream(self.family, self.sources, self.min_inputs, self.max_inputs, self.few_shot)}
+        return {self.family: FamilyStream(self.family, self.sources, self.few_shot)}
 
     def ratios(self) -> dict[str, float] | None:
         return None  # one family: an epoch is one pass over its sources
@@ -105,6 +137,8 @@ class X2IDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None and self.trainer.lightning_module is not None:
             self.attach(self.trainer.lightning_module)
+        if self.ratios() is not None:  # what the run will read (a dict override merges into the default one)
+            log.info("data mix (share of samples by family): %s", format_mix(self.ratios()))
 
     def attach(self, module: Any) -> None:
         """Take the token grid (unless set) and the prompt limit from the model being trained."""
@@ -130,8 +164,8 @@ class X2IDataModule(LightningDataModule):
                         type(self).__name__)
         # Batches are formed inside the stream (by output size), so the loader does not batch.
         # Persistent workers keep their stream's epoch counter, so each epoch reshuffles.
-        return DataLoader(self.stream(), batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return AccountedLoader(self.stream(), self.accounting, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0)
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if "data_stats" in batch:
@@ -139,11 +173,14 @@ class X2IDataModule(LightningDataModule):
         return batch
 
     def preview_samples(self, n: int) -> list[dict[str, Any]]:
-        """n samples for sample grids, read in an order the training stream does not use."""
+        """Up to n samples for sample grids, read in an order the training stream does not use (fewer
+        where the data has fewer, or STATS_FLUSH_RECORDS records in a row are unusable)."""
         stream = self.stream(shuffle=True, seed=self.seed + PREVIEW_SEED_OFFSET)
         stream.enter_stage(stream.start_batch)  # previews at the current stage's size
         samples = []
         for sample in stream.samples(0, 1, 0, Counter(), []):
+            if sample is None:
+                break
             samples.append(sample)
             if len(samples) == n:
                 break

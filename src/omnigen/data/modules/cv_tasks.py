@@ -5,4 +5,3 @@ from omnigen.data.modules.base import X2IDataModule
 
 class CvTasksDataModule(X2IDataModule):
     family = "cv_tasks"
-    min_inputs, max_inputs = 1, 1

@@ -5,4 +5,3 @@ from omnigen.data.modules.base import X2IDataModule
 
 class MixedModalDataModule(X2IDataModule):
     family = "mixed_modal"
-    min_inputs, max_inputs = 1, None

@@ -5,4 +5,3 @@ from omnigen.data.modules.base import X2IDataModule
 
 class SubjectDrivenDataModule(X2IDataModule):
     family = "subject_driven"
-    min_inputs, max_inputs = 1, None

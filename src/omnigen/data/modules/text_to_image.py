@@ -5,4 +5,3 @@ from omnigen.data.modules.base import X2IDataModule
 
 class TextToImageDataModule(X2IDataModule):
     family = "text_to_image"
-    min_inputs, max_inputs = 0, 0

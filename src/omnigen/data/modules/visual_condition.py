@@ -5,4 +5,3 @@ from omnigen.data.modules.base import X2IDataModule
 
 class VisualConditionDataModule(X2IDataModule):
     family = "visual_condition"
-    min_inputs, max_inputs = 1, 1

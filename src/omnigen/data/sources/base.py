@@ -9,13 +9,16 @@ raise when the source is built or when `read` starts.
 from __future__ import annotations
 
 import io
+import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from omnigen.data.schema import BadSample, Skipped, X2ISample, validate
+from omnigen.data.schema import MAX_IMAGE_PIXELS, BadSample, Skipped, X2ISample, validate
 
 
 class Source(ABC):
@@ -76,16 +79,40 @@ def epoch_order(length: int, epoch: int, shuffle: bool, seed: int) -> np.ndarray
     return np.random.default_rng([seed, epoch]).permutation(length)
 
 
-def decode_image(data: bytes, key: str, what: str) -> Image.Image:
-    """Decode image bytes fully (so truncated files fail here, not later), or raise BadSample."""
-    if len(data) == 0:
+# What a source decodes: the formats of X2I data. Others (EPS, which runs Ghostscript; PSD; ...) are
+# refused unread: decoding untrusted files in every format PIL knows widens what a bad file can reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG includes multi-picture (MPO) files
+Image.init()  # registers every plugin: `Image.open(formats=...)` looks each name up before any lazy init
+
+
+def decode_image(data: bytes | BinaryIO, key: str, what: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode image bytes (or an open file) fully, so truncated files fail here, not later, or raise BadSample.
+
+    The size is read from the header and checked against `max_pixels` before any pixel is decoded."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    start = file.tell()
+    if not file.read(1):
         # PIL refuses to open any image with a zero side, so an empty file is the empty image a source sees.
         raise BadSample("empty_image", key, f"{what} is an empty file (0 bytes)")
+    file.seek(start)
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        with warnings.catch_warnings():  # the size limit is ours (below); PIL's own bomb error still applies
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(file, formats=IMAGE_FORMATS)  # reads the header only
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise BadSample("image_too_large", key, f"{what} is {image.width}×{image.height} = "
+                                f"{image.width * image.height} pixels, over max_image_pixels={max_pixels} (not decoded)")
+            image.load()
+    except BadSample:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadSample("image_too_large", key, f"{what}: {error}") from None
+    except UnidentifiedImageError:
+        raise BadSample("corrupt_image", key, f"{what} is not an image in a format read here "
+                                              f"({', '.join(IMAGE_FORMATS)})") from None
     except Exception as error:  # noqa: BLE001 - decoders of untrusted bytes raise many types; all mean corrupt
-        raise BadSample("corrupt_image", key, f"{what} cannot be decoded: {type(error).__name__}: {error}") from None
+        detail = str(error).replace(repr(file), "the file")  # PIL names the file object, not the file
+        raise BadSample("corrupt_image", key, f"{what} cannot be decoded: {type(error).__name__}: {detail}") from None
     return image
 
 
@@ -97,3 +124,30 @@ def checked(sample: X2ISample) -> X2ISample | Skipped:
         return bad.skipped()
     except (OSError, ValueError) as error:  # a mode PIL cannot convert to RGB
         return Skipped("corrupt_image", sample.key, f"{sample.key}: cannot convert an image to RGB: {error}")
+    except Exception as error:  # noqa: BLE001 - one record's failure, whatever it is, must not stop the loader
+        return read_error(sample.key, error, "validating the record")
+
+
+def parse_json_object(text: bytes, key: str, what: str) -> dict[str, Any]:
+    """A JSON object, strictly: not valid JSON, not an object, or a key given twice (json keeps the last
+    silently, so a record would train on half of what it says) is a bad_json BadSample."""
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for name, value in pairs:
+            if name in seen:
+                raise BadSample("bad_json", key, f"{what} gives the key {name!r} twice")
+            seen[name] = value
+        return seen
+
+    try:
+        value = json.loads(text, object_pairs_hook=no_repeats)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise BadSample("bad_json", key, f"{what} is not valid JSON: {type(error).__name__}: {error}") from None
+    if not isinstance(value, dict):
+        raise BadSample("bad_json", key, f"{what} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def read_error(key: str, error: BaseException, doing: str = "reading the record") -> Skipped:
+    """Any exception met while reading one record, as that record's skip (the loader keeps going)."""
+    return Skipped("read_error", key, f"{key}: {type(error).__name__} while {doing}: {error}")

@@ -3,34 +3,45 @@
 One JSON object per line:
     {"instruction": "<img><|image_1|></img> make it red", "input_images": ["a.png"], "output_image": "b.png"}
 `input_images` may be empty or absent (text to image). Optional per-line `family` and `task` override the
-source's; other fields (e.g. the release's free-form `task_type`) are ignored. Relative image paths are
-resolved against `image_root`, by default the JSONL file's directory.
+source's; other fields (e.g. the release's free-form `task_type`) are ignored.
+
+Image paths are resolved against `image_root` (by default the JSONL file's directory) and must stay inside
+it once symlinks are followed: `../x.png`, an absolute path, or a link pointing out of the root is a skip
+(`path_outside_root`) unless `allow_paths_outside_root`. Only regular files are opened (never a FIFO, a
+device or a directory), and an image over `max_image_pixels` is skipped from its header, before decoding.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from omnigen.data.schema import TASKS, BadSample, Skipped, X2ISample, check_task
-from omnigen.data.sources.base import IndexedSource, check_part, checked, decode_image, epoch_order
+from omnigen.data.schema import MAX_IMAGE_PIXELS, TASKS, BadSample, Skipped, X2ISample, check_task
+from omnigen.data.sources.base import (IndexedSource, check_part, checked, decode_image, epoch_order, parse_json_object,
+                                       read_error)
 
 
 class JsonlSource(IndexedSource):
     """Records are the non-blank lines of `path`; keys are "<file name>:<1-based line number>"."""
 
     def __init__(self, path: str | Path, image_root: str | Path | None = None, family: str = "mixed_modal",
-                 task: str | None = None, name: str | None = None) -> None:
+                 task: str | None = None, name: str | None = None, allow_paths_outside_root: bool = False,
+                 max_image_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"JSONL file {str(self.path)!r} does not exist or is not a file")
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
         if not self.image_root.is_dir():
             raise NotADirectoryError(f"image root {str(self.image_root)!r} (for {self.path}) is not a directory")
+        self.root = self.image_root.resolve()  # what every image path must resolve inside
+        if max_image_pixels is not None and max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1 or null (no limit), got {max_image_pixels}")
+        self.allow_paths_outside_root, self.max_image_pixels = allow_paths_outside_root, max_image_pixels
         self.name = name or self.path.name
         if family not in TASKS:
             raise ValueError(f"{self.name}: unknown family {family!r}; known: {', '.join(TASKS)}")
@@ -78,14 +89,11 @@ class JsonlSource(IndexedSource):
             return checked(self._parse(file.readline(), key))
         except BadSample as bad:
             return bad.skipped()
+        except Exception as error:  # noqa: BLE001 - one record's failure, whatever it is, must not stop the loader
+            return read_error(key, error)
 
     def _parse(self, line: bytes, key: str) -> X2ISample:
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BadSample("bad_json", key, f"line is not valid JSON: {error}") from None
-        if not isinstance(record, dict):
-            raise BadSample("bad_json", key, f"line is a JSON {type(record).__name__}, not an object")
+        record = parse_json_object(line, key, "line")
         instruction = _field(record, "instruction", str, key)
         output_path = _field(record, "output_image", str, key)
         input_paths = record.get("input_images")
@@ -108,15 +116,29 @@ class JsonlSource(IndexedSource):
         return tasks[0] if tasks else ""  # few_shot has no default: check_task names the problem
 
     def _image(self, relative: str, key: str, field: str) -> Any:
-        path = self.image_root / relative
-        what = f"{field} {relative!r} ({path})"
+        what = f"{field} {relative!r}"
         try:
-            data = path.read_bytes()
+            path = (self.image_root / relative).resolve()  # symlinks followed: where the bytes really are
+        except (OSError, RuntimeError, ValueError) as error:  # a link loop, a NUL byte in the path, ...
+            raise BadSample("missing_image", key, f"{what} cannot be resolved: {error}") from None
+        what = f"{what} ({path})"
+        if not self.allow_paths_outside_root and not path.is_relative_to(self.root):
+            raise BadSample("path_outside_root", key, f"{field} {relative!r} resolves outside the image root "
+                                                      f"{str(self.root)!r} (allow_paths_outside_root=true reads it)")
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # before the open: opening a FIFO blocks forever
+                raise BadSample("not_a_file", key, f"{what} is not a regular file")
+            # O_NONBLOCK: should the path be swapped for a FIFO after the check, the open still returns, and
+            # fstat below refuses it. O_NOFOLLOW: the last component was resolved above, a new link is refused.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise BadSample("missing_image", key, f"{what} does not exist") from None
-        except OSError as error:  # a directory, no permission, ...
+        except OSError as error:  # no permission, a link swapped in, ...
             raise BadSample("missing_image", key, f"{what} cannot be read: {error}") from None
-        return decode_image(data, key, what)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BadSample("not_a_file", key, f"{what} is not a regular file")
+            return decode_image(file, key, what, self.max_image_pixels)
 
 
 def _field(record: dict[str, Any], field: str, kind: type, key: str, default: Any = None) -> Any:

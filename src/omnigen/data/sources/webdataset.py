@@ -4,7 +4,9 @@ Shard format: per record `key` (no dots), the members
     {key}.json          {"instruction", "family", "task", "spec", "edit_source", "num_inputs", "source_key", "notes"}
     {key}.output.png    the output image
     {key}.input_0.png   input image 1 (placeholder <|image_1|>), {key}.input_1.png, ...
-Other image extensions (jpg, jpeg, webp) are read too. Record keys are "<shard file name>:<key>".
+Other image extensions (jpg, jpeg, webp) are read too. Record keys are "<shard file name>:<key>", followed by
+" (from <source_key>)" once the record's json names where pack read it. Images pass the same checks as a
+JSONL source's (size limit from the header, allowed formats); a member over MAX_MEMBER_BYTES is not read.
 
 Parts split by SHARD: part p reads the shards j with j % num_parts == p of the epoch's shard order, so
 balance across parts needs at least as many shards as parts (ideally many more); a part with no shard
@@ -19,7 +21,6 @@ import os
 import re
 import tarfile
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,12 @@ import numpy as np
 import webdataset
 from webdataset.shardlists import expand_urls
 
-from omnigen.data.schema import BadSample, Skipped, X2ISample
-from omnigen.data.sources.base import Source, check_part, checked, decode_image
+from omnigen.data.schema import MAX_IMAGE_PIXELS, BadSample, Skipped, X2ISample
+from omnigen.data.sources.base import Source, check_part, checked, decode_image, parse_json_object, read_error
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 INDEX_FILE = "index.json"  # pack's record counts per shard, next to the shards
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error)
+MAX_MEMBER_BYTES = 256 * 2**20  # a tar member over this is not read into memory
 _MEMBER = re.compile(r"^((?:.*/)?[^./]+)\.(.+)$")  # "dir/key.input_0.png" -> ("dir/key", "input_0.png")
 
 
@@ -46,6 +47,7 @@ class _Raw:
     shard: str
     key: str
     members: dict[str, bytes] = field(default_factory=dict)
+    oversized: list[str] = field(default_factory=list)  # members left unread, over MAX_MEMBER_BYTES
     error: Skipped | None = None
 
 
@@ -58,11 +60,14 @@ class WebDatasetSource(Source):
     undecoded records, drawn from with an rng seeded by (seed, epoch, part), so shards of one task still mix.
     """
 
-    def __init__(self, urls: str | list[str], name: str | None = None, shuffle_buffer: int = 100) -> None:
+    def __init__(self, urls: str | list[str], name: str | None = None, shuffle_buffer: int = 100,
+                 max_image_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
         self.urls = _expand(urls)
         self.name = name or (_shard_name(self.urls[0]) if len(self.urls) == 1 else
                              f"{_shard_name(self.urls[0])}..({len(self.urls)} shards)")
-        self.shuffle_buffer = shuffle_buffer
+        if max_image_pixels is not None and max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be >= 1 or null (no limit), got {max_image_pixels}")
+        self.shuffle_buffer, self.max_image_pixels = shuffle_buffer, max_image_pixels
 
     def __len__(self) -> int:
         """The record count from pack's index.json files, when every shard is local and indexed with its
@@ -94,7 +99,7 @@ class WebDatasetSource(Source):
         if shuffle and self.shuffle_buffer > 1:
             raws = _buffer_shuffle(raws, self.shuffle_buffer, np.random.default_rng([seed, epoch, part]))
         for raw in raws:
-            yield raw.error if raw.error is not None else _decode(raw)
+            yield raw.error if raw.error is not None else _decode(raw, self.max_image_pixels)
 
 
 def _expand(urls: str | list[str]) -> list[str]:
@@ -155,8 +160,9 @@ def _tar_records(stream: Any, shard: str) -> Iterator[_Raw]:
     as a complete tar (tarfile cannot tell), and then the last record fails its member checks instead."""
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - `with tar` below; a stream: pipes and URLs too
-    except _TAR_ERRORS as error:
-        yield _Raw(shard, "", error=Skipped("bad_json", shard, f"{shard}: not a readable tar shard: {error}"))
+    except Exception as error:  # noqa: BLE001 - tarfile, gzip, zlib and the stream each raise their own
+        yield _Raw(shard, "", error=Skipped("bad_json", shard, f"{shard}: not a readable tar shard: "
+                                                               f"{type(error).__name__}: {error}"))
         return
     current: _Raw | None = None
     name = ""
@@ -172,14 +178,17 @@ def _tar_records(stream: Any, shard: str) -> Iterator[_Raw]:
                     if current is not None:
                         yield current
                     current = _Raw(shard, key)
+                if info.size > MAX_MEMBER_BYTES:  # not read: the record fails its checks without it
+                    current.oversized.append(f"{os.path.basename(name)} ({info.size} bytes)")
+                    continue
                 extracted = tar.extractfile(info)
                 current.members[suffix] = extracted.read() if extracted is not None else b""
-        except _TAR_ERRORS as error:
+        except Exception as error:  # noqa: BLE001 - tarfile, gzip, zlib and the stream each raise their own
             # The record being read when the data ran out (its members so far are not used).
             current = current or _Raw(shard, name)
             reason = "corrupt_image" if name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS else "bad_json"
             current.error = Skipped(reason, f"{shard}:{current.key}", f"{shard}:{current.key}: shard is truncated "
-                                    f"or corrupt at member {name!r}: {error}; the rest of the shard is not read")
+                                    f"or corrupt at member {name!r}: {type(error).__name__}: {error}; the rest of the shard is not read")
     if current is not None:
         yield current
 
@@ -197,17 +206,17 @@ def _buffer_shuffle(items: Iterator[_Raw], size: int, rng: np.random.Generator) 
         yield buffer[int(j)]
 
 
-def _decode(raw: _Raw) -> X2ISample | Skipped:
+def _decode(raw: _Raw, max_pixels: int | None) -> X2ISample | Skipped:
     key = f"{raw.shard}:{raw.key}"
     try:
+        if raw.oversized:
+            raise BadSample("image_too_large", key, f"member(s) over {MAX_MEMBER_BYTES} bytes, not read: "
+                                                    f"{', '.join(raw.oversized)}")
         if "json" not in raw.members:
             raise BadSample("bad_json", key, f"no {raw.key}.json member")
-        try:
-            meta = json.loads(raw.members["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BadSample("bad_json", key, f"{raw.key}.json is not valid JSON: {error}") from None
-        if not isinstance(meta, dict):
-            raise BadSample("bad_json", key, f"{raw.key}.json is a JSON {type(meta).__name__}, not an object")
+        meta = parse_json_object(raw.members["json"], key, f"{raw.key}.json")
+        if isinstance(meta.get("source_key"), str):  # where pack read it: messages name both
+            key = f"{key} (from {meta['source_key']})"
         for name, kind in (("instruction", str), ("family", str), ("task", str), ("num_inputs", int)):
             if not isinstance(meta.get(name), kind):
                 raise BadSample("bad_json", key, f"{raw.key}.json field {name!r} must be a {kind.__name__}, "
@@ -223,12 +232,14 @@ def _decode(raw: _Raw) -> X2ISample | Skipped:
             raise BadSample("image_count", key, f"num_inputs={num_inputs} but the shard also holds {extra}")
         sample = X2ISample(
             instruction=meta["instruction"],
-            input_images=[_image(raw, f"input_{i}", key) for i in range(num_inputs)],
-            output_image=_image(raw, "output", key),
+            input_images=[_image(raw, f"input_{i}", key, max_pixels) for i in range(num_inputs)],
+            output_image=_image(raw, "output", key, max_pixels),
             family=meta["family"], task=meta["task"], key=key, spec=meta.get("spec"), edit_source=edit_source,
             notes=[str(n) for n in notes])
     except BadSample as bad:
         return bad.skipped()
+    except Exception as error:  # noqa: BLE001 - one record's failure, whatever it is, must not stop the loader
+        return read_error(key, error)
     return checked(sample)
 
 
@@ -237,10 +248,10 @@ def _input_number(suffix: str) -> int:
     return int(head) if head.isdigit() else -1
 
 
-def _image(raw: _Raw, stem: str, key: str) -> Any:
+def _image(raw: _Raw, stem: str, key: str, max_pixels: int | None) -> Any:
     for extension in IMAGE_EXTENSIONS:
         if (data := raw.members.get(f"{stem}.{extension}")) is not None:
-            return decode_image(data, key, f"member {raw.key}.{stem}.{extension}")
+            return decode_image(data, key, f"member {raw.key}.{stem}.{extension}", max_pixels)
     raise BadSample("missing_image", key, f"no {raw.key}.{stem}.png member")
 
 
