@@ -65,7 +65,7 @@ def test_template_must_hold_the_instruction(tokenizer):
 def test_batch_left_pads_and_describes_the_sequence(processor, tokenizer):
     long = processor.tokenize("<img><|image_1|></img> make the red circle green", [4])
     short = processor.tokenize("a red circle", [])
-    batch = processor.batch([long, short], num_output_tokens=6)
+    batch = processor.batch([long, short], output=6)
     lc = len(long.input_ids)
     assert batch.input_ids.shape == (2, lc) and batch.layout.span_ids.shape == (2, lc + 1 + 6)
     pad = lc - len(short.input_ids)

@@ -102,6 +102,10 @@ def to_diffusers_state_dict(state: dict[str, Tensor], num_heads: int, num_kv_hea
 def diffusers_transformer_config(transformer: OmniGen) -> dict[str, Any]:
     """OmniGenTransformer2DModel's config for `transformer`, or a ValueError naming what it cannot express."""
     c = transformer.llm.config
+    if not transformer.positions.diffusers_compatible:
+        raise ValueError(f"position scheme {transformer.positions!r} cannot be expressed in diffusers' "
+                         "OmniGenTransformer2DModel, whose rotary embedding takes one 1-D position per token "
+                         "(model/positions=sequential exports)")
     if c.model_type != "phi3":
         raise ValueError(f"diffusers' OmniGenTransformer2DModel is the Phi-3 architecture (fused qkv_proj and "
                          f"gate_up_proj, RMSNorm, SiLU); this backbone is {c.model_type!r}")

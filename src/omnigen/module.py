@@ -19,6 +19,7 @@ from omnigen.flow.weighting.base import LossWeighting
 from omnigen.model.backbone.hf import backbone_architecture_config
 from omnigen.model.masks.base import MaskStrategy
 from omnigen.model.omnigen import OmniGen
+from omnigen.model.positions import PositionScheme
 from omnigen.model.vae.base import VAE
 from omnigen.processor import (DEFAULT_TEMPLATE, OmniGenProcessor, PackedBatch, Prompt, PromptBatch, drop_images, drop_text,
                                tokenizer_to_files)
@@ -47,7 +48,7 @@ class OmniGenLitModule(LightningModule):
                  patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
                  max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
                  seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None,
-                 compile_backbone: bool = False) -> None:
+                 compile_backbone: bool = False, positions: PositionScheme | None = None) -> None:
         super().__init__()
         if pack_tokens is not None and pack_tokens < 1:
             raise ValueError(f"pack_tokens must be a positive token budget per row or null, got {pack_tokens}")
@@ -58,7 +59,7 @@ class OmniGenLitModule(LightningModule):
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the backbone's vocabulary is "
                              f"{backbone.config.vocab_size}")
         self.vae = vae
-        self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size)
+        self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size, positions)
         self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.finetune)
         if finetune is not None:
             finetune.apply(self.transformer)
@@ -118,20 +119,20 @@ class OmniGenLitModule(LightningModule):
         return h * w
 
     def tokenize(self, instructions: list[str], latents: list[list[Tensor]]) -> list[Prompt]:
-        return [self.processor.tokenize(text, [self.num_tokens(z) for z in zs])
+        return [self.processor.tokenize(text, [self.transformer.patch_grid(z) for z in zs])
                 for text, zs in zip(instructions, latents, strict=True)]
 
     def prepare(self, instructions: list[str], latents: list[list[Tensor]], output: Tensor) -> tuple[PromptBatch, list[Tensor]]:
         """Tokenise a batch, left-padded -> (prompt batch, input latents in span order); `output` is
         any latent of the output's size. Sampling uses this layout: its prefix is kv-cacheable."""
-        batch = self.processor.batch(self.tokenize(instructions, latents), self.num_tokens(output), self.device)
+        batch = self.processor.batch(self.tokenize(instructions, latents), self.transformer.patch_grid(output), self.device)
         return batch, [latents[b][i] for b, i in batch.image_order]
 
     def prepare_packed(self, instructions: list[str], latents: list[list[Tensor]],
                        outputs: list[Tensor]) -> tuple[PackedBatch, list[Tensor]]:
         """Tokenise a batch and pack it `pack_tokens` to a row (one per row when None); `outputs`
         are latents of each sample's output size, which may differ."""
-        batch = self.processor.pack(self.tokenize(instructions, latents), [self.num_tokens(z) for z in outputs],
+        batch = self.processor.pack(self.tokenize(instructions, latents), [self.transformer.patch_grid(z) for z in outputs],
                                     self.pack_tokens, self.device, self.pair_cost)
         return batch, [latents[b][i] for b, i in batch.image_order]
 

@@ -31,10 +31,22 @@ class PromptError(ValueError):
     """An instruction and its images do not fit together; the message says how."""
 
 
+Grid = int | tuple[int, int]  # an image's patch tokens: their count, or its (rows, columns) of tokens
+
+
+def grid_tokens(grid: Grid) -> tuple[int, int]:
+    """(number of tokens, width in tokens; 0 when only the count is known)."""
+    if isinstance(grid, int):
+        return grid, 0
+    rows, columns = grid
+    return rows * columns, columns
+
+
 @dataclass(frozen=True)
 class Prompt:
     input_ids: list[int]
     image_spans: list[tuple[int, int, int]]  # (start, end, image index), in order of position
+    image_widths: tuple[int, ...] = ()  # width in tokens of image index i (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -149,8 +161,10 @@ class OmniGenProcessor:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def tokenize(self, instruction: str, image_token_counts: list[int]) -> Prompt:
-        """image_token_counts[i]: number of patch tokens of input image i + 1."""
+    def tokenize(self, instruction: str, image_grids: list[Grid]) -> Prompt:
+        """image_grids[i]: input image i + 1's patch tokens, as their (rows, columns) or only their count
+        (position schemes with image axes need the grid)."""
+        image_token_counts, widths = zip(*map(grid_tokens, image_grids)) if image_grids else ((), ())
         ids = placeholder_ids(instruction)
         unique = sorted(set(ids))
         if unique != list(range(1, len(unique) + 1)):
@@ -173,17 +187,20 @@ class OmniGenProcessor:
         if self.max_condition_tokens is not None and len(input_ids) > self.max_condition_tokens:
             raise PromptError(f"prompt has {len(input_ids)} condition tokens, over the limit of "
                               f"{self.max_condition_tokens}: {instruction[:80]!r}")
-        return Prompt(input_ids, spans)
+        return Prompt(input_ids, spans, tuple(widths))
 
-    def batch(self, prompts: list[Prompt], num_output_tokens: int, device: torch.device | str = "cpu") -> PromptBatch:
-        """Left-pad the prompts and describe the full `[condition | time | output]` sequence."""
+    def batch(self, prompts: list[Prompt], output: Grid, device: torch.device | str = "cpu") -> PromptBatch:
+        """Left-pad the prompts and describe the full `[condition | time | output]` sequence; `output`:
+        the output image's tokens (every sample's), as a grid or a count."""
         if not prompts:
             raise ValueError("cannot batch zero prompts")
+        num_output_tokens, output_width = grid_tokens(output)
         prefix = max(len(p.input_ids) for p in prompts)
         length = prefix + 1 + num_output_tokens
         input_ids = torch.full((len(prompts), prefix), self.tokenizer.pad_token_id, dtype=torch.long)
         image_mask = torch.zeros(len(prompts), prefix, dtype=torch.bool)
         span_ids = torch.zeros(len(prompts), length, dtype=torch.long)
+        widths = torch.zeros(len(prompts), length, dtype=torch.long)
         valid = torch.ones(len(prompts), length, dtype=torch.bool)
         order = []
         for b, prompt in enumerate(prompts):
@@ -193,18 +210,22 @@ class OmniGenProcessor:
             for k, (start, end, index) in enumerate(prompt.image_spans, start=1):
                 image_mask[b, pad + start:pad + end] = True
                 span_ids[b, pad + start:pad + end] = k
+                widths[b, pad + start:pad + end] = prompt.image_widths[index] if prompt.image_widths else 0
                 order.append((b, index))
             span_ids[b, prefix + 1:] = len(prompt.image_spans) + 1  # the output image is the last span
-        layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens)
+            widths[b, prefix + 1:] = output_width
+        layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens, span_widths=widths.to(device))
         return PromptBatch(input_ids.to(device), image_mask.to(device), layout, order)
 
-    def pack(self, prompts: list[Prompt], output_tokens: list[int], max_tokens: int | None = None,
+    def pack(self, prompts: list[Prompt], outputs: list[Grid], max_tokens: int | None = None,
              device: torch.device | str = "cpu", pair_cost: float = 0.0) -> PackedBatch:
         """Pack `[condition | time | output]` of each prompt into rows of at most `max_tokens`
-        (None: one sample per row; `pair_cost`: see `balanced_rows`); rows are right-padded to the longest."""
-        if not prompts or len(prompts) != len(output_tokens):
-            raise ValueError(f"pack needs one output token count per prompt, got {len(prompts)} prompts and "
-                             f"{len(output_tokens)} counts")
+        (None: one sample per row; `pair_cost`: see `balanced_rows`); rows are right-padded to the longest.
+        `outputs`: each sample's output tokens, as a grid or a count."""
+        if not prompts or len(prompts) != len(outputs):
+            raise ValueError(f"pack needs one output size per prompt, got {len(prompts)} prompts and "
+                             f"{len(outputs)} sizes")
+        output_tokens, output_widths = (list(column) for column in zip(*map(grid_tokens, outputs)))
         if min(output_tokens) < 1 or pair_cost < 0:
             raise ValueError(f"output_tokens must all be >= 1 and pair_cost >= 0, got {output_tokens} and {pair_cost}")
         lengths = [len(p.input_ids) + 1 + n for p, n in zip(prompts, output_tokens, strict=True)]
@@ -214,6 +235,7 @@ class OmniGenProcessor:
         input_ids = torch.full(shape, self.tokenizer.pad_token_id, dtype=torch.long)
         image_mask, valid = torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool)
         span_ids, segment_ids = torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long)
+        widths = torch.zeros(shape, dtype=torch.long)
         time_index, outputs, order = [0] * len(prompts), [torch.empty(0, dtype=torch.long)] * len(prompts), []
         for r, row in enumerate(rows):
             start, span = 0, 0
@@ -225,14 +247,16 @@ class OmniGenProcessor:
                     span += 1
                     image_mask[r, start + first:start + last] = True
                     span_ids[r, start + first:start + last] = span
+                    widths[r, start + first:start + last] = prompt.image_widths[index] if prompt.image_widths else 0
                     order.append((i, index))
                 span += 1
                 span_ids[r, condition_end + 1:end] = span  # the output image
+                widths[r, condition_end + 1:end] = output_widths[i]
                 valid[r, start:end], segment_ids[r, start:end] = True, segment
                 time_index[i] = r * length + condition_end
                 outputs[i] = torch.arange(condition_end + 1, end) + r * length
                 start = end
-        layout = SequenceLayout(span_ids.to(device), valid.to(device), 0, segment_ids.to(device))
+        layout = SequenceLayout(span_ids.to(device), valid.to(device), 0, segment_ids.to(device), widths.to(device))
         return PackedBatch(input_ids.to(device), image_mask.to(device), layout, order,
                            torch.tensor(time_index, device=device), torch.cat(outputs).to(device), list(output_tokens),
                            lengths)

@@ -17,6 +17,7 @@ from transformers import DynamicCache
 from omnigen.model.backbone.base import check_backbone
 from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
 from omnigen.model.masks.base import MaskStrategy, SequenceLayout
+from omnigen.model.positions import PositionScheme, SequentialPositions
 
 if TYPE_CHECKING:
     from omnigen.processor import PackedBatch
@@ -27,12 +28,14 @@ ATTENTION_WITH_MASKS = ("sdpa", "eager", "flex_attention")
 
 class OmniGen(nn.Module):
     def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
-                 pos_embed_max_size: int = 192) -> None:
+                 pos_embed_max_size: int = 192, positions: PositionScheme | None = None) -> None:
         super().__init__()
         check_backbone(llm)
         hidden = llm.config.hidden_size
         self.patch_size, self.in_channels, self.pos_embed_max_size = patch_size, in_channels, pos_embed_max_size
         self.mask = mask
+        self.positions = positions or SequentialPositions()
+        self.positions.install(llm)  # before the LLM is registered: a wrapped rotary embedding is part of it
         # Two embedders: clean condition images and the noisy output image are different inputs.
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden)
         self.input_x_embedder = PatchEmbed(patch_size, in_channels, hidden)
@@ -119,7 +122,7 @@ class OmniGen(nn.Module):
         sequence = condition.reshape(rows * length, hidden).index_copy(0, placed, torch.cat([time_tokens, *outputs]))
         out = self.llm(inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
                        attention_mask=self.attention_mask(batch.layout, condition.dtype),
-                       position_ids=batch.layout.position_ids()).last_hidden_state
+                       position_ids=self.positions.position_ids(batch.layout)).last_hidden_state
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
         tokens = self.final_layer(out, self.t_embedder(t).to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
@@ -170,7 +173,7 @@ class OmniGen(nn.Module):
         # A cache without the config: sliding-window layers would drop old prefix keys.
         cache = DynamicCache()
         self.llm(inputs_embeds=condition, attention_mask=self.attention_mask(layout.prefix(), condition.dtype),
-                 position_ids=layout.position_ids()[:, :prefix], cache=cache, use_cache=True)
+                 position_ids=self.positions.position_ids(layout)[:, :prefix], cache=cache, use_cache=True)
         return cache
 
     def forward_cached(self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout,
@@ -214,7 +217,8 @@ class OmniGen(nn.Module):
         self._check_step(x_t, layout, attention_mask, sequence.shape[1])
         if attention_mask is None:
             attention_mask = self.attention_mask(layout, dtype, start)
-        hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask, position_ids=layout.position_ids()[:, start:],
-                          cache=cache, use_cache=cache is not None).last_hidden_state
+        hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask,
+                          position_ids=self.positions.position_ids(layout)[:, start:], cache=cache,
+                          use_cache=cache is not None).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
         return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)

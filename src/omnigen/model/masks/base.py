@@ -30,17 +30,23 @@ class SequenceLayout:
         the time token. Packed batches: 0 (each sample's output lies where its batch says).
     segment_ids: packed batches: (B, L) int, s > 0 for the tokens of the row's s-th sample, 0 on
         padding. None for left-padded batches (one segment per row).
+    span_widths: (B, L) int, the width in tokens of the image grid each image token belongs to (its
+        row-major tokens give its rows and columns), 0 elsewhere; None where the grids are unknown
+        (only position schemes with image axes need them).
     """
 
     span_ids: Tensor
     valid: Tensor
     num_output_tokens: int
     segment_ids: Tensor | None = None
+    span_widths: Tensor | None = None
 
     def __post_init__(self) -> None:
         shapes = [self.span_ids.shape, self.valid.shape] + ([self.segment_ids.shape] if self.packed else [])
+        shapes += [self.span_widths.shape] if self.span_widths is not None else []
         if len(set(shapes)) != 1 or self.span_ids.dim() != 2:
-            raise ValueError(f"span_ids, valid (and segment_ids) must all be (B, L), got {[tuple(s) for s in shapes]}")
+            raise ValueError(f"span_ids, valid (and segment_ids, span_widths) must all be (B, L), got "
+                             f"{[tuple(s) for s in shapes]}")
         if not 0 <= self.num_output_tokens < self.span_ids.shape[1]:
             raise ValueError(f"num_output_tokens={self.num_output_tokens} does not fit L={self.span_ids.shape[1]}")
         if self.packed and self.num_output_tokens:
@@ -51,7 +57,8 @@ class SequenceLayout:
         if self.packed:
             raise ValueError("a packed layout has no common condition prefix")
         end = self.prefix_length
-        return SequenceLayout(self.span_ids[:, :end], self.valid[:, :end], 0)
+        widths = self.span_widths[:, :end] if self.span_widths is not None else None
+        return SequenceLayout(self.span_ids[:, :end], self.valid[:, :end], 0, span_widths=widths)
 
     @property
     def packed(self) -> bool:
