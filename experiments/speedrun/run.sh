@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Shapes-X2I speedrun: one records-table row, i.e. one recipe over seeds, two seeds at a time side by
+# side (one thread each, the benchmark's machine setting), then every wall-clock checkpoint evaluated.
+#   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh baseline
+#   SEEDS="0 1" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
+# Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
+# experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
+# of each fit only ever shares the machine with the other fit of its pair.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+row=$1; shift
+seeds=(${SEEDS:-0 1 2 3})
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p runs
+fit() {  # a finished fit (its last wall-clock checkpoint) is not fitted again
+  local run=runs/speedrun_${row}_s$1
+  [ -f "$run/checkpoints/minute_30.ckpt" ] && return 0
+  python -m omnigen.fit experiment=speedrun seed="$1" "${@:2}" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
+}
+pair() {  # $1 on seeds i and i + 1 at once; fails when either fails
+  local pids=() pid
+  "$1" "${seeds[$2]}" "${@:3}" & pids+=($!)
+  if (($2 + 1 < ${#seeds[@]})); then "$1" "${seeds[$2 + 1]}" "${@:3}" & pids+=($!); fi
+  for pid in "${pids[@]}"; do wait "$pid"; done
+}
+for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair fit "$i" "$@"; done
+# Evaluation: 128 held-out samples per family, 20 Euler steps, guidance 2.0 / 1.5, kv-cache (evaluate's defaults).
+evaluate() {
+  local run=runs/speedrun_${row}_s$1
+  for ckpt in "$run"/checkpoints/minute_*.ckpt; do
+    local minute=${ckpt##*/minute_}; minute=${minute%.ckpt}
+    [ -f "$run/eval_minute_$minute/results.json" ] || python -m omnigen.evaluate ckpt="$ckpt" \
+      "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$run/eval_minute_$minute" > /dev/null
+  done
+}
+for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair evaluate "$i"; done
+runs=$(printf "runs/speedrun_${row}_s%s," "${seeds[@]}")
+python -m omnigen.speedrun --out "experiments/speedrun/rows/$row" --row "$row=${runs%,}"

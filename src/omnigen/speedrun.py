@@ -1,0 +1,150 @@
+"""The Shapes-X2I speedrun's records: time to target over seeds, from evaluations at fixed training minutes.
+
+    python -m omnigen.speedrun --out experiments/speedrun --control baseline \\
+        --row baseline=runs/sr_baseline_s0,runs/sr_baseline_s1,runs/sr_baseline_s2 --row lr3e-3=runs/...
+
+Each run directory holds `eval_minute_<m>/results.json` (python -m omnigen.evaluate of the
+`checkpoints/minute_<m>.ckpt` that `WallClockCheckpoint` wrote) and `checkpoints/wall_clock.json`.
+A run reaches a target at the first evaluated minute where all of its conditions hold; a row's time to
+target is the median over its seeds (with the range; "> last minute" where a seed never reaches it).
+Against `--control`, each row gets paired per-seed differences (same seed = same data and noise) with
+a 95 % confidence interval from the paired t distribution over seeds. Writes `records.json` and
+`records.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+# name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
+TARGETS: dict[str, list[tuple[str, float]]] = {
+    "T1": [("text_to_image/object", 0.9), ("text_to_image/colour", 0.9), ("text_to_image/position", 0.9),
+           ("mixed_modal/unchanged_psnr", 25.0)],
+    "T2": [("text_to_image/exact_scene", 0.6), ("mixed_modal/edit_correct", 0.8)],
+}
+METRICS = ["text_to_image/object", "text_to_image/colour", "text_to_image/position", "text_to_image/exact_scene",
+           "mixed_modal/edit_correct", "mixed_modal/unchanged_psnr"]
+REPORTED_MINUTES = (5.0, 30.0)
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy at run time).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+EVAL_DIR = re.compile(r"eval_minute_(\d+(?:\.\d+)?)$")
+
+
+def read_run(run: Path) -> dict[float, dict[str, float]]:
+    """minute -> {family/metric: value} for every evaluated minute of one run."""
+    curve = {}
+    for directory in run.glob("eval_minute_*"):
+        if (match := EVAL_DIR.search(directory.name)) and (directory / "results.json").is_file():
+            results = json.loads((directory / "results.json").read_text())["results"]
+            curve[float(match.group(1))] = {f"{family}/{name}": value for family, scores in results.items()
+                                            if family != "per_task" for name, value in scores.items()}
+    if not curve:
+        raise FileNotFoundError(f"{run}: no eval_minute_<m>/results.json (see experiments/speedrun/run.sh)")
+    return dict(sorted(curve.items()))
+
+
+def time_to(target: str, curve: dict[float, dict[str, float]]) -> float:
+    """The first minute whose evaluation meets every condition of `target`; inf when none does."""
+    for minute, scores in curve.items():
+        if all(scores.get(metric, -math.inf) >= bound for metric, bound in TARGETS[target]):
+            return minute
+    return math.inf
+
+
+def paired_interval(differences: list[float]) -> dict[str, float]:
+    """Mean of paired differences and its 95 % t interval (n >= 2 seeds)."""
+    n, mean = len(differences), statistics.fmean(differences)
+    if n < 2:
+        return {"mean": mean, "low": -math.inf, "high": math.inf, "n": n}
+    half = T95.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def summarise(rows: dict[str, list[Path]], control: str | None) -> dict[str, Any]:
+    curves = {name: [read_run(run) for run in runs] for name, runs in rows.items()}
+    records: dict[str, Any] = {}
+    for name, runs in curves.items():
+        row: dict[str, Any] = {"runs": [str(r) for r in rows[name]]}
+        for target in TARGETS:  # None: not reached within the evaluated minutes
+            times = [time_to(target, curve) for curve in runs]
+            row[target] = {key: finite(value) for key, value in (("median", statistics.median(times)), ("min", min(times)),
+                                                                  ("max", max(times)))} | {"seeds": list(map(finite, times))}
+        for minute in REPORTED_MINUTES:
+            row[f"at_{minute:g}"] = {m: statistics.fmean(c[minute][m] for c in runs) if all(minute in c for c in runs)
+                                     else None for m in METRICS}
+        row["curve"] = {m: {str(minute): statistics.fmean(c[minute][m] for c in runs if minute in c)
+                            for minute in sorted({k for c in runs for k in c})} for m in METRICS}
+        records[name] = row
+    if control is not None:
+        if control not in curves:
+            raise ValueError(f"control row {control!r} is not among the rows {sorted(curves)}")
+        for name, runs in curves.items():
+            if name == control:
+                continue
+            if len(runs) != len(curves[control]):
+                raise ValueError(f"row {name!r} has {len(runs)} seeds, the control {len(curves[control])}: pair them by seed")
+            records[name]["vs_control"] = {
+                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric]
+                                                         for c, k in zip(runs, curves[control], strict=True)])
+                for minute in REPORTED_MINUTES for metric in METRICS
+                if all(minute in c for c in runs + curves[control])}
+    return records
+
+
+def finite(value: float) -> float | None:
+    return None if math.isinf(value) else value
+
+
+def minutes_text(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:g}"
+
+
+def markdown(records: dict[str, Any], control: str | None) -> str:
+    short = [m.split("/")[1] for m in METRICS]
+    lines = ["| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} @5 / @30" for s in short) + " |",
+             "|---" * (3 + len(METRICS)) + "|"]
+    for name, row in records.items():
+        cells = [name] + [f"{minutes_text(row[t]['median'])} ({minutes_text(row[t]['min'])}–{minutes_text(row[t]['max'])})"
+                          for t in TARGETS]
+        for metric in METRICS:
+            at = [row[f"at_{m:g}"][metric] for m in REPORTED_MINUTES]
+            cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in at))
+        lines.append("| " + " | ".join(cells) + " |")
+    if control is not None:
+        lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
+        for name, row in records.items():
+            for key, d in row.get("vs_control", {}).items():
+                verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "inconclusive"
+                lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m omnigen.speedrun", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory for records.json and records.md")
+    parser.add_argument("--row", action="append", required=True, metavar="NAME=RUN,RUN,...",
+                        help="a records-table row and its runs, one per seed (same seeds in every row)")
+    parser.add_argument("--control", help="the row the others are compared with, seed by seed")
+    args = parser.parse_args(argv)
+    rows = {}
+    for item in args.row:
+        name, sep, runs = item.partition("=")
+        if not sep or not runs:
+            parser.error(f"--row takes NAME=RUN,RUN,..., got {item!r}")
+        rows[name] = [Path(r) for r in runs.split(",")]
+    records = summarise(rows, args.control)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))
+    (out / "records.md").write_text(markdown(records, args.control))
+    print((out / "records.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The speedrun benchmark's pieces: checkpoints at fixed training minutes, and the records table
+(time to target over seeds, paired differences against a control row)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from omnigen.callbacks.wall_clock import WallClockCheckpoint
+from omnigen.speedrun import main, paired_interval, summarise, time_to
+
+
+def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_path):
+    """Minute 0 is the untrained model; later files come when the training clock passes each point;
+    the run stops after the last one, long before max_steps."""
+    from hydra_utils import FAST, compose_fit
+    from omnigen.checkpoint import load_module
+    from omnigen.fit import train
+
+    cfg = compose_fit(FAST + ["experiment=speedrun", "trainer.max_steps=100000", "logger=csv",
+                              "callbacks.wall_clock.minutes=[0,0.01,0.02]"], tmp_path)
+    objects = train(cfg)
+    steps = objects["trainer"].global_step
+    assert 0 < steps < 100000
+    record = json.loads((tmp_path / "checkpoints" / "wall_clock.json").read_text())
+    assert list(record) == ["minute_0.ckpt", "minute_0.01.ckpt", "minute_0.02.ckpt"]
+    assert record["minute_0.ckpt"]["step"] == 0
+    assert 0.6 <= record["minute_0.01.ckpt"]["train_seconds"] < record["minute_0.02.ckpt"]["train_seconds"]
+    assert record["minute_0.02.ckpt"]["step"] == steps
+    untrained, trained = (load_module(tmp_path / "checkpoints" / name) for name in ("minute_0.ckpt", "minute_0.02.ckpt"))
+    assert untrained.loaded_step == 0 and trained.loaded_step == steps
+    assert not torch.equal(untrained.transformer.x_embedder.proj.weight, trained.transformer.x_embedder.proj.weight)
+    with pytest.raises(ValueError, match="increasing"):
+        WallClockCheckpoint([5, 2.5], str(tmp_path))
+
+
+def write_run(run, curve):
+    """curve: minute -> (object, colour, position, exact_scene, edit_correct, unchanged_psnr)."""
+    for minute, (obj, colour, position, exact, correct, psnr) in curve.items():
+        out = run / f"eval_minute_{minute:g}"
+        out.mkdir(parents=True)
+        results = {"text_to_image": {"object": obj, "colour": colour, "position": position, "exact_scene": exact},
+                   "mixed_modal": {"edit_correct": correct, "unchanged_psnr": psnr}, "per_task": {}}
+        (out / "results.json").write_text(json.dumps({"results": results, "settings": {}}))
+    return run
+
+
+SLOW = {0: (0, 0, 0, 0, 0, 10), 5: (0.5, 0.5, 0.5, 0.1, 0.2, 18), 30: (0.95, 0.9, 0.92, 0.4, 0.6, 26)}
+FAST_RUN = {0: (0, 0, 0, 0, 0, 10), 5: (0.95, 0.93, 0.91, 0.7, 0.85, 27), 30: (0.99, 0.98, 0.97, 0.8, 0.9, 30)}
+
+
+def test_time_to_target_is_the_first_minute_meeting_every_condition(tmp_path):
+    from omnigen.speedrun import read_run
+
+    assert time_to("T1", read_run(write_run(tmp_path / "slow", SLOW))) == 30
+    assert time_to("T2", read_run(tmp_path / "slow")) == math.inf  # exact scene never reaches 0.6
+    fast = read_run(write_run(tmp_path / "fast", FAST_RUN))
+    assert time_to("T1", fast) == time_to("T2", fast) == 5
+    assert paired_interval([1.0, 1.0, 1.0]) == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 3}
+    d = paired_interval([0.1, 0.3, 0.2])
+    assert d["low"] < 0.2 < d["high"] and d["high"] - d["low"] == pytest.approx(2 * 4.303 * 0.1 / math.sqrt(3))
+
+
+def test_records_table_with_a_control_row(tmp_path, capsys):
+    slow = [write_run(tmp_path / f"slow{s}", SLOW) for s in range(3)]
+    fast = [write_run(tmp_path / f"fast{s}", FAST_RUN) for s in range(2)] + [write_run(tmp_path / "mixed", SLOW)]
+    records = summarise({"baseline": slow, "better": fast}, control="baseline")
+    assert records["baseline"]["T1"] == {"median": 30, "min": 30, "max": 30, "seeds": [30, 30, 30]}
+    assert records["baseline"]["T2"]["median"] is None  # not reached by any seed
+    assert records["better"]["T1"] == {"median": 5, "min": 5, "max": 30, "seeds": [5, 5, 30]}
+    diff = records["better"]["vs_control"]["text_to_image/object@5"]
+    assert diff["mean"] == pytest.approx((0.45 * 2) / 3) and diff["n"] == 3
+    main(["--out", str(tmp_path / "out"), "--control", "baseline",
+          "--row", "baseline=" + ",".join(map(str, slow)), "--row", "better=" + ",".join(map(str, fast))])
+    table = (tmp_path / "out" / "records.md").read_text()
+    assert "| baseline | 30 (30–30) | not reached (not reached–not reached) |" in table
+    assert "better, text_to_image/object@5: +0.300" in table and "inconclusive" in table
+    assert json.loads((tmp_path / "out" / "records.json").read_text())["better"]["T1"]["median"] == 5
+    with pytest.raises(ValueError, match="pair them by seed"):
+        summarise({"baseline": slow, "two": fast[:2]}, control="baseline")
