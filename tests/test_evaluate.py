@@ -27,6 +27,24 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
         main([f"ckpt={fitted_checkpoint}", "suite=coco"])
     with pytest.raises(ValueError, match="no Shapes-X2I metrics for .'few_shot'."):
         main([f"ckpt={fitted_checkpoint}", "families=[few_shot]", f"out={tmp_path}/x"])
+    with pytest.raises(SystemExit, match="missing ckpt"):
+        main([f"out={tmp_path}/y"])
+
+
+def test_the_ground_truth_scores_the_ceiling_of_every_metric(tmp_path):
+    """The targets scored as if generated: every score 1, every PSNR the 100 dB cap (the reference
+    row each results table carries beside the untrained floor)."""
+    from omnigen.metrics import MAX_PSNR
+
+    results = main(["ground_truth=true", "image_size=32", "samples_per_family=6", f"out={tmp_path}"])
+    assert set(results) == set(FAMILIES) | {"per_task"}
+    for family in FAMILIES:
+        for name, value in results[family].items():
+            if name != "n":
+                assert value == pytest.approx(MAX_PSNR if name.endswith("psnr") else 1.0), (family, name)
+    assert "the ground truth" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit, match="needs image_size"):
+        main(["ground_truth=true", f"out={tmp_path}/z"])
 
 
 def test_evaluation_callback_logs_metrics_during_a_fit(tmp_path):

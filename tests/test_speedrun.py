@@ -63,19 +63,29 @@ def test_time_to_target_is_the_first_minute_meeting_every_condition(tmp_path):
 
 
 def test_records_table_with_a_control_row(tmp_path, capsys):
-    slow = [write_run(tmp_path / f"slow{s}", SLOW) for s in range(3)]
-    fast = [write_run(tmp_path / f"fast{s}", FAST_RUN) for s in range(2)] + [write_run(tmp_path / "mixed", SLOW)]
+    slow = [write_run(tmp_path / f"slow_s{s}", SLOW) for s in range(4)]
+    fast = [write_run(tmp_path / f"fast_s{s}", FAST_RUN) for s in range(2)] + [write_run(tmp_path / "fast_s2", SLOW)]
     records = summarise({"baseline": slow, "better": fast}, control="baseline")
-    assert records["baseline"]["T1"] == {"median": 30, "min": 30, "max": 30, "seeds": [30, 30, 30]}
+    assert records["baseline"]["T1"] == {"median": 30, "min": 30, "max": 30, "seeds": [30, 30, 30, 30]}
     assert records["baseline"]["T2"]["median"] is None  # not reached by any seed
     assert records["better"]["T1"] == {"median": 5, "min": 5, "max": 30, "seeds": [5, 5, 30]}
-    diff = records["better"]["vs_control"]["text_to_image/object@5"]
+    diff = records["better"]["vs_control"]["text_to_image/object@5"]  # on the 3 seeds both rows ran
     assert diff["mean"] == pytest.approx((0.45 * 2) / 3) and diff["n"] == 3
-    main(["--out", str(tmp_path / "out"), "--control", "baseline",
+    assert records["references"]["floor"]["mixed_modal/unchanged_psnr"] == 10 and records["references"]["ceiling"] is None
+    from omnigen.evaluate import main as evaluate
+
+    evaluate(["ground_truth=true", "image_size=32", "samples_per_family=2", "families=[text_to_image,mixed_modal]",
+              f"out={tmp_path / 'truth'}"])
+    main(["--out", str(tmp_path / "out"), "--control", "baseline", "--ceiling", str(tmp_path / "truth"),
           "--row", "baseline=" + ",".join(map(str, slow)), "--row", "better=" + ",".join(map(str, fast))])
     table = (tmp_path / "out" / "records.md").read_text()
     assert "| baseline | 30 (30–30) | not reached (not reached–not reached) |" in table
+    assert "| floor: untrained (minute 0) | — | — | 0.00 |" in table
+    assert "| ceiling: ground truth | — | — | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 100.00 |" in table
     assert "better, text_to_image/object@5: +0.300" in table and "inconclusive" in table
     assert json.loads((tmp_path / "out" / "records.json").read_text())["better"]["T1"]["median"] == 5
-    with pytest.raises(ValueError, match="pair them by seed"):
-        summarise({"baseline": slow, "two": fast[:2]}, control="baseline")
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="shares 1 seed"):
+        summarise({"baseline": slow, "one": fast[:1]}, control="baseline")
+    with pytest.raises(ValueError, match="_s<seed>"):
+        summarise({"baseline": slow, "odd": [write_run(tmp_path / "unnamed", SLOW)] * 2}, control="baseline")

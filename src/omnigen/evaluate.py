@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on held-out Shapes-X2I samples with the programmatic metrics.
 
     python -m omnigen.evaluate ckpt=logs/fit/runs/<run>/checkpoints/last.ckpt suite=shapes out=eval/
+    python -m omnigen.evaluate ground_truth=true image_size=32 out=eval_ground_truth/   # the ceiling
 
 Writes `<out>/results.json` (mean of every metric per family and per task, with the settings)
 and `<out>/results.md` (one table per family) and `<out>/examples.png` (input | target | generated
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 
 from omnigen.cli import parse_cli
 from omnigen.data.shapes import sample_at
@@ -34,7 +34,8 @@ EVAL_SEED_OFFSET = 2_000_003  # held-out: neither the training stream nor the pr
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = MISSING
+    ckpt: str = ""  # a checkpoint file or exported directory (not read with ground_truth)
+    ground_truth: bool = False  # score the targets themselves: the ceiling each metric can reach
     suite: str = "shapes"
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     samples_per_family: int = 64
@@ -49,11 +50,11 @@ class EvaluateConfig:
     device: str = "cpu"
 
 
-def evaluate_shapes(pipe: OmniGenPipeline, families: list[str], samples_per_family: int, image_size: int,
+def evaluate_shapes(pipe: OmniGenPipeline | None, families: list[str], samples_per_family: int, image_size: int,
                     num_inference_steps: int = 20, guidance_scale: float = 2.0, img_guidance_scale: float = 1.5,
                     batch_size: int = 16, seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
-    examples are every scored sample (instruction, images, scores)."""
+    examples are every scored sample (instruction, images, scores). `pipe=None` scores the targets."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"no Shapes-X2I metrics for {unknown}; known families: {list(FAMILIES)}")
@@ -64,9 +65,13 @@ def evaluate_shapes(pipe: OmniGenPipeline, families: list[str], samples_per_fami
         samples = [sample_at(i, seed + EVAL_SEED_OFFSET, {family: 1.0}, image_size) for i in range(samples_per_family)]
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
-            generated = pipe.generate([s.instruction for s in chunk], [[from_array(im) for im in s.input_images] for s in chunk],
-                                      image_size, image_size, num_inference_steps, guidance_scale, img_guidance_scale,
-                                      generator=torch.Generator().manual_seed(seed + start))
+            if pipe is None:
+                generated = [from_array(s.output_image) for s in chunk]
+            else:
+                generated = pipe.generate([s.instruction for s in chunk],
+                                          [[from_array(im) for im in s.input_images] for s in chunk], image_size, image_size,
+                                          num_inference_steps, guidance_scale, img_guidance_scale,
+                                          generator=torch.Generator().manual_seed(seed + start))
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))
                 scores = score(family, sample.task, sample.spec, pixels)
@@ -86,7 +91,8 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
-    lines = [f"# Shapes-X2I evaluation of `{settings['ckpt']}`", "",
+    what = "the ground truth (targets scored as if generated)" if settings.get("ground_truth") else f"`{settings['ckpt']}`"
+    lines = [f"# Shapes-X2I evaluation of {what}", "",
              f"{settings['samples_per_family']} samples per family at {settings['image_size']}², "
              f"{settings['num_inference_steps']} Euler steps, guidance {settings['guidance_scale']} / "
              f"image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.", ""]
@@ -132,13 +138,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_cli(EvaluateConfig, argv, "omnigen.evaluate", "ckpt=path/last.ckpt")
     if cfg.suite not in SUITES:
         raise SystemExit(f"omnigen.evaluate: unknown suite {cfg.suite!r}; known: {list(SUITES)}")
-    pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
-    if cfg.image_size is None and pipe.default_size is None:
-        raise SystemExit(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
-    size = cfg.image_size or pipe.default_size[0]
+    if cfg.ground_truth:
+        if cfg.image_size is None:
+            raise SystemExit("omnigen.evaluate: ground_truth=true needs image_size=… (there is no checkpoint to ask)")
+        pipe, size = None, cfg.image_size
+    else:
+        if not cfg.ckpt:
+            raise SystemExit("omnigen.evaluate: missing ckpt (e.g. ckpt=path/last.ckpt), or ground_truth=true")
+        pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
+        if cfg.image_size is None and pipe.default_size is None:
+            raise SystemExit(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
+        size = cfg.image_size or pipe.default_size[0]
     results, examples = evaluate_shapes(pipe, cfg.families, cfg.samples_per_family, size, cfg.num_inference_steps,
                                         cfg.guidance_scale, cfg.img_guidance_scale, cfg.batch_size, cfg.seed)
-    settings = asdict(cfg) | {"image_size": size, "steps_trained": pipe.module.steps_trained}
+    settings = asdict(cfg) | {"image_size": size, "steps_trained": pipe.module.steps_trained if pipe else None}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))

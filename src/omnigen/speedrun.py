@@ -7,9 +7,10 @@ Each run directory holds `eval_minute_<m>/results.json` (python -m omnigen.evalu
 `checkpoints/minute_<m>.ckpt` that `WallClockCheckpoint` wrote) and `checkpoints/wall_clock.json`.
 A run reaches a target at the first evaluated minute where all of its conditions hold; a row's time to
 target is the median over its seeds (with the range; "> last minute" where a seed never reaches it).
-Against `--control`, each row gets paired per-seed differences (same seed = same data and noise) with
-a 95 % confidence interval from the paired t distribution over seeds. Writes `records.json` and
-`records.md`.
+Against `--control`, each row gets paired per-seed differences on the seeds it shares with the control
+(run directories are named `..._s<seed>`; same seed = same data and noise) with a 95 % confidence
+interval from the paired t distribution over seeds. Writes `records.json`, `records.md` and
+`curves.png` (every metric against training minutes, one line per row).
 """
 
 from __future__ import annotations
@@ -41,12 +42,18 @@ def read_run(run: Path) -> dict[float, dict[str, float]]:
     curve = {}
     for directory in run.glob("eval_minute_*"):
         if (match := EVAL_DIR.search(directory.name)) and (directory / "results.json").is_file():
-            results = json.loads((directory / "results.json").read_text())["results"]
-            curve[float(match.group(1))] = {f"{family}/{name}": value for family, scores in results.items()
-                                            if family != "per_task" for name, value in scores.items()}
+            curve[float(match.group(1))] = read_scores(directory / "results.json")
     if not curve:
         raise FileNotFoundError(f"{run}: no eval_minute_<m>/results.json (see experiments/speedrun/run.sh)")
     return dict(sorted(curve.items()))
+
+
+def seed_of(run: Path) -> str:
+    """The seed a run directory is named for (`..._s<seed>`), which pairs it with the control's run."""
+    match = re.search(r"_s(\d+)$", run.name)
+    if match is None:
+        raise ValueError(f"{run}: name run directories ..._s<seed> so rows pair by seed")
+    return match.group(1)
 
 
 def time_to(target: str, curve: dict[float, dict[str, float]]) -> float:
@@ -66,11 +73,26 @@ def paired_interval(differences: list[float]) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def summarise(rows: dict[str, list[Path]], control: str | None) -> dict[str, Any]:
+def read_scores(results_file: Path) -> dict[str, float]:
+    results = json.loads(results_file.read_text())["results"]
+    return {f"{family}/{name}": value for family, scores in results.items() if family != "per_task"
+            for name, value in scores.items()}
+
+
+def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | None = None) -> dict[str, Any]:
+    """Per row: time to each target, metrics at the reported minutes, the mean curve, and paired
+    differences against `control`. `references`: the floor (the first row's untrained minute-0
+    models) and the ceiling (`ceiling`, an evaluation of the ground truth)."""
     curves = {name: [read_run(run) for run in runs] for name, runs in rows.items()}
     records: dict[str, Any] = {}
+    floor_runs = curves[control or next(iter(curves))]
+    records["references"] = {
+        "floor": {m: statistics.fmean(c[0.0][m] for c in floor_runs) for m in METRICS}
+        if all(0.0 in c for c in floor_runs) else None,
+        "ceiling": {m: v for m, v in read_scores(ceiling / "results.json").items() if m in METRICS}
+        if ceiling is not None else None}
     for name, runs in curves.items():
-        row: dict[str, Any] = {"runs": [str(r) for r in rows[name]]}
+        row = {"runs": [str(r) for r in rows[name]]}
         for target in TARGETS:  # None: not reached within the evaluated minutes
             times = [time_to(target, curve) for curve in runs]
             row[target] = {key: finite(value) for key, value in (("median", statistics.median(times)), ("min", min(times)),
@@ -84,16 +106,19 @@ def summarise(rows: dict[str, list[Path]], control: str | None) -> dict[str, Any
     if control is not None:
         if control not in curves:
             raise ValueError(f"control row {control!r} is not among the rows {sorted(curves)}")
+        baseline = dict(zip(map(seed_of, rows[control]), curves[control], strict=True))
         for name, runs in curves.items():
             if name == control:
                 continue
-            if len(runs) != len(curves[control]):
-                raise ValueError(f"row {name!r} has {len(runs)} seeds, the control {len(curves[control])}: pair them by seed")
+            pairs = [(curve, baseline[seed]) for seed, curve in zip(map(seed_of, rows[name]), runs, strict=True)
+                     if seed in baseline]
+            if len(pairs) < 2:
+                raise ValueError(f"row {name!r} shares {len(pairs)} seed(s) with the control {control!r}: pair at "
+                                 "least two by seed (run directories named ..._s<seed>)")
             records[name]["vs_control"] = {
-                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric]
-                                                         for c, k in zip(runs, curves[control], strict=True)])
+                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric] for c, k in pairs])
                 for minute in REPORTED_MINUTES for metric in METRICS
-                if all(minute in c for c in runs + curves[control])}
+                if all(minute in c and minute in k for c, k in pairs)}
     return records
 
 
@@ -109,7 +134,11 @@ def markdown(records: dict[str, Any], control: str | None) -> str:
     short = [m.split("/")[1] for m in METRICS]
     lines = ["| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} @5 / @30" for s in short) + " |",
              "|---" * (3 + len(METRICS)) + "|"]
-    for name, row in records.items():
+    for label, scores in (("floor: untrained (minute 0)", records["references"]["floor"]),
+                          ("ceiling: ground truth", records["references"]["ceiling"])):
+        if scores is not None:
+            lines.append(f"| {label} | — | — | " + " | ".join(f"{scores[m]:.2f}" for m in METRICS) + " |")
+    for name, row in ((n, r) for n, r in records.items() if n != "references"):
         cells = [name] + [f"{minutes_text(row[t]['median'])} ({minutes_text(row[t]['min'])}–{minutes_text(row[t]['max'])})"
                           for t in TARGETS]
         for metric in METRICS:
@@ -118,11 +147,35 @@ def markdown(records: dict[str, Any], control: str | None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if control is not None:
         lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
-        for name, row in records.items():
+        for name, row in ((n, r) for n, r in records.items() if n != "references"):
             for key, d in row.get("vs_control", {}).items():
                 verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "inconclusive"
                 lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})")
     return "\n".join(lines) + "\n"
+
+
+def plot(records: dict[str, Any], path: Path) -> None:
+    """Learning curves: each metric against training minutes, one line per row (mean over its seeds),
+    the targets' thresholds dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+
+    bounds = {metric: bound for conditions in TARGETS.values() for metric, bound in conditions}
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, metric in zip(axes.flat, METRICS, strict=True):
+        for name, row in ((n, r) for n, r in records.items() if n != "references"):
+            minutes = sorted(row["curve"][metric], key=float)
+            ax.plot([float(m) for m in minutes], [row["curve"][metric][m] for m in minutes], marker="o", label=name)
+        if metric in bounds:
+            ax.axhline(bounds[metric], color="grey", linestyle="--", linewidth=1)
+        ax.set_title(metric)
+        ax.set_xlabel("training minutes")
+    axes.flat[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--row", action="append", required=True, metavar="NAME=RUN,RUN,...",
                         help="a records-table row and its runs, one per seed (same seeds in every row)")
     parser.add_argument("--control", help="the row the others are compared with, seed by seed")
+    parser.add_argument("--ceiling", help="an evaluation of the ground truth (python -m omnigen.evaluate "
+                                          "ground_truth=true ... out=DIR): the table's ceiling row")
     args = parser.parse_args(argv)
     rows = {}
     for item in args.row:
@@ -138,11 +193,12 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or not runs:
             parser.error(f"--row takes NAME=RUN,RUN,..., got {item!r}")
         rows[name] = [Path(r) for r in runs.split(",")]
-    records = summarise(rows, args.control)
+    records = summarise(rows, args.control, Path(args.ceiling) if args.ceiling else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))
     (out / "records.md").write_text(markdown(records, args.control))
+    plot(records, out / "curves.png")
     print((out / "records.md").read_text())
 
 

@@ -57,7 +57,7 @@ class WallClockCheckpoint(Callback):
 
     def save(self, trainer: Trainer, minute: float, elapsed: float) -> None:
         path = self.dirpath / checkpoint_name(minute)
-        trainer.save_checkpoint(path)  # collective under DDP: every rank calls it, rank 0 writes
+        trainer.save_checkpoint(path, weights_only=False)  # collective under DDP: every rank calls it, rank 0 writes
         self.saved[minute] = {"step": trainer.global_step, "train_seconds": round(elapsed, 2)}
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
