@@ -7,6 +7,7 @@ the last tokens through an adaLN final layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,7 @@ from transformers import DynamicCache
 from omnigen.model.backbone.base import check_backbone
 from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
 from omnigen.model.masks.base import MaskStrategy, SequenceLayout
+from omnigen.model.modulation import LayerModulation, left_padded_owner, packed_owner
 from omnigen.model.positions import PositionScheme, SequentialPositions
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ ATTENTION_WITH_MASKS = ("sdpa", "eager", "flex_attention")
 
 class OmniGen(nn.Module):
     def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
-                 pos_embed_max_size: int = 192, positions: PositionScheme | None = None) -> None:
+                 pos_embed_max_size: int = 192, positions: PositionScheme | None = None,
+                 modulate_layers: bool = False) -> None:
         super().__init__()
         check_backbone(llm)
         hidden = llm.config.hidden_size
@@ -44,6 +47,8 @@ class OmniGen(nn.Module):
         self.register_buffer("pos_embed", sincos_2d_table(hidden, pos_embed_max_size)[None], persistent=True)
         self.final_layer = FinalLayer(hidden, patch_size, in_channels)
         self.llm = llm
+        # adaLN in every decoder layer for the time and output tokens (an option; omnigen.model.modulation)
+        self.layer_modulation = LayerModulation(llm, hidden) if modulate_layers else None
         self._init_embedders()
 
     def _init_embedders(self) -> None:
@@ -120,11 +125,14 @@ class OmniGen(nn.Module):
             outputs = [self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t]  # [(N_s, D), ...]
         placed = torch.cat([batch.time_index, batch.output_index])
         sequence = condition.reshape(rows * length, hidden).index_copy(0, placed, torch.cat([time_tokens, *outputs]))
+        time_embedding = self.t_embedder(t).to(condition.dtype)  # (S, D)
+        self._modulate(time_embedding, lambda: packed_owner(rows, length, batch.time_index, batch.output_index,
+                                                            batch.output_tokens))
         out = self.llm(inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
                        attention_mask=self.attention_mask(batch.layout, condition.dtype),
                        position_ids=self.positions.position_ids(batch.layout)).last_hidden_state
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
-        tokens = self.final_layer(out, self.t_embedder(t).to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
+        tokens = self.final_layer(out, time_embedding.to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
             h, w = grids[0]
             return unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
@@ -172,6 +180,7 @@ class OmniGen(nn.Module):
         prefix = layout.prefix_length
         # A cache without the config: sliding-window layers would drop old prefix keys.
         cache = DynamicCache()
+        self._modulate(None)  # the condition is never modulated
         self.llm(inputs_embeds=condition, attention_mask=self.attention_mask(layout.prefix(), condition.dtype),
                  position_ids=self.positions.position_ids(layout)[:, :prefix], cache=cache, use_cache=True)
         return cache
@@ -189,6 +198,11 @@ class OmniGen(nn.Module):
             return self._velocity(x_t, t, layout, attention_mask, cache=cache)
         finally:
             cache.crop(-(layout.num_output_tokens + 1))
+
+    def _modulate(self, time_embedding: Tensor | None, owner: Callable[[], Tensor] | None = None) -> None:
+        """Tell the per-layer adaLN (when on) which tokens of the next LLM call belong to which sample."""
+        if self.layer_modulation is not None:
+            self.layer_modulation.use(time_embedding, owner() if time_embedding is not None else None)
 
     def _check_step(self, x_t: Tensor, layout: SequenceLayout, attention_mask: Tensor | BlockMask | None,
                     queries: int) -> None:
@@ -217,8 +231,10 @@ class OmniGen(nn.Module):
         self._check_step(x_t, layout, attention_mask, sequence.shape[1])
         if attention_mask is None:
             attention_mask = self.attention_mask(layout, dtype, start)
+        time_embedding = self.t_embedder(t).to(dtype)  # (B, D)
+        self._modulate(time_embedding, lambda: left_padded_owner(*sequence.shape[:2], num_output + 1, sequence.device))
         hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask,
                           position_ids=self.positions.position_ids(layout)[:, start:], cache=cache,
                           use_cache=cache is not None).last_hidden_state
-        tokens = self.final_layer(hidden[:, -num_output:], self.t_embedder(t).to(hidden.dtype))  # (B, N, p*p*C)
+        tokens = self.final_layer(hidden[:, -num_output:], time_embedding.to(hidden.dtype))  # (B, N, p*p*C)
         return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)
