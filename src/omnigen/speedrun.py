@@ -102,6 +102,8 @@ def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | 
                                      else None for m in METRICS}
         row["curve"] = {m: {str(minute): statistics.fmean(c[minute][m] for c in runs if minute in c)
                             for minute in sorted({k for c in runs for k in c})} for m in METRICS}
+        row["per_seed"] = {str(run): {str(minute): {m: scores[m] for m in METRICS} for minute, scores in curve.items()}
+                           for run, curve in zip(rows[name], runs, strict=True)}
         records[name] = row
     if control is not None:
         if control not in curves:
