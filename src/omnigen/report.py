@@ -180,6 +180,17 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     return table
 
 
+def named_runs(specs: list[str], parser: argparse.ArgumentParser, flag: str) -> dict[str, list[Path]]:
+    """`NAME=RUN[,RUN...]` options -> {name: run directories, one per seed}."""
+    groups = {}
+    for spec in specs:
+        name, sep, runs = spec.partition("=")
+        if not sep or not runs:
+            parser.error(f"{flag} is NAME=RUN[,RUN...], got {spec!r}")
+        groups[name] = [Path(r) for r in runs.split(",")]
+    return groups
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="where results.json, results.md and plot.png go")
@@ -188,13 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--metrics", nargs="*", default=None, help="family/metric keys (default: the headline ones)")
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
-    arms = {}
-    for spec in args.arm:
-        name, sep, runs = spec.partition("=")
-        if not sep or not runs:
-            parser.error(f"--arm is NAME=RUN[,RUN...], got {spec!r}")
-        arms[name] = [Path(r) for r in runs.split(",")]
-    table = report(arms, args.out, args.metrics, args.title)
+    table = report(named_runs(args.arm, parser, "--arm"), args.out, args.metrics, args.title)
     print((args.out / "results.md").read_text())
     return table
 

@@ -23,6 +23,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from omnigen.report import named_runs
+
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
 TARGETS: dict[str, list[tuple[str, float]]] = {
     "T1": [("text_to_image/object", 0.9), ("text_to_image/colour", 0.9), ("text_to_image/position", 0.9),
@@ -189,13 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ceiling", help="an evaluation of the ground truth (python -m omnigen.evaluate "
                                           "ground_truth=true ... out=DIR): the table's ceiling row")
     args = parser.parse_args(argv)
-    rows = {}
-    for item in args.row:
-        name, sep, runs = item.partition("=")
-        if not sep or not runs:
-            parser.error(f"--row takes NAME=RUN,RUN,..., got {item!r}")
-        rows[name] = [Path(r) for r in runs.split(",")]
-    records = summarise(rows, args.control, Path(args.ceiling) if args.ceiling else None)
+    records = summarise(named_runs(args.row, parser, "--row"), args.control,
+                        Path(args.ceiling) if args.ceiling else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))
