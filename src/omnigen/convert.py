@@ -109,6 +109,9 @@ def diffusers_transformer_config(transformer: OmniGen) -> dict[str, Any]:
     if transformer.layer_modulation is not None:
         raise ValueError("adaLN in every decoder layer (model.modulate_layers=true) has no counterpart in diffusers' "
                          "OmniGenTransformer2DModel, which conditions on t through its time token and final layer only")
+    if transformer.prediction != "velocity":
+        raise ValueError(f"model.prediction={transformer.prediction!r}: diffusers' OmniGenTransformer2DModel outputs "
+                         "the velocity (model.prediction=velocity exports)")
     if c.model_type != "phi3":
         raise ValueError(f"diffusers' OmniGenTransformer2DModel is the Phi-3 architecture (fused qkv_proj and "
                          f"gate_up_proj, RMSNorm, SiLU); this backbone is {c.model_type!r}")

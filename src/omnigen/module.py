@@ -49,7 +49,7 @@ class OmniGenLitModule(LightningModule):
                  max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
                  seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None,
                  compile_backbone: bool = False, positions: PositionScheme | None = None,
-                 modulate_layers: bool = False) -> None:
+                 modulate_layers: bool = False, prediction: str = "velocity") -> None:
         super().__init__()
         if pack_tokens is not None and pack_tokens < 1:
             raise ValueError(f"pack_tokens must be a positive token budget per row or null, got {pack_tokens}")
@@ -61,7 +61,7 @@ class OmniGenLitModule(LightningModule):
                              f"{backbone.config.vocab_size}")
         self.vae = vae
         self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size, positions,
-                                   modulate_layers)
+                                   modulate_layers, prediction)
         self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.finetune)
         if finetune is not None:
             finetune.apply(self.transformer)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask
 from transformers import DynamicCache
 
+from omnigen.flow.rectified import velocity_from_image
 from omnigen.model.backbone.base import check_backbone
 from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
 from omnigen.model.masks.base import MaskStrategy, SequenceLayout
@@ -26,14 +27,17 @@ if TYPE_CHECKING:
 
 
 ATTENTION_WITH_MASKS = ("sdpa", "eager", "flex_attention")
+PREDICTIONS = ("velocity", "image")
 
 
 class OmniGen(nn.Module):
     def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
                  pos_embed_max_size: int = 192, positions: PositionScheme | None = None,
-                 modulate_layers: bool = False) -> None:
+                 modulate_layers: bool = False, prediction: str = "velocity") -> None:
         super().__init__()
         check_backbone(llm)
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         hidden = llm.config.hidden_size
         self.patch_size, self.in_channels, self.pos_embed_max_size = patch_size, in_channels, pos_embed_max_size
         self.mask = mask
@@ -49,6 +53,9 @@ class OmniGen(nn.Module):
         self.llm = llm
         # adaLN in every decoder layer for the time and output tokens (an option; omnigen.model.modulation)
         self.layer_modulation = LayerModulation(llm, hidden) if modulate_layers else None
+        # What the final layer outputs: the velocity (the paper), or the clean image, turned into
+        # the velocity here so that training, sampling and the kv-cache all see velocities.
+        self.prediction = prediction
         self._init_embedders()
 
     def _init_embedders(self) -> None:
@@ -135,9 +142,10 @@ class OmniGen(nn.Module):
         tokens = self.final_layer(out, time_embedding.to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
             h, w = grids[0]
-            return unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
-        return [unpatchify(tok[None], self.patch_size, self.in_channels, h, w)[0]  # (C, h·p, w·p)
-                for tok, (h, w) in zip(tokens.split(batch.output_tokens), grids, strict=True)]
+            out = unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
+            return self._as_velocity(out, x_t, t)
+        return [self._as_velocity(unpatchify(tok[None], self.patch_size, self.in_channels, h, w), x[None], t[i:i + 1])[0]
+                for i, (tok, x, (h, w)) in enumerate(zip(tokens.split(batch.output_tokens), x_t, grids, strict=True))]
 
     @property
     def attention_implementation(self) -> str:
@@ -237,4 +245,8 @@ class OmniGen(nn.Module):
                           position_ids=self.positions.position_ids(layout)[:, start:], cache=cache,
                           use_cache=cache is not None).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], time_embedding.to(hidden.dtype))  # (B, N, p*p*C)
-        return unpatchify(tokens, self.patch_size, self.in_channels, h, w)  # (B, C, H, W)
+        return self._as_velocity(unpatchify(tokens, self.patch_size, self.in_channels, h, w), x_t, t)  # (B, C, H, W)
+
+    def _as_velocity(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The final layer's output (B, C, H, W) as a velocity, whatever `prediction` it is."""
+        return out if self.prediction == "velocity" else velocity_from_image(out, x_t.to(out.dtype), t)
