@@ -32,6 +32,21 @@ def tokenizer():
     return load_tokenizer()
 
 
+def edit_and_t2i_inputs(tokenizer):
+    """An edit prompt (one 6×6 input latent) and a text-only prompt, batched for 3×3-token outputs:
+    (processor, prompts, input latents per sample, x (2, 4, 6, 6), t, batch, latents in span order)."""
+    from omnigen.processor import OmniGenProcessor
+
+    processor = OmniGenProcessor(tokenizer)
+    g = torch.Generator().manual_seed(0)
+    images = [[torch.randn(4, 6, 6, generator=g)], []]
+    x, t = torch.randn(2, 4, 6, 6, generator=g), torch.tensor([0.25, 0.75])
+    texts = ["<img><|image_1|></img> make the red circle green", "a red circle"]
+    prompts = [processor.tokenize(text, [(z.shape[1] // 2, z.shape[2] // 2) for z in zs]) for text, zs in zip(texts, images)]
+    batch = processor.batch(prompts, (3, 3))
+    return processor, prompts, images, x, t, batch, [images[b][i] for b, i in batch.image_order]
+
+
 def make_module(tokenizer, mask=None, weighting=None, vae=None, patch_size=4, text_dropout=0.0, image_dropout=0.0,
                 lr=1e-3, backbone_config=None, finetune=None):
     """A small OmniGenLitModule built without Hydra, as a notebook would."""

@@ -4,13 +4,10 @@ tokens only, so the kv-cache, packing and gradients behave as without it."""
 import pytest
 import torch
 
-from conftest import TINY_PHI3
+from conftest import TINY_PHI3, edit_and_t2i_inputs
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
-from omnigen.processor import OmniGenProcessor
-
-TEXTS = ["<img><|image_1|></img> make the red circle green", "a red circle"]
 
 
 def model(modulate: bool, randomise_modulation: bool = True) -> OmniGen:
@@ -25,18 +22,8 @@ def model(modulate: bool, randomise_modulation: bool = True) -> OmniGen:
     return m
 
 
-def inputs(tokenizer):
-    processor = OmniGenProcessor(tokenizer)
-    g = torch.Generator().manual_seed(0)
-    images = [[torch.randn(4, 6, 6, generator=g)], []]
-    x, t = torch.randn(2, 4, 6, 6, generator=g), torch.tensor([0.25, 0.75])
-    prompts = [processor.tokenize(text, [(z.shape[1] // 2, z.shape[2] // 2) for z in zs]) for text, zs in zip(TEXTS, images)]
-    batch = processor.batch(prompts, (3, 3))
-    return processor, prompts, images, x, t, batch, [images[b][i] for b, i in batch.image_order]
-
-
 def test_untrained_modulation_leaves_the_model_as_it_is(tokenizer):
-    _, _, _, x, t, batch, latents = inputs(tokenizer)
+    _, _, _, x, t, batch, latents = edit_and_t2i_inputs(tokenizer)
     plain, modulated = model(False), model(True, randomise_modulation=False)
     modulated.load_state_dict(plain.state_dict(), strict=False)  # same weights; the modulation stays zero
     assert sum(p.numel() for p in modulated.layer_modulation.parameters()) == 2 * 6 * 64 * 65  # 2 layers, Linear(64, 384)
@@ -46,7 +33,7 @@ def test_untrained_modulation_leaves_the_model_as_it_is(tokenizer):
 
 
 def test_only_time_and_output_tokens_are_modulated_so_the_cache_holds(tokenizer):
-    _, _, _, x, t, batch, latents = inputs(tokenizer)
+    _, _, _, x, t, batch, latents = edit_and_t2i_inputs(tokenizer)
     m = model(True)
     with torch.no_grad():
         reference = m(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
@@ -65,7 +52,7 @@ def test_only_time_and_output_tokens_are_modulated_so_the_cache_holds(tokenizer)
 
 
 def test_a_packed_sample_gets_what_it_gets_alone_and_the_modulation_trains(tokenizer):
-    processor, prompts, images, x, t, _, _ = inputs(tokenizer)
+    processor, prompts, images, x, t, _, _ = edit_and_t2i_inputs(tokenizer)
     m = model(True)
     packed = processor.pack(prompts, [(3, 3), (3, 3)], max_tokens=400)
     assert packed.input_ids.shape[0] == 1  # both samples in one row

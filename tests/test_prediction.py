@@ -4,15 +4,12 @@ reaches it, so the loss, the Euler sampler, the kv-cache and packing all keep wo
 import pytest
 import torch
 
-from conftest import TINY_PHI3
+from conftest import TINY_PHI3, edit_and_t2i_inputs
 from omnigen.flow.rectified import MIN_VELOCITY_GAP, interpolate, velocity_from_image, velocity_target
 from omnigen.flow.sampler import euler_sample
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
-from omnigen.processor import OmniGenProcessor
-
-TEXTS = ["<img><|image_1|></img> make the red circle green", "a red circle"]
 
 
 def model(prediction: str) -> OmniGen:
@@ -22,16 +19,6 @@ def model(prediction: str) -> OmniGen:
     for layer in (m.final_layer.linear, m.final_layer.adaLN_modulation[1]):  # zero-initialised: make it say something
         torch.nn.init.normal_(layer.weight, std=0.05)
     return m
-
-
-def inputs(tokenizer):
-    processor = OmniGenProcessor(tokenizer)
-    g = torch.Generator().manual_seed(0)
-    images = [[torch.randn(4, 6, 6, generator=g)], []]
-    x, t = torch.randn(2, 4, 6, 6, generator=g), torch.tensor([0.25, 0.75])
-    prompts = [processor.tokenize(text, [(z.shape[1] // 2, z.shape[2] // 2) for z in zs]) for text, zs in zip(TEXTS, images)]
-    batch = processor.batch(prompts, (3, 3))
-    return processor, prompts, images, x, t, batch, [images[b][i] for b, i in batch.image_order]
 
 
 def test_the_velocity_from_a_right_image_prediction_is_the_true_velocity_and_one_step_lands_on_it():
@@ -48,7 +35,7 @@ def test_the_velocity_from_a_right_image_prediction_is_the_true_velocity_and_one
 
 
 def test_an_image_predicting_model_hands_on_the_velocity_towards_its_image(tokenizer):
-    _, _, _, x, t, batch, latents = inputs(tokenizer)
+    _, _, _, x, t, batch, latents = edit_and_t2i_inputs(tokenizer)
     velocity_model, image_model = model("velocity"), model("image")
     image_model.load_state_dict(velocity_model.state_dict())  # same weights: only the reading of the output differs
     with torch.no_grad():
@@ -61,7 +48,7 @@ def test_an_image_predicting_model_hands_on_the_velocity_towards_its_image(token
 
 
 def test_a_packed_image_predicting_sample_gets_what_it_gets_alone(tokenizer):
-    processor, prompts, images, x, t, _, _ = inputs(tokenizer)
+    processor, prompts, images, x, t, _, _ = edit_and_t2i_inputs(tokenizer)
     m = model("image")
     packed = processor.pack(prompts, [(3, 3), (3, 3)], max_tokens=400)
     assert packed.input_ids.shape[0] == 1  # both samples in one row
@@ -77,7 +64,7 @@ def test_a_packed_image_predicting_sample_gets_what_it_gets_alone(tokenizer):
 
 
 def test_euler_sampling_of_an_image_predicting_model_ends_on_its_last_prediction(tokenizer):
-    _, _, _, x, _, batch, latents = inputs(tokenizer)
+    _, _, _, x, _, batch, latents = edit_and_t2i_inputs(tokenizer)
     m = model("image")
     seen = []
 

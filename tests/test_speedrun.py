@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omnigen.callbacks.wall_clock import WallClockCheckpoint
-from omnigen.speedrun import main, paired_interval, summarise, time_to
+from omnigen.speedrun import main, markdown, paired_interval, summarise, time_to
 
 
 def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_path):
@@ -88,7 +88,23 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
     assert "better, text_to_image/object@5: +0.300" in table and "inconclusive" in table
     assert json.loads((tmp_path / "out" / "records.json").read_text())["better"]["T1"]["median"] == 5
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    two = summarise({"baseline": slow, "two": [write_run(tmp_path / f"two_s{s}", FAST_RUN) for s in range(2)]},
+                    control="baseline")
+    assert two["two"]["vs_control"]["text_to_image/object@5"]["low"] > 0  # an interval that excludes 0, from 2 seeds
+    assert "two, text_to_image/object@5: +0.450 [+0.450, +0.450] (no verdict at 2 seeds)" in markdown(two, "baseline")
     with pytest.raises(ValueError, match="shares 1 seed"):
         summarise({"baseline": slow, "one": fast[:1]}, control="baseline")
     with pytest.raises(ValueError, match="_s<seed>"):
         summarise({"baseline": slow, "odd": [write_run(tmp_path / "unnamed", SLOW)] * 2}, control="baseline")
+
+
+def test_a_screen_table_at_other_minutes_without_a_control(tmp_path):
+    short = {0: (0, 0, 0, 0, 0, 10), 5: (0.5, 0.5, 0.5, 0.1, 0.2, 18), 10: (0.6, 0.7, 0.8, 0.2, 0.3, 21)}
+    runs = [write_run(tmp_path / "a_s2", short)]
+    main(["--out", str(tmp_path / "out"), "--minutes", "5,10", "--row", f"a={runs[0]}"])
+    table = (tmp_path / "out" / "records.md").read_text()
+    assert "object @5 / @10" in table and "| a | not reached (not reached–not reached) | " in table
+    assert "| 0.50 / 0.60 | 0.50 / 0.70 | 0.50 / 0.80 |" in table
+    assert json.loads((tmp_path / "out" / "records.json").read_text())["a"]["at_10"]["text_to_image/position"] == 0.8
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "out"), "--minutes", "5,ten", "--row", f"a={runs[0]}"])

@@ -34,6 +34,8 @@ TARGETS: dict[str, list[tuple[str, float]]] = {
 METRICS = ["text_to_image/object", "text_to_image/colour", "text_to_image/position", "text_to_image/exact_scene",
            "mixed_modal/edit_correct", "mixed_modal/unchanged_psnr"]
 REPORTED_MINUTES = (5.0, 30.0)
+# A paired t interval over two seeds can collapse to a point (two equal differences): no verdict below three.
+MIN_SEEDS_FOR_VERDICT = 3
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy at run time).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 EVAL_DIR = re.compile(r"eval_minute_(\d+(?:\.\d+)?)$")
@@ -81,9 +83,10 @@ def read_scores(results_file: Path) -> dict[str, float]:
             for name, value in scores.items()}
 
 
-def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | None = None) -> dict[str, Any]:
+def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | None = None,
+              minutes: tuple[float, ...] = REPORTED_MINUTES) -> dict[str, Any]:
     """Per row: time to each target, metrics at the reported minutes, the mean curve, and paired
-    differences against `control`. `references`: the floor (the first row's untrained minute-0
+    differences against `control`, at each of `minutes`. `references`: the floor (the first row's untrained minute-0
     models) and the ceiling (`ceiling`, an evaluation of the ground truth)."""
     curves = {name: [read_run(run) for run in runs] for name, runs in rows.items()}
     records: dict[str, Any] = {}
@@ -99,7 +102,7 @@ def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | 
             times = [time_to(target, curve) for curve in runs]
             row[target] = {key: finite(value) for key, value in (("median", statistics.median(times)), ("min", min(times)),
                                                                   ("max", max(times)))} | {"seeds": list(map(finite, times))}
-        for minute in REPORTED_MINUTES:
+        for minute in minutes:
             row[f"at_{minute:g}"] = {m: statistics.fmean(c[minute][m] for c in runs) if all(minute in c for c in runs)
                                      else None for m in METRICS}
         row["curve"] = {m: {str(minute): statistics.fmean(c[minute][m] for c in runs if minute in c)
@@ -121,7 +124,7 @@ def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | 
                                  "least two by seed (run directories named ..._s<seed>)")
             records[name]["vs_control"] = {
                 f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric] for c, k in pairs])
-                for minute in REPORTED_MINUTES for metric in METRICS
+                for minute in minutes for metric in METRICS
                 if all(minute in c and minute in k for c, k in pairs)}
     return records
 
@@ -134,9 +137,10 @@ def minutes_text(value: float | None) -> str:
     return "not reached" if value is None else f"{value:g}"
 
 
-def markdown(records: dict[str, Any], control: str | None) -> str:
+def markdown(records: dict[str, Any], control: str | None, minutes: tuple[float, ...] = REPORTED_MINUTES) -> str:
     short = [m.split("/")[1] for m in METRICS]
-    lines = ["| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} @5 / @30" for s in short) + " |",
+    at = " / ".join(f"@{m:g}" for m in minutes)
+    lines = ["| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} {at}" for s in short) + " |",
              "|---" * (3 + len(METRICS)) + "|"]
     for label, scores in (("floor: untrained (minute 0)", records["references"]["floor"]),
                           ("ceiling: ground truth", records["references"]["ceiling"])):
@@ -146,14 +150,15 @@ def markdown(records: dict[str, Any], control: str | None) -> str:
         cells = [name] + [f"{minutes_text(row[t]['median'])} ({minutes_text(row[t]['min'])}–{minutes_text(row[t]['max'])})"
                           for t in TARGETS]
         for metric in METRICS:
-            at = [row[f"at_{m:g}"][metric] for m in REPORTED_MINUTES]
-            cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in at))
+            values = [row[f"at_{m:g}"][metric] for m in minutes]
+            cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in values))
         lines.append("| " + " | ".join(cells) + " |")
     if control is not None:
         lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
         for name, row in ((n, r) for n, r in records.items() if n != "references"):
             for key, d in row.get("vs_control", {}).items():
-                verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "inconclusive"
+                verdict = (f"no verdict at {d['n']} seeds" if d["n"] < MIN_SEEDS_FOR_VERDICT else
+                           "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "inconclusive")
                 lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})")
     return "\n".join(lines) + "\n"
 
@@ -188,15 +193,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--row", action="append", required=True, metavar="NAME=RUN,RUN,...",
                         help="a records-table row and its runs, one per seed (same seeds in every row)")
     parser.add_argument("--control", help="the row the others are compared with, seed by seed")
+    parser.add_argument("--minutes", default=",".join(f"{m:g}" for m in REPORTED_MINUTES),
+                        help="the training minutes whose metrics the table gives (and pairs), comma-separated")
     parser.add_argument("--ceiling", help="an evaluation of the ground truth (python -m omnigen.evaluate "
                                           "ground_truth=true ... out=DIR): the table's ceiling row")
     args = parser.parse_args(argv)
+    try:
+        minutes = tuple(float(m) for m in args.minutes.split(","))
+    except ValueError:
+        parser.error(f"--minutes takes comma-separated numbers, got {args.minutes!r}")
     records = summarise(named_runs(args.row, parser, "--row"), args.control,
-                        Path(args.ceiling) if args.ceiling else None)
+                        Path(args.ceiling) if args.ceiling else None, minutes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))
-    (out / "records.md").write_text(markdown(records, args.control))
+    (out / "records.md").write_text(markdown(records, args.control, minutes))
     plot(records, out / "curves.png")
     print((out / "records.md").read_text())
 
