@@ -16,6 +16,7 @@ from omnigen.convert import diffusers_inputs, export_diffusers, main, write_diff
 from omnigen.release import import_release
 from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.vae import AutoencoderKLVAE
+from omnigen.model.masks import OmniGenMask, PrefixLMMask
 from omnigen.processor import RELEASE_TEMPLATE
 
 H, FFN, LAYERS, VOCAB = 64, 128, 2, 128  # the tiny release's Phi-3 sizes
@@ -265,6 +266,13 @@ def test_exported_pipeline_meets_the_assumptions_and_its_scheduler_walks_our_gri
     with caplog.at_level(logging.WARNING, logger="omnigen.convert"):
         export_diffusers(module, tmp_path / "again")
     assert "will not reproduce" not in caplog.text
+    module.transformer.mask = PrefixLMMask()  # the transformer takes any mask; the pipeline builds the paper's
+    try:
+        with caplog.at_level(logging.WARNING, logger="omnigen.convert"):
+            export_diffusers(module, tmp_path / "prefix_lm")
+        assert "trained with PrefixLMMask()" in caplog.text
+    finally:
+        module.transformer.mask = OmniGenMask()
     with pytest.raises(FileExistsError, match="overwrite"):
         export_diffusers(module, tmp_path / "again")
     assert export_diffusers(module, tmp_path / "again", overwrite=True).is_dir()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from omnigen.model.masks import CausalMask, FullMask, OmniGenMask, SequenceLayout
+from omnigen.model.masks import CausalMask, FullMask, OmniGenMask, PrefixLMMask, SequenceLayout
 
 IMG1, IMG2 = range(3, 7), range(9, 12)  # input-image spans of row 0 (after 2 padding tokens)
 TIME, OUT = 14, range(15, 19)  # time token, output image (the last 4 positions)
@@ -27,7 +27,7 @@ def allowed(strategy):
     return mask[:, 0] == 0  # (B, L, L) bool
 
 
-@pytest.mark.parametrize("strategy", [OmniGenMask(), CausalMask(), FullMask()])
+@pytest.mark.parametrize("strategy", [OmniGenMask(), CausalMask(), FullMask(), PrefixLMMask()])
 def test_padding_is_never_attended(strategy):
     a = allowed(strategy)
     assert not a[0, :, :2][2:].any()  # no valid query sees a padding key
@@ -54,6 +54,28 @@ def test_omnigen_mask_properties():
     assert a[TIME][2:TIME + 1].all()
 
 
+def test_prefix_lm_mask_properties():
+    a = allowed(PrefixLMMask())
+    condition, generated = list(range(2, TIME)), list(range(TIME, 19))
+    # every condition token (text and input images) sees the whole condition, both ways, and nothing later
+    assert a[0][condition][:, condition].all() and not a[0][condition][:, generated].any()
+    assert a[1][:TIME][:, :TIME].all() and not a[1][:TIME][:, TIME:].any()
+    # the time token and the output image see the whole sample
+    assert a[0][generated][:, 2:].all() and a[1][generated].all()
+
+
+def test_generating_marks_the_time_token_and_output_of_every_sample():
+    expected = torch.zeros(2, 19, dtype=torch.bool)
+    expected[:, TIME:] = True
+    assert torch.equal(layout().generating(), expected)
+    assert not layout().prefix().generating().any()  # a kv-cache prefix is all condition
+    # packed: [t t img(1) img(1) | time | out(2) out(2)] [t | time | out(3) out(3) out(3)] [pad]
+    span = torch.tensor([[0, 0, 1, 1, 0, 2, 2, 0, 0, 3, 3, 3, 0]])
+    segments = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0]])
+    packed = SequenceLayout(span, segments > 0, 0, segment_ids=segments)
+    assert packed.generating()[0].tolist() == [False] * 4 + [True] * 3 + [False] + [True] * 4 + [False]
+
+
 def test_causal_mask_is_lower_triangular_over_valid_tokens():
     a = allowed(CausalMask())[1]
     assert torch.equal(a, torch.ones(19, 19, dtype=torch.bool).tril())
@@ -64,10 +86,10 @@ def test_full_mask_sees_all_valid_tokens():
     assert a[2:, 2:].all()
 
 
-@pytest.mark.parametrize("strategy", [OmniGenMask(), CausalMask(), FullMask()])
+@pytest.mark.parametrize("strategy", [OmniGenMask(), CausalMask(), FullMask(), PrefixLMMask()])
 def test_prefix_independence_flag_matches_the_mask(strategy):
     a = allowed(strategy)
-    prefix_sees_later = a[:, :TIME + 1, TIME + 1:].any().item()
+    prefix_sees_later = a[:, :TIME, TIME:].any().item()  # a condition token sees the time token or the output
     assert strategy.prefix_independent == (not prefix_sees_later)
 
 

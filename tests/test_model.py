@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_PHI3
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.embeddings import crop_pos_embed, sincos_2d_table, timestep_sinusoid, unpatchify
-from omnigen.model.masks import OmniGenMask
+from omnigen.model.masks import OmniGenMask, PrefixLMMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import OmniGenProcessor
 
@@ -169,14 +169,15 @@ def test_mismatched_layout_is_rejected(tokenizer):
         m.patch_grid(torch.randn(1, 4, 7, 8))
 
 
-@pytest.mark.parametrize("family", ["phi3", "llama", "qwen2"])
-def test_cached_prefix_gives_the_uncached_velocity_at_every_step(family, tokenizer):
+@pytest.mark.parametrize(("family", "mask"), [("phi3", OmniGenMask()), ("llama", OmniGenMask()),
+                                              ("qwen2", OmniGenMask()), ("phi3", PrefixLMMask())], ids=str)
+def test_cached_prefix_gives_the_uncached_velocity_at_every_step(family, mask, tokenizer):
     """kv-cache: the condition prefix runs once; later steps run [time | output] only, and match
     the full sequence (fp32, padded batch with 0, 1 and 2 input images)."""
     from test_backbone import FAMILIES
 
     torch.manual_seed(0)
-    m = randomised(OmniGen(build_hf_backbone(config=FAMILIES[family]), OmniGenMask(), in_channels=4, patch_size=2,
+    m = randomised(OmniGen(build_hf_backbone(config=FAMILIES[family]), mask, in_channels=4, patch_size=2,
                            pos_embed_max_size=16).eval())
     processor = OmniGenProcessor(tokenizer)
     g = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ import torch
 
 from conftest import TINY_PHI3
 from omnigen.model.backbone import build_hf_backbone
-from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
+from omnigen.model.masks import CausalMask, FullMask, OmniGenMask, PrefixLMMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import OmniGenProcessor, balanced_rows
 
@@ -49,7 +49,7 @@ def alone(m, processor, images, outputs, t, b):
     return m(outputs[b][None], t[b:b + 1], batch.input_ids, batch.image_token_mask, images[b], batch.layout)[0]
 
 
-@pytest.mark.parametrize("mask", [OmniGenMask(), CausalMask(), FullMask()], ids=repr)
+@pytest.mark.parametrize("mask", [OmniGenMask(), CausalMask(), FullMask(), PrefixLMMask()], ids=repr)
 def test_a_packed_sample_gets_the_velocity_it_gets_alone(mask, tokenizer):
     m, processor = randomised_model(mask), OmniGenProcessor(tokenizer)
     images, outputs, t = samples()

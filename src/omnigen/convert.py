@@ -49,6 +49,7 @@ from torch import Tensor
 
 from omnigen.checkpoint import atomic_directory, export_module, load_module
 from omnigen.finetune import has_lora, merge_lora
+from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
 from omnigen.module import OmniGenLitModule
@@ -207,6 +208,9 @@ def pipeline_mismatches(module: OmniGenLitModule) -> list[str]:
                         f"this tokenizer gives {called} for {plain} and omnigen prepends BOS {ours_bos}")
     if tokenizer.pad_token_id != PIPELINE_PAD:
         problems.append(f"it pads with id {PIPELINE_PAD}, this tokenizer with {tokenizer.pad_token_id} (harmless: padding is masked)")
+    if type(module.transformer.mask) is not OmniGenMask:
+        problems.append(f"it builds the paper's attention mask (causal text, bidirectional images); this model was "
+                        f"trained with {module.transformer.mask!r}")
     if getattr(module.vae, "shift_factor", 0.0):
         problems.append(f"it ignores the VAE's shift_factor ({module.vae.shift_factor})")
     return problems

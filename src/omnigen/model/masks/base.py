@@ -80,6 +80,29 @@ class SequenceLayout:
             object.__setattr__(self, "_positions", self._positions_of_tokens())  # frozen: set once, bypassing it
         return self.__dict__["_positions"]
 
+    def generating(self) -> Tensor:
+        """(B, L) bool: True on each sample's time token and output image (what is generated), False on
+        its condition and on padding. An unpacked layout without output tokens is a condition prefix
+        (what a kv-cache holds): all False."""
+        if "_generating" not in self.__dict__:
+            object.__setattr__(self, "_generating", self._generating_tokens())  # frozen: set once, bypassing it
+        return self.__dict__["_generating"]
+
+    def _generating_tokens(self) -> Tensor:
+        length = self.span_ids.shape[1]
+        index = torch.arange(length, device=self.span_ids.device).expand_as(self.span_ids)  # (B, L)
+        if not self.packed:
+            return (index >= self.prefix_length) & self.valid & (self.num_output_tokens > 0)
+        segments = self.segment_ids
+        # Each sample's output image is its last span (the largest span id of its segment); its time
+        # token is the one before the output's first token.
+        last_span = torch.zeros(segments.shape[0], length + 1, dtype=torch.long, device=segments.device)
+        last_span = last_span.scatter_reduce(1, segments, self.span_ids, reduce="amax")  # (B, L + 1)
+        output = (self.span_ids == last_span.gather(1, segments)) & (self.span_ids > 0)  # (B, L)
+        first = torch.full((segments.shape[0], length + 1), length, device=segments.device)
+        first = first.scatter_reduce(1, segments, index.masked_fill(~output, length), reduce="amin")  # (B, L + 1)
+        return (index >= first.gather(1, segments) - 1) & self.valid
+
     def _positions_of_tokens(self) -> Tensor:
         if not self.packed:
             return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
