@@ -43,6 +43,8 @@ def test_the_ground_truth_scores_the_ceiling_of_every_metric(tmp_path):
             if name != "n":
                 assert value == pytest.approx(MAX_PSNR if name.endswith("psnr") else 1.0), (family, name)
     assert "the ground truth" in (tmp_path / "results.md").read_text()
+    by_size = {task: scores["n"] for task, scores in results["per_task"].items() if task.startswith("text_to_image/t2i/")}
+    assert set(by_size) <= {f"text_to_image/t2i/{n} shapes" for n in (1, 2, 3)} and sum(by_size.values()) == 6
     with pytest.raises(SystemExit, match="needs image_size"):
         main(["ground_truth=true", f"out={tmp_path}/z"])
 

@@ -3,6 +3,9 @@
 # side (one thread each, the benchmark's machine setting), then every wall-clock checkpoint evaluated.
 #   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh baseline
 #   SEEDS="0 1" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
+#   BESIDE=1 SEEDS="4" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
+# BESIDE=1 runs each seed beside the baseline's same seed instead of beside the row's next seed, so a
+# machine that has become slower or faster since the baseline ran slows both arms of the pair alike.
 # Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
 # experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
 # of each fit only ever shares the machine with the other fit of its pair.
@@ -23,7 +26,15 @@ pair() {  # $1 on seeds i and i + 1 at once; fails when either fails
   if (($2 + 1 < ${#seeds[@]})); then "$1" "${seeds[$2 + 1]}" "${@:3}" & pids+=($!); fi
   for pid in "${pids[@]}"; do wait "$pid"; done
 }
-for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair fit "$i" "$@"; done
+if [ -n "${BESIDE:-}" ]; then  # the row and the baseline on one seed at once (seeds the baseline has not run)
+  for seed in "${seeds[@]}"; do
+    fit "$seed" "$@" & pid=$!
+    row=baseline fit "$seed"
+    wait "$pid"
+  done
+else
+  for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair fit "$i" "$@"; done
+fi
 # Evaluation: 128 held-out samples per family, 20 Euler steps, guidance 2.0 / 1.5, kv-cache (evaluate's defaults).
 evaluate() {
   local run=runs/speedrun_${row}_s$1
@@ -33,7 +44,15 @@ evaluate() {
       "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$run/eval_minute_$minute" > /dev/null
   done
 }
-for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair evaluate "$i"; done
+if [ -n "${BESIDE:-}" ]; then
+  for seed in "${seeds[@]}"; do
+    evaluate "$seed" & pid=$!
+    row=baseline evaluate "$seed"
+    wait "$pid"
+  done
+else
+  for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair evaluate "$i"; done
+fi
 truth=runs/speedrun_ground_truth  # the ceiling row: the targets scored as if generated
 [ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 \
   "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$truth" > /dev/null

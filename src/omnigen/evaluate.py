@@ -77,6 +77,8 @@ def evaluate_shapes(pipe: OmniGenPipeline | None, families: list[str], samples_p
                 scores = score(family, sample.task, sample.spec, pixels)
                 by_family[family].append(scores)
                 by_task[f"{family}/{sample.task}"].append(scores)  # depth, segmentation: in two families
+                if "scene" in sample.spec:  # also by scene size: is one shape learned, and are three?
+                    by_task[f"{family}/{sample.task}/{len(sample.spec['scene']['shapes'])} shapes"].append(scores)
                 examples.append({"family": family, "task": sample.task, "instruction": sample.instruction,
                                  "inputs": sample.input_images, "target": sample.output_image, "generated": pixels,
                                  "scores": scores})

@@ -26,6 +26,7 @@ def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str
         # (autocast), and the embedders around the LLM are fp32.
         model = AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation,
                                           dtype=torch.float32)
+        model.train()  # from_pretrained returns eval mode, where HF skips gradient checkpointing
     else:
         config = dict(config)
         if "model_type" not in config:
