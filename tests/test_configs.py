@@ -55,6 +55,9 @@ def test_a_field_set_on_an_unselected_logger_is_named(tmp_path):
 @pytest.mark.parametrize("group, option, check", [
     ("model/mask", "causal", lambda m: isinstance(m.transformer.mask, CausalMask)),
     ("model/weighting", "edit_region", lambda m: type(m.weighting).__name__ == "EditRegionWeighting"),
+    ("model/weighting", "foreground", lambda m: type(m.weighting).__name__ == "ForegroundWeighting"
+     and (m.weighting.clip_min, m.weighting.clip_max, m.weighting.threshold) == (5.0, 64.0, 0.05)),
+    ("model/mask", "prefix_lm", lambda m: type(m.transformer.mask).__name__ == "PrefixLMMask"),
     ("model/timesteps", "uniform", lambda m: type(m.timesteps).__name__ == "UniformTimesteps"),
     ("model/vae", "tiny_kl", lambda m: m.vae.latent_channels == 4 and m.pixels_per_token == 32),
 ])

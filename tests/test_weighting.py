@@ -4,7 +4,7 @@ value where it changes it; uniform everywhere else."""
 import pytest
 import torch
 
-from omnigen.flow.weighting import EditRegionWeighting, UniformWeighting
+from omnigen.flow.weighting import EditRegionWeighting, ForegroundWeighting, UniformWeighting
 
 
 def edited_pair():
@@ -49,6 +49,26 @@ def test_samples_without_a_reference_get_weight_one():
     w = EditRegionWeighting(threshold=0.1).weights(batch, [None, reference])
     assert torch.all(w[0] == 1.0) and w[1].max() > 1.0
     assert torch.all(UniformWeighting().weights(batch, [reference, reference]) == 1.0)
+
+
+def test_foreground_weighting_reads_a_plain_sample_as_an_edit_of_its_background():
+    canvas = torch.tensor([0.9, -0.2, 0.4])[:, None, None].expand(3, 8, 8)  # a flat background, per channel
+    scene = canvas.clone()
+    scene[:, 1:3, 4:6] = torch.tensor([-0.8, 0.7, 0.1])[:, None, None]  # one shape: 4 of 64 positions
+    weighting = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0)
+    w = weighting.weights(scene[None], [None])[0]
+    shape = torch.zeros(8, 8, dtype=torch.bool)
+    shape[1:3, 4:6] = True
+    d = (scene - canvas).pow(2).mean()  # the sample's mean squared distance to its background
+    assert torch.all(w[:, ~shape] == 1.0)
+    torch.testing.assert_close(w[:, shape], torch.full_like(w[:, shape], float(1 / d)), rtol=1e-5, atol=0)
+    # a sample that edits an input image is weighted against it, as by the edit weighting
+    target, reference = edited_pair()
+    torch.testing.assert_close(weighting.weights(target[None], [reference]),
+                               EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference]))
+    assert torch.all(weighting.weights(canvas[None].clone(), [None]) == 1.0)  # nothing but background: weight 1
+    with pytest.raises(ValueError, match="references"):
+        weighting.weights(scene[None], [])
 
 
 def test_bad_arguments_are_named():
