@@ -78,8 +78,11 @@ def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
 
     results, _ = evaluate_shapes(OmniGenPipeline.from_checkpoint(fitted_checkpoint), ["visual_condition", "cv_tasks"],
                                  samples_per_family=24, image_size=32, num_inference_steps=1, batch_size=24)
-    names = {family: {t.split("/", 1)[1] for t in results["per_task"] if t.startswith(family + "/")}
+    tasks = {t: s for t, s in results["per_task"].items() if t.count("/") == 1}  # family/task; /<n> shapes: by scene size
+    names = {family: {t.split("/", 1)[1] for t in tasks if t.startswith(family + "/")}
              for family in ("visual_condition", "cv_tasks")}
     assert names["visual_condition"] & names["cv_tasks"]  # e.g. depth: a condition map in one, a target in the other
     for family in names:
-        assert sum(s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/")) == 24
+        assert sum(s["n"] for t, s in tasks.items() if t.startswith(family + "/")) == 24
+        by_size = [s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/") and t.endswith(" shapes")]
+        assert 0 < sum(by_size) <= 24  # the tasks that draw a scene, again by its size
