@@ -26,15 +26,19 @@ pair() {  # $1 on seeds i and i + 1 at once; fails when either fails
   if (($2 + 1 < ${#seeds[@]})); then "$1" "${seeds[$2 + 1]}" "${@:3}" & pids+=($!); fi
   for pid in "${pids[@]}"; do wait "$pid"; done
 }
-if [ -n "${BESIDE:-}" ]; then  # the row and the baseline on one seed at once (seeds the baseline has not run)
-  for seed in "${seeds[@]}"; do
-    fit "$seed" "$@" & pid=$!
-    row=baseline fit "$seed"
-    wait "$pid"
-  done
-else
-  for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair fit "$i" "$@"; done
-fi
+every_seed() {  # $1 on every seed: by pairs of seeds, or (BESIDE=1) each seed with the baseline's at once
+  local i pid
+  if [ -n "${BESIDE:-}" ]; then  # (seeds the baseline has not run: its finished ones are skipped)
+    for ((i = 0; i < ${#seeds[@]}; i++)); do
+      "$1" "${seeds[$i]}" "${@:2}" & pid=$!
+      row=baseline "$1" "${seeds[$i]}"
+      wait "$pid"
+    done
+  else
+    for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair "$1" "$i" "${@:2}"; done
+  fi
+}
+every_seed fit "$@"
 # Evaluation: 128 held-out samples per family, 20 Euler steps, guidance 2.0 / 1.5, kv-cache (evaluate's defaults).
 evaluate() {
   local run=runs/speedrun_${row}_s$1
@@ -44,15 +48,7 @@ evaluate() {
       "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$run/eval_minute_$minute" > /dev/null
   done
 }
-if [ -n "${BESIDE:-}" ]; then
-  for seed in "${seeds[@]}"; do
-    evaluate "$seed" & pid=$!
-    row=baseline evaluate "$seed"
-    wait "$pid"
-  done
-else
-  for ((i = 0; i < ${#seeds[@]}; i += 2)); do pair evaluate "$i"; done
-fi
+every_seed evaluate
 truth=runs/speedrun_ground_truth  # the ceiling row: the targets scored as if generated
 [ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 \
   "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$truth" > /dev/null

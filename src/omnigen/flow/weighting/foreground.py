@@ -21,8 +21,7 @@ def background_canvas(target: Tensor) -> Tensor:
 
 class ForegroundWeighting(EditRegionWeighting):
     def weights(self, target: Tensor, references: list[Tensor | None]) -> Tensor:
-        if len(references) != target.shape[0]:
-            raise ValueError(f"got {len(references)} references for a batch of {target.shape[0]}")
+        # A references list of the wrong length stays that length here, so the edit weighting refuses it.
         canvases = [reference if reference is not None and reference.shape == target[b].shape
                     else background_canvas(target[b]) for b, reference in enumerate(references)]
         return super().weights(target, canvases)

@@ -76,17 +76,19 @@ class SequenceLayout:
     def position_ids(self) -> Tensor:
         """Contiguous 1-D RoPE positions over each sample's tokens, restarting at 0 for every
         packed sample; padding gets 0. Computed once per layout (a sampler asks every step)."""
-        if "_positions" not in self.__dict__:
-            object.__setattr__(self, "_positions", self._positions_of_tokens())  # frozen: set once, bypassing it
-        return self.__dict__["_positions"]
+        return self._once("_positions", self._positions_of_tokens)
 
     def generating(self) -> Tensor:
         """(B, L) bool: True on each sample's time token and output image (what is generated), False on
         its condition and on padding. An unpacked layout without output tokens is a condition prefix
         (what a kv-cache holds): all False."""
-        if "_generating" not in self.__dict__:
-            object.__setattr__(self, "_generating", self._generating_tokens())  # frozen: set once, bypassing it
-        return self.__dict__["_generating"]
+        return self._once("_generating", self._generating_tokens)
+
+    def _once(self, name: str, compute: Callable[[], Tensor]) -> Tensor:
+        """`compute()`, stored on first use (the dataclass is frozen: set once, bypassing it)."""
+        if name not in self.__dict__:
+            object.__setattr__(self, name, compute())
+        return self.__dict__[name]
 
     def _generating_tokens(self) -> Tensor:
         length = self.span_ids.shape[1]
