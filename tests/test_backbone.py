@@ -73,3 +73,23 @@ def test_gradient_checkpointing_flag_and_bad_arguments():
         build_hf_backbone(pretrained_path="/nonexistent/llm")
     with pytest.raises(TypeError, match="not a backbone"):
         check_backbone(torch.nn.Linear(2, 2))
+
+
+def test_embedding_std_redraws_only_the_token_embeddings():
+    torch.manual_seed(0)
+    default = build_hf_backbone(config=TINY_PHI3)
+    torch.manual_seed(0)
+    wide = build_hf_backbone(config=TINY_PHI3, embedding_std=1.0)
+    table = wide.get_input_embeddings().weight
+    pad = wide.get_input_embeddings().padding_idx
+    assert pad is not None and torch.all(table[pad] == 0)
+    rest = torch.cat([table[:pad], table[pad + 1:]])
+    assert rest.std().item() == pytest.approx(1.0, abs=0.1)
+    assert default.get_input_embeddings().weight.std().item() < 0.05  # initializer_range
+    for (name, a), b in zip(default.named_parameters(), wide.parameters(), strict=True):  # same draws elsewhere
+        if "embed_tokens" not in name:
+            torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(ValueError, match="embedding_std"):
+        build_hf_backbone(config=TINY_PHI3, embedding_std=0.0)
+    with pytest.raises(ValueError, match="embedding_std"):
+        build_hf_backbone(pretrained_path="/nonexistent/llm", embedding_std=1.0)

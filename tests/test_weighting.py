@@ -67,6 +67,13 @@ def test_foreground_weighting_reads_a_plain_sample_as_an_edit_of_its_background(
     torch.testing.assert_close(weighting.weights(target[None], [reference]),
                                EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference]))
     assert torch.all(weighting.weights(canvas[None].clone(), [None]) == 1.0)  # nothing but background: weight 1
+    # edits=False: the edit gets weight 1, the scene beside it in the batch is still weighted
+    plain = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, edits=False)
+    both = plain.weights(torch.stack([target, target]), [None, reference])
+    alone = weighting.weights(target[None], [None])[0]
+    assert alone.max() > 1.0
+    torch.testing.assert_close(both[0], alone)
+    assert torch.all(both[1] == 1.0)
     with pytest.raises(ValueError, match="references"):
         weighting.weights(scene[None], [])
 
