@@ -8,7 +8,8 @@ channel's median over positions (the colour of most of the image): positions tha
 get the edit weighting's clip(1 / d) (d: the sample's mean distance to that canvas), the rest 1.
 Samples that edit an input image are weighted against it, exactly as `EditRegionWeighting` does,
 or (`edits=False`) not at all: the weighting shifts the loss from the region an edit keeps to the
-region it changes, which slows learning to copy.
+region it changes, which slows learning to copy (unchanged-region PSNR 17-18 against 21-23 dB after
+30 minutes in experiments/speedrun).
 """
 
 from typing import Any

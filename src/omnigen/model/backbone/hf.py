@@ -21,7 +21,8 @@ def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str
     `embedding_std` (random init only): the std of the token embeddings, instead of the config's
     `initializer_range` that HF gives every weight. Image tokens enter the LLM with entries of
     order 1 (patch embedding + 2D sin-cos positions); text embeddings drawn at 0.02 are a faint
-    signal beside what the layers add to their residual stream.
+    signal beside what the layers add to their residual stream (a hypothesis: the speedrun's
+    10-minute screen at std 1 measured no gain, experiments/speedrun).
     """
     if (config is None) == (pretrained_path is None):
         raise ValueError("build_hf_backbone needs exactly one of `config` or `pretrained_path`")
