@@ -32,7 +32,8 @@ def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_p
     assert record["minute_0.02.ckpt"]["step"] == steps
     untrained, trained = (load_module(tmp_path / "checkpoints" / name) for name in ("minute_0.ckpt", "minute_0.02.ckpt"))
     assert untrained.loaded_step == 0 and trained.loaded_step == steps
-    assert not torch.equal(untrained.transformer.x_embedder.proj.weight, trained.transformer.x_embedder.proj.weight)
+    # the zero-initialised final layer moves at the first step (the layers below it only from the second)
+    assert not torch.equal(untrained.transformer.final_layer.linear.weight, trained.transformer.final_layer.linear.weight)
     with pytest.raises(ValueError, match="increasing"):
         WallClockCheckpoint([5, 2.5], str(tmp_path))
 
@@ -42,7 +43,8 @@ def write_run(run, curve):
     for minute, (obj, colour, position, exact, correct, psnr) in curve.items():
         out = run / f"eval_minute_{minute:g}"
         out.mkdir(parents=True)
-        results = {"text_to_image": {"object": obj, "colour": colour, "position": position, "exact_scene": exact},
+        results = {"text_to_image": {"object": obj, "colour": colour, "position": position, "count": exact,  # as exact
+                                     "exact_scene": exact},
                    "mixed_modal": {"edit_correct": correct, "unchanged_psnr": psnr}, "per_task": {}}
         (out / "results.json").write_text(json.dumps({"results": results, "settings": {}}))
     return run
@@ -84,7 +86,7 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
     table = (tmp_path / "out" / "records.md").read_text()
     assert "| baseline | 30 (30–30) | not reached (not reached–not reached) |" in table
     assert "| floor: untrained (minute 0) | — | — | 0.00 |" in table
-    assert "| ceiling: ground truth | — | — | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 100.00 |" in table
+    assert "| ceiling: ground truth | — | — | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 100.00 |" in table
     assert "better, text_to_image/object@5: +0.300" in table and "inconclusive" in table
     assert json.loads((tmp_path / "out" / "records.json").read_text())["better"]["T1"]["median"] == 5
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
