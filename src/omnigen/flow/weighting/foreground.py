@@ -14,7 +14,6 @@ region it changes, which slows learning to copy (unchanged-region PSNR 17-18 aga
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from omnigen.flow.weighting.edit_region import EditRegionWeighting
@@ -32,13 +31,14 @@ class ForegroundWeighting(EditRegionWeighting):
 
     def weights(self, target: Tensor, references: list[Tensor | None]) -> Tensor:
         # A references list of the wrong length stays that length here, so the edit weighting refuses it.
-        edits = [reference is not None and reference.shape == target[b].shape for b, reference in enumerate(references)]
-        canvases = [reference if edit else background_canvas(target[b])
-                    for b, (reference, edit) in enumerate(zip(references, edits))]
-        out = super().weights(target, canvases)
-        if not self.edits:
-            out[torch.tensor(edits, dtype=torch.bool, device=out.device)] = 1.0
-        return out
+        return super().weights(target, [self._compared_with(target[b], reference) for b, reference in enumerate(references)])
+
+    def _compared_with(self, target: Tensor, reference: Tensor | None) -> Tensor | None:
+        """What the edit weighting compares one sample (C, H, W) with: the image it edits (None when
+        edits are not weighted: the edit weighting gives None weight 1), else its background."""
+        if reference is not None and reference.shape == target.shape:
+            return reference if self.edits else None
+        return background_canvas(target)
 
     def __repr__(self) -> str:
         return f"Foreground{super().__repr__()[:-1]}, edits={self.edits})"
