@@ -215,7 +215,8 @@ class OmniGenLitModule(LightningModule):
             self.transformer.llm.compile()  # in place: parameter names (and checkpoints) stay as they are
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        # Named, so an optimiser can treat parameters by role (MuonAdamW); torch's take names too.
+        params = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer

@@ -1,10 +1,13 @@
-"""Learning-rate schedules, built per optimiser (`_partial_` in config)."""
+"""Learning-rate schedules, built per optimiser (`_partial_` in config), and the Muon + AdamW optimiser."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+import torch
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -41,3 +44,66 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 0, total_steps: int 
         return shape(step) * (curriculum.stage_at(step).lr / base if curriculum is not None else 1.0)
 
     return LambdaLR(optimizer, factor)
+
+
+class MuonAdamW(Optimizer):
+    """Muon on the 2-D weights of the backbone's decoder layers, AdamW on every other parameter.
+
+    Muon (Jordan et al. 2024; `torch.optim.Muon`) replaces each hidden matrix's momentum update by
+    its nearest orthogonal matrix, so every direction of the update moves at one rate; embeddings,
+    the patch and time embedders, the output layer, norms and biases are not hidden matrices and
+    keep AdamW. Takes named parameters (`module.named_parameters()`): a weight is a hidden matrix
+    when it is 2-D and its name contains `hidden` (`.layers.`: the LLM's decoder layers).
+
+    `lr`, `betas` and `weight_decay` are AdamW's; `muon_lr`, `momentum` and `muon_weight_decay`
+    are Muon's (its lr is scaled per shape as in Keller Jordan's implementation, so ~0.02 suits).
+    A schedule multiplies both lrs by its factor: the groups are the two optimisers' own.
+    """
+
+    def __init__(self, params: Iterable[tuple[str, Tensor]], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 weight_decay: float = 0.0, muon_lr: float = 0.02, momentum: float = 0.95,
+                 muon_weight_decay: float = 0.0, hidden: str = ".layers.") -> None:
+        named = list(params)
+        if not all(isinstance(item, tuple) and len(item) == 2 for item in named):
+            raise TypeError("MuonAdamW chooses Muon's weights by name: pass module.named_parameters()")
+        muon = [(name, p) for name, p in named if p.ndim == 2 and hidden in name]
+        adamw = [(name, p) for name, p in named if not (p.ndim == 2 and hidden in name)]
+        if not muon:
+            raise ValueError(f"no 2-D parameter has {hidden!r} in its name, so Muon would train nothing; "
+                             f"names seen: {[name for name, _ in named][:5]}...")
+        self.muon = torch.optim.Muon(muon, lr=muon_lr, momentum=momentum, weight_decay=muon_weight_decay,
+                                     adjust_lr_fn="original")
+        self.adamw = torch.optim.AdamW(adamw, lr=lr, betas=tuple(betas), weight_decay=weight_decay) if adamw else None
+        self.parts = [self.muon] + ([self.adamw] if self.adamw is not None else [])
+        super().__init__([p for _, p in named], {})
+        # The parts' groups are this optimiser's, so a schedule that sets `lr` in them sets both.
+        self.param_groups = [group for part in self.parts for group in part.param_groups]
+
+    @property
+    def state(self) -> dict[Tensor, dict[str, Any]]:
+        """Both parts' per-parameter states (the same dicts: Lightning moves them between devices in place)."""
+        return {p: values for part in self.parts for p, values in part.state.items()}
+
+    @state.setter
+    def state(self, value: dict) -> None:  # Optimizer.__init__ sets an empty one; the parts hold the state
+        if value:
+            raise AttributeError("MuonAdamW's state lives in its Muon and AdamW parts")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for part in self.parts:
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        if self.adamw is not None:
+            self.adamw.load_state_dict(state_dict["adamw"])
+        self.param_groups = [group for part in self.parts for group in part.param_groups]

@@ -1,0 +1,57 @@
+"""MuonAdamW: Muon on the decoder layers' matrices, AdamW on the rest, one schedule, exact resumes."""
+
+import pytest
+import torch
+
+from hydra_utils import FAST, compose_fit
+from omnigen.fit import train
+from omnigen.optim import MuonAdamW, warmup_cosine
+
+MUON = ["model.optimizer._target_=omnigen.optim.MuonAdamW", "+model.optimizer.muon_lr=0.02",
+        "logger=csv", "callbacks.sample_grid=null"]
+
+
+def test_muon_takes_the_decoder_matrices_and_adamw_the_rest(tmp_path):
+    module = train(compose_fit(FAST + MUON + ["trainer.max_steps=1"], tmp_path))["module"]
+    optimizer = module.trainer.optimizers[0]
+    assert isinstance(optimizer, MuonAdamW)
+    muon, adamw = (set(group["param_names"]) for group in optimizer.param_groups)
+    assert muon and all(".layers." in name for name in muon)
+    assert all(module.get_parameter(name).ndim == 2 for name in muon)
+    named = dict(module.named_parameters())
+    assert muon | adamw == set(named) and not muon & adamw  # every parameter trained, by one of the two
+    for name in ["transformer.llm.embed_tokens.weight", "transformer.final_layer.linear.weight",
+                 "transformer.llm.layers.0.input_layernorm.weight", "transformer.x_embedder.proj.weight"]:
+        assert name in adamw, name
+
+
+def test_one_schedule_scales_both_learning_rates():
+    layer, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)  # a full-rank gradient for the layer
+    optimizer = MuonAdamW([("body.layers.0.weight", layer.weight), ("head.weight", head.weight)], lr=1e-3, muon_lr=0.02)
+    schedule = warmup_cosine(optimizer, warmup_steps=4)
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.005, 2.5e-4])  # 1/4 of each
+    head(layer(torch.randn(8, 4))).pow(2).mean().backward()
+    before = layer.weight.detach().clone()
+    optimizer.step()
+    schedule.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.01, 5e-4])
+    update = layer.weight.detach() - before  # Muon's step is a scaled orthogonal matrix: equal singular values
+    singular = torch.linalg.svdvals(update)
+    assert singular.min() / singular.max() > 0.5
+
+
+def test_bad_parameters_are_refused_with_a_reason():
+    weight = torch.nn.Parameter(torch.randn(4, 4))
+    with pytest.raises(TypeError, match="named_parameters"):
+        MuonAdamW([weight])
+    with pytest.raises(ValueError, match="Muon would train nothing"):
+        MuonAdamW([("head.weight", weight)])
+
+
+def test_a_resumed_muon_run_repeats_the_uninterrupted_one_exactly(tmp_path):
+    straight = train(compose_fit(FAST + MUON, tmp_path / "straight"))["module"]
+    train(compose_fit(FAST + MUON + ["trainer.max_steps=2"], tmp_path / "a"))
+    resumed = train(compose_fit(FAST + MUON + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"],
+                                tmp_path / "b"))["module"]
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0, msg=name)
