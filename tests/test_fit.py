@@ -1,5 +1,6 @@
 """Fits through Hydra: checkpoints that load on their own, fast_dev_run, the W&B default and sweeps."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,9 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     resumed = train(compose_fit(FAST + latent + [f"ckpt_path={ckpt}"], tmp_path / "b"))
     assert resumed["trainer"].global_step == 4
-    rows = (tmp_path / "b" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1:]
-    assert {int(r.split(",")[2]) for r in rows if r.split(",")[3]} == {2, 3}  # only the two missing steps ran
+    with open(tmp_path / "b" / "csv" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["step"]) for r in rows if r["train/loss"]} == {2, 3}  # only the two missing steps ran
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed["module"].state_dict()[name], value, atol=0, rtol=0, msg=name)
     assert read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["omnigen"]["global_step"] == 4

@@ -5,17 +5,18 @@ import torch
 
 from hydra_utils import FAST, compose_fit
 from omnigen.fit import train
+from omnigen.curriculum import Curriculum, Stage
 from omnigen.optim import MuonAdamW, warmup_cosine
 
-MUON = ["model.optimizer._target_=omnigen.optim.MuonAdamW", "+model.optimizer.muon_lr=0.02",
-        "logger=csv", "callbacks.sample_grid=null"]
+MUON = ["logger=csv", "callbacks.sample_grid=null"]  # tiny's default optimiser
+ADAMW = ["model.optimizer._target_=torch.optim.AdamW", "~model.optimizer.muon_lr"]
 
 
 def test_muon_takes_the_decoder_matrices_and_adamw_the_rest(tmp_path):
     module = train(compose_fit(FAST + MUON + ["trainer.max_steps=1"], tmp_path))["module"]
     optimizer = module.trainer.optimizers[0]
     assert isinstance(optimizer, MuonAdamW)
-    muon, adamw = (set(group["param_names"]) for group in optimizer.param_groups)
+    adamw, muon = (set(group["param_names"]) for group in optimizer.param_groups)
     assert muon and all(".layers." in name for name in muon)
     assert all(module.get_parameter(name).ndim == 2 for name in muon)
     named = dict(module.named_parameters())
@@ -29,15 +30,26 @@ def test_one_schedule_scales_both_learning_rates():
     layer, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)  # a full-rank gradient for the layer
     optimizer = MuonAdamW([("body.layers.0.weight", layer.weight), ("head.weight", head.weight)], lr=1e-3, muon_lr=0.02)
     schedule = warmup_cosine(optimizer, warmup_steps=4)
-    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.005, 2.5e-4])  # 1/4 of each
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([2.5e-4, 0.005])  # 1/4 of each
     head(layer(torch.randn(8, 4))).pow(2).mean().backward()
     before = layer.weight.detach().clone()
     optimizer.step()
     schedule.step()
-    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.01, 5e-4])
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 0.01])
     update = layer.weight.detach() - before  # Muon's step is a scaled orthogonal matrix: equal singular values
     singular = torch.linalg.svdvals(update)
     assert singular.min() / singular.max() > 0.5
+
+
+def test_a_curriculum_stage_sets_adamws_lr_and_muons_in_proportion():
+    layer, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    optimizer = MuonAdamW([("body.layers.0.weight", layer.weight), ("head.weight", head.weight)], lr=1e-3, muon_lr=0.02)
+    curriculum = Curriculum([Stage(steps=1, image_size=16, batch_size=8, lr=1e-3), Stage(steps=1, image_size=32,
+                                                                                          batch_size=4, lr=1e-4)])
+    schedule = warmup_cosine(optimizer, curriculum=curriculum)
+    optimizer.step()
+    schedule.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-4, 2e-3])
 
 
 def test_bad_parameters_are_refused_with_a_reason():
@@ -46,6 +58,13 @@ def test_bad_parameters_are_refused_with_a_reason():
         MuonAdamW([weight])
     with pytest.raises(ValueError, match="Muon would train nothing"):
         MuonAdamW([("head.weight", weight)])
+    with pytest.raises(ValueError, match="not MuonAdamW's.*optimiser it was trained with"):  # e.g. AdamW's
+        MuonAdamW([("body.layers.0.weight", weight)]).load_state_dict(torch.optim.AdamW([weight]).state_dict())
+
+
+def test_adamw_alone_is_one_override_away(tmp_path):
+    module = train(compose_fit(FAST + MUON + ADAMW + ["trainer.max_steps=1"], tmp_path))["module"]
+    assert type(module.trainer.optimizers[0]) is torch.optim.AdamW
 
 
 def test_a_resumed_muon_run_repeats_the_uninterrupted_one_exactly(tmp_path):

@@ -31,7 +31,7 @@ def test_a_run_logs_loss_per_task_and_timestep_bin_lr_and_throughput(tmp_path):
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/loss/text_to_image/t2i" in header and any(h.startswith("train/loss/mixed_modal/edit/") for h in header)
     assert any(h.startswith("train/loss_t/") for h in header)
-    assert {"train/samples_per_s", "train/tokens_per_s", "lr-AdamW"} <= set(header)
+    assert {"train/samples_per_s", "train/tokens_per_s", "lr-MuonAdamW/pg1", "lr-MuonAdamW/pg2"} <= set(header)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):

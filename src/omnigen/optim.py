@@ -57,7 +57,8 @@ class MuonAdamW(Optimizer):
 
     `lr`, `betas` and `weight_decay` are AdamW's; `muon_lr`, `momentum` and `muon_weight_decay`
     are Muon's (its lr is scaled per shape as in Keller Jordan's implementation, so ~0.02 suits).
-    A schedule multiplies both lrs by its factor: the groups are the two optimisers' own.
+    A schedule multiplies both lrs by its factor: the groups are the two optimisers' own, AdamW's
+    first (a curriculum stage's lr is AdamW's; Muon's moves in proportion).
     """
 
     def __init__(self, params: Iterable[tuple[str, Tensor]], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -74,7 +75,8 @@ class MuonAdamW(Optimizer):
         self.muon = torch.optim.Muon(muon, lr=muon_lr, momentum=momentum, weight_decay=muon_weight_decay,
                                      adjust_lr_fn="original")
         self.adamw = torch.optim.AdamW(adamw, lr=lr, betas=tuple(betas), weight_decay=weight_decay) if adamw else None
-        self.parts = [self.muon] + ([self.adamw] if self.adamw is not None else [])
+        # AdamW's groups first: a curriculum's stage lr replaces the first group's lr and scales the rest alike.
+        self.parts = ([self.adamw] if self.adamw is not None else []) + [self.muon]
         super().__init__([p for _, p in named], {})
         # The parts' groups are this optimiser's, so a schedule that sets `lr` in them sets both.
         self.param_groups = [group for part in self.parts for group in part.param_groups]
@@ -103,6 +105,10 @@ class MuonAdamW(Optimizer):
         return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise ValueError("this optimiser state is not MuonAdamW's (its keys: "
+                             f"{sorted(state_dict)[:4]}): resume a run with the optimiser it was trained with, "
+                             "e.g. model.optimizer._target_=torch.optim.AdamW ~model.optimizer.muon_lr")
         self.muon.load_state_dict(state_dict["muon"])
         if self.adamw is not None:
             self.adamw.load_state_dict(state_dict["adamw"])
