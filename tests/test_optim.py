@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hydra_utils import FAST, compose_fit
-from omnigen.fit import train
 from omnigen.curriculum import Curriculum, Stage
+from omnigen.fit import train
 from omnigen.optim import MuonAdamW, warmup_cosine
 
 MUON = ["logger=csv", "callbacks.sample_grid=null"]  # tiny's default optimiser
