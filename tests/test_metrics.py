@@ -114,13 +114,14 @@ def _t2i(scene: Scene) -> dict[str, float]:
 
 def test_t2i_wrong_colour():
     scores = _t2i(make_scene(("circle", "green", "large", "top left"), BLUE, background="gray"))
-    assert scores["colour"] == 0.5 and scores["exact_scene"] == 0.0
+    assert scores["colour"] == scores["placed"] == 0.5 and scores["exact_scene"] == 0.0
     assert scores["position"] == scores["object"] == scores["count"] == scores["size"] == 1.0
 
 
 def test_t2i_moved_shape():
     scores = _t2i(make_scene(("circle", "red", "large", "bottom right"), BLUE, background="gray"))
     assert scores["position"] == 0.5 and scores["colour"] == scores["object"] == 1.0 and scores["exact_scene"] == 0.0
+    assert scores["placed"] == 0.5
 
 
 def test_t2i_missing_and_extra_shapes():
@@ -131,7 +132,8 @@ def test_t2i_missing_and_extra_shapes():
 
 
 def test_t2i_wrong_kind_size_background():
-    assert _t2i(make_scene(("square", "red", "large", "top left"), BLUE, background="gray"))["object"] == 0.5
+    wrong_kind = _t2i(make_scene(("square", "red", "large", "top left"), BLUE, background="gray"))
+    assert wrong_kind["object"] == wrong_kind["position"] == 0.5 and wrong_kind["placed"] == 1.0
     assert _t2i(make_scene(("circle", "red", "small", "top left"), BLUE, background="gray"))["size"] == 0.5
     wrong_background = _t2i(Scene("white", SCENE.shapes))
     assert wrong_background["background"] == 0.0 and wrong_background["colour"] == 1.0

@@ -37,6 +37,23 @@ def test_edit_weight_l1_norm_and_clip_range():
     assert floor.max().item() == 5.0
 
 
+def test_margin_weights_the_positions_beside_a_change_as_the_change():
+    target, reference = edited_pair()
+    paper = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference])[0]
+    grown = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, margin=1).weights(target[None], [reference])[0]
+    around = torch.zeros(8, 8, dtype=torch.bool)
+    around[1:5, 4:8] = True  # the 2x2 change at [2:4, 5:7] grown by one position, cut at the right edge
+    assert torch.all(grown[:, ~around] == 1.0)
+    torch.testing.assert_close(grown[:, around], torch.full_like(grown[:, around], paper.max().item()))  # d is unchanged
+    weighting = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, margin=2)
+    scene = torch.zeros(3, 8, 8)
+    scene[:, 0, 0] = 1.0  # a one-position shape in the corner of a flat canvas
+    w = weighting.weights(scene[None], [None])[0]
+    assert torch.all(w[:, :3, :3] > 1.0) and torch.all(w[:, 3:, :] == 1.0) and torch.all(w[:, :, 3:] == 1.0)
+    with pytest.raises(ValueError, match="margin"):
+        EditRegionWeighting(margin=-1)
+
+
 def test_threshold_decides_what_counts_as_changed():
     target, reference = edited_pair()
     w = EditRegionWeighting(threshold=0.6).weights(target[None], [reference])  # 0.5 change is under it

@@ -6,8 +6,11 @@ same colour, then the same cell), so each attribute is judged on the object that
 - colour / position / size: fraction of expected shapes whose match has the right colour / cell /
   size (an unmatched shape scores 0 on all of them);
 - count: 1 if exactly as many shapes were drawn as expected, else 0;
+- placed: fraction of expected shapes with a detection of their colour in their cell, whatever its
+  kind (a model that draws every shape as a square still places it: object, colour and position
+  say the kind is wrong, this says the rest is right);
 - background: 1 if the most frequent palette colour is the expected background;
-- exact_scene: 1 if all of the above are perfect.
+- exact_scene: 1 if object, colour, position, size, count and background are all perfect.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def scene_scores(scene: dict[str, Any], found: list[Detection], background: str)
         "background": float(background == scene["background"]),
     }
     scores["exact_scene"] = float(all(v == 1.0 for v in scores.values()))
+    placed = {(d.colour, d.position) for d in found}
+    scores["placed"] = sum((s["colour"], s["position"]) in placed for s in shapes) / n
     return scores
 
 
