@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shapes-X2I speedrun: one records-table row, i.e. one recipe over seeds, two seeds at a time side by
 # side (one thread each, the benchmark's machine setting), then every wall-clock checkpoint evaluated.
-#   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh clip16 model.weighting.clip_max=16
+#   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh margin1 model.weighting.margin=1
 #   SEEDS="0 1" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
 #   BESIDE=1 SEEDS="4" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
 # BESIDE=1 runs each seed beside the control's same seed instead of beside the row's next seed, so a
