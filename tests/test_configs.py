@@ -59,7 +59,7 @@ def test_a_field_set_on_an_unselected_logger_is_named(tmp_path):
      and (m.weighting.clip_min, m.weighting.clip_max, m.weighting.threshold) == (5.0, 64.0, 0.05)),
     ("model/weighting", "uniform", lambda m: type(m.weighting).__name__ == "UniformWeighting"),
     ("model/weighting", "foreground_t2i", lambda m: type(m.weighting).__name__ == "ForegroundWeighting"
-     and m.weighting.edits is False and m.weighting.clip_max == 16.0),
+     and m.weighting.edits is False and m.weighting.clip_max == 16.0 and m.weighting.margin == 1),
     ("model/mask", "prefix_lm", lambda m: type(m.transformer.mask).__name__ == "PrefixLMMask"),
     ("model/timesteps", "uniform", lambda m: type(m.timesteps).__name__ == "UniformTimesteps"),
     ("model/vae", "tiny_kl", lambda m: m.vae.latent_channels == 4 and m.pixels_per_token == 32),

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Shapes-X2I speedrun: one records-table row, i.e. one recipe over seeds, two seeds at a time side by
 # side (one thread each, the benchmark's machine setting), then every wall-clock checkpoint evaluated.
-#   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh margin1 model.weighting.margin=1
+#   experiments/speedrun/run.sh ROW [fit overrides...]      e.g.  experiments/speedrun/run.sh m1edits model.weighting.edits=true
 #   SEEDS="0 1" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
 #   BESIDE=1 SEEDS="4" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
 # BESIDE=1 runs each seed beside the control's same seed instead of beside the row's next seed, so a
 # machine that has become slower or faster since the control ran slows both arms of the pair alike.
 # The control is today's tiny preset, without overrides, as row CONTROL: the last adopted row
-# (muonclip16; its runs are reused where they exist).
+# (margin1; its runs are reused where they exist).
 # Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
 # experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
 # of each fit only ever shares the machine with the other fit of its pair.
@@ -33,7 +33,7 @@ every_seed() {  # $1 on every seed: by pairs of seeds, or (BESIDE=1) each seed w
   if [ -n "${BESIDE:-}" ]; then  # (seeds the control has not run: its finished ones are skipped)
     for ((i = 0; i < ${#seeds[@]}; i++)); do
       "$1" "${seeds[$i]}" "${@:2}" & pid=$!
-      row=${CONTROL:-muonclip16} "$1" "${seeds[$i]}"
+      row=${CONTROL:-margin1} "$1" "${seeds[$i]}"
       wait "$pid"
     done
   else
