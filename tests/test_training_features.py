@@ -1,10 +1,15 @@
 """EMA weights that checkpoints carry and the pipeline samples with; bf16-mixed, gradient checkpointing; what a run logs."""
 
+from functools import partial
+
+import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY_PHI3, make_module
 
 from hydra_utils import FAST, compose_fit
+from omnigen.callbacks.ema import PowerEMAWeightAveraging, power_ema
 from omnigen.checkpoint import load_module, read_checkpoint
 from omnigen.fit import train
 from omnigen.pipeline import OmniGenPipeline
@@ -24,6 +29,32 @@ def test_ema_weights_differ_from_raw_and_load_into_the_pipeline(tmp_path):
     kwargs = dict(prompt="a red circle", num_inference_steps=2, seed=0, output_type="pt", progress=False)
     from_ema = OmniGenPipeline.from_checkpoint(ckpt)(**kwargs)
     assert not torch.equal(from_ema, OmniGenPipeline.from_checkpoint(ckpt, weights="raw")(**kwargs))
+
+
+def test_power_ema_averages_the_last_fraction_of_the_run_at_any_length():
+    # weights 1, 2, ..., n averaged with decay (1 - 1/k)^(gamma + 1) weigh step k as k^gamma, so the average
+    # lands at n (gamma + 1) / (gamma + 2): the last 1/(gamma + 2) of the run, whatever n is
+    for n, gamma in [(100, 7.0), (1000, 7.0), (1000, 2.0)]:
+        layer = torch.nn.Linear(1, 1, bias=False)
+        average = AveragedModel(layer, avg_fn=partial(power_ema, gamma=gamma))
+        for k in range(1, n + 1):
+            layer.weight.data.fill_(float(k))
+            average.update_parameters(layer)
+        assert abs(average.module.weight.item() - n * (gamma + 1) / (gamma + 2)) < 0.01 * n
+
+
+def test_power_ema_trains_checkpoints_and_resumes(tmp_path):
+    overrides = [*FAST, "callbacks=power_ema", "logger=csv", "callbacks.sample_grid=null"]
+    train(compose_fit(overrides, tmp_path))
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    name = "transformer.final_layer.linear.weight"
+    assert not torch.equal(ckpt["current_model_state"][name], ckpt["state_dict"][name])
+    assert int(ckpt["averaging_state"]["n_averaged"]) == 4  # one update per optimiser step
+    train(compose_fit([*overrides, "trainer.max_steps=6", "ckpt_path=last"], tmp_path))
+    resumed = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 6 and int(resumed["averaging_state"]["n_averaged"]) == 6
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        PowerEMAWeightAveraging(gamma=0.0)
 
 
 def test_a_run_logs_loss_per_task_and_timestep_bin_lr_and_throughput(tmp_path):
