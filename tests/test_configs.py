@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hydra_utils import EXPERIMENTS, FAST, compose_fit
+from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.fit import CONFIG_DIR, build, train
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
 from omnigen.model.omnigen import OmniGen
@@ -23,6 +24,8 @@ def test_default_config_is_the_quickstart(tmp_path):
     assert isinstance(objects["module"].transformer.mask, OmniGenMask)
     assert objects["module"].model_config["patch_size"] == 4
     assert len(objects["module"].processor.tokenizer) <= cfg.model.backbone.config.vocab_size
+    # speedrun row 5: an EMA whose horizon grows with the run
+    assert any(isinstance(c, PowerEMAWeightAveraging) for c in objects["trainer"].callbacks)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -13,6 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, apply_activation_checkpointing
 
 from hydra_utils import FAST, compose_fit
+from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.checkpoint import read_checkpoint
 from omnigen.checkpoint_io import AtomicCheckpointIO
 from omnigen.distributed import DecoderLayerPolicy, transformer_layer_classes
@@ -97,6 +98,10 @@ def test_fsdp_config_builds_a_trainer_that_shards_by_decoder_layer(monkeypatch, 
     assert strategy.kwargs["use_orig_params"] is True
     policy = strategy.kwargs["auto_wrap_policy"]
     assert isinstance(policy, DecoderLayerPolicy)
+    # the default EMA averages full weights: under FSDP it refuses and says how to train without it
+    ema = next(c for c in objects["trainer"].callbacks if isinstance(c, PowerEMAWeightAveraging))
+    with pytest.raises(ValueError, match="callbacks=default"):
+        ema.setup(objects["trainer"], objects["module"], "fit")
 
     # FSDP itself needs an accelerator; activation checkpointing walks the tree with the same
     # (module, recurse, nonwrapped_numel) policy protocol and runs on the CPU.

@@ -10,7 +10,9 @@ its mean age is about n / (gamma + 2) steps, at any length. gamma 7 is their sig
 from functools import partial
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.strategies import FSDPStrategy
 
 
 def power_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -27,3 +29,11 @@ class PowerEMAWeightAveraging(WeightAveraging):
             raise ValueError(f"PowerEMAWeightAveraging: gamma must be > 0, got {gamma}")
         self.gamma = gamma
         super().__init__(avg_fn=partial(power_ema, gamma=gamma), **kwargs)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # the average is a full, unsharded copy updated from the module's own parameters: under FSDP
+        # those are shards, so it would average the wrong tensors
+        if isinstance(trainer.strategy, FSDPStrategy):
+            raise ValueError("callbacks.ema (an EMA of the full weights) does not support trainer=fsdp: "
+                             "add callbacks=default to train without it")
+        super().setup(trainer, pl_module, stage)
