@@ -27,7 +27,6 @@ class PowerEMAWeightAveraging(WeightAveraging):
     def __init__(self, gamma: float = 7.0, **kwargs: object) -> None:
         if gamma <= 0:
             raise ValueError(f"PowerEMAWeightAveraging: gamma must be > 0, got {gamma}")
-        self.gamma = gamma
         super().__init__(avg_fn=partial(power_ema, gamma=gamma), **kwargs)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
