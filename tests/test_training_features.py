@@ -1,9 +1,11 @@
 """EMA weights that checkpoints carry and the pipeline samples with; bf16-mixed, gradient checkpointing; what a run logs."""
 
+import logging
 from functools import partial
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY_PHI3, make_module
@@ -11,7 +13,7 @@ from conftest import TINY_PHI3, make_module
 from hydra_utils import FAST, compose_fit
 from omnigen.callbacks.ema import PowerEMAWeightAveraging, power_ema
 from omnigen.checkpoint import load_module, read_checkpoint
-from omnigen.fit import train
+from omnigen.fit import train, warn_if_bf16_is_slow_here
 from omnigen.pipeline import OmniGenPipeline
 
 
@@ -84,14 +86,22 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
         torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
-    objects = train(compose_fit([*FAST, "trainer.precision=bf16-mixed", "logger=csv", "callbacks.sample_grid=null"],
-                                tmp_path))
+def test_the_cpu_trainer_trains_in_bf16_and_fit_warns_where_bf16_is_slow(tmp_path, monkeypatch, caplog):
+    objects = train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null"], tmp_path))  # trainer=cpu's default
     assert objects["trainer"].global_step == 4 and objects["trainer"].precision == "bf16-mixed"
     rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("train/loss")
     losses = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # a CPU without AVX-512
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="omnigen.fit"):
+        for precision in ["bf16-mixed", "32-true"]:
+            warn_if_bf16_is_slow_here(OmegaConf.create({"accelerator": "cpu", "precision": precision}))
+        warn_if_bf16_is_slow_here(OmegaConf.create({"accelerator": "gpu", "precision": "bf16-mixed"}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "trainer.precision=bf16-mixed on a CPU without AVX-512 bf16 support is slower than fp32: "
+        "add trainer.precision=32-true"]
 
 
 def test_compiled_backbone_trains_and_keeps_its_parameter_names(tmp_path):
