@@ -26,6 +26,10 @@ def test_default_config_is_the_quickstart(tmp_path):
     assert len(objects["module"].processor.tokenizer) <= cfg.model.backbone.config.vocab_size
     # speedrun row 5: an EMA whose horizon grows with the run
     assert any(isinstance(c, PowerEMAWeightAveraging) for c in objects["trainer"].callbacks)
+    # speedrun row 6 and the quickstart: omni positions, 1000 steps in bf16 autocast; the speedrun keeps fp32
+    assert cfg.model.positions._target_.endswith("OmniPositions")
+    assert (cfg.trainer.precision, cfg.trainer.max_steps) == ("bf16-mixed", 1000)
+    assert compose_fit(["experiment=speedrun"], tmp_path).trainer.precision == "32-true"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -84,6 +88,7 @@ def test_paper_preset_builds_on_meta_with_3_8b_parameters(tmp_path):
     assert llm.config.rope_parameters["rope_type"] == "longrope" and model.pos_embed.shape == (1, 192 * 192, 3072)
     assert vae.downsample_factor == 8 and vae.latent_channels == 4
     assert cfg.model.prompt_template == RELEASE_TEMPLATE
+    assert cfg.model.positions._target_.endswith("SequentialPositions")  # OmniGen v1's 1-D RoPE
     with pytest.raises(Exception, match="tokenizer.path"):  # real runs must name a local tokenizer
         OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)
 

@@ -87,7 +87,7 @@ def test_a_bad_prediction_is_refused_and_an_image_predicting_fit_loads_but_does_
     with pytest.raises(ValueError, match="prediction must be one of"):
         model("noise")
     objects = train(compose_fit(FAST + ["model.prediction=image", "trainer.max_steps=2", "logger=csv",
-                                        "callbacks.sample_grid=null"], tmp_path))
+                                        "callbacks.sample_grid=null", "model/positions=sequential"], tmp_path))
     assert objects["module"].transformer.prediction == "image"
     loaded = load_module(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.transformer.prediction == "image"

@@ -43,8 +43,11 @@ def random_module(overrides: list[str]) -> OmniGenLitModule:
 
 
 def build_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
-    """--ckpt's module, else the fit config's with random weights, on `device`."""
-    module = load_module(args.ckpt) if args.ckpt else random_module(args.override)
+    """--ckpt's module, else the fit config's with random weights, on `device`. The benchmarks that run diffusers'
+    side beside ours (train_step, sampling) take 1-D positions, the only scheme its transformer expresses (tiny: omni)."""
+    overrides = ["model/positions=sequential", *args.override] if args.benchmark in ("train_step", "sampling") \
+        else args.override
+    module = load_module(args.ckpt) if args.ckpt else random_module(overrides)
     return module.to(device)
 
 

@@ -1,7 +1,7 @@
 """An EMA of the weights whose horizon grows with the run: the power-function EMA of EDM2.
 
 Lightning's `EMAWeightAveraging` uses one fixed decay, so its horizon is a number of steps: 0.999 still
-holds 55 % of the initial weights after 600 steps (the quickstart) and fits only long runs. Here the
+holds 37 % of the initial weights after 1000 steps (the quickstart) and fits only long runs. Here the
 decay at the n-th update is (1 - 1/n)^(gamma + 1) (Karras et al. 2024, "Analyzing and Improving the
 Training Dynamics of Diffusion Models"), so the average always covers the same fraction of the run:
 its mean age is about n / (gamma + 2) steps, at any length. gamma 7 is their sigma_rel ~0.1.
