@@ -2,16 +2,20 @@
 
 import logging
 from functools import partial
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 from torch.optim.swa_utils import AveragedModel
 
 from conftest import TINY_PHI3, make_module
 
 from hydra_utils import FAST, compose_fit
 from omnigen.callbacks.ema import PowerEMAWeightAveraging, power_ema
+from omnigen.callbacks.sample_grid import SampleGridCallback
 from omnigen.checkpoint import load_module, read_checkpoint
 from omnigen.fit import train, warn_if_bf16_is_slow_here
 from omnigen.pipeline import OmniGenPipeline
@@ -31,6 +35,22 @@ def test_ema_weights_differ_from_raw_and_load_into_the_pipeline(tmp_path):
     kwargs = dict(prompt="a red circle", num_inference_steps=2, seed=0, output_type="pt", progress=False)
     from_ema = OmniGenPipeline.from_checkpoint(ckpt)(**kwargs)
     assert not torch.equal(from_ema, OmniGenPipeline.from_checkpoint(ckpt, weights="raw")(**kwargs))
+
+
+def test_the_final_sample_grid_draws_with_the_weights_last_ckpt_holds(tmp_path):
+    # the averaging callback swaps its average in at the end of training; the grid drawn then must show it
+    objects = train(compose_fit([*FAST, "callbacks.ema.gamma=0.5", "logger=csv"], tmp_path))
+    grid = next(c for c in objects["callbacks"] if isinstance(c, SampleGridCallback))
+    drawn = np.asarray(Image.open(grid.saved[-1]))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+
+    def redraw(weights: str) -> np.ndarray:  # the same grid from last.ckpt: its state dict (the average) or raw
+        trainer = SimpleNamespace(datamodule=objects["datamodule"], default_root_dir=tmp_path / weights,
+                                  global_step=objects["trainer"].global_step, loggers=[])
+        grid.run(trainer, load_module(ckpt, weights=weights))
+        return np.asarray(Image.open(grid.saved[-1]))
+
+    assert np.array_equal(drawn, redraw("default")) and not np.array_equal(drawn, redraw("raw"))
 
 
 def test_power_ema_averages_the_last_fraction_of_the_run_at_any_length():

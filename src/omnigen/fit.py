@@ -14,6 +14,7 @@ import lightning as L
 import torch
 import wandb
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
 from omnigen.resume import persist_wandb_run_id
@@ -63,6 +64,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
                          for k, v in cfg.items() if k != "hydra"}
     datamodule = instantiate(cfg.data, _convert_="all")
     callbacks = instantiate_group(cfg, "callbacks")
+    # Weight averaging first: at the end of training it swaps the average into the module, so the callbacks after
+    # it (the final sample grid) draw with the weights last.ckpt holds, not the raw ones. (sort is stable)
+    callbacks.sort(key=lambda callback: not isinstance(callback, WeightAveraging))
     loggers = instantiate_group(cfg, "logger")
     warn_if_bf16_is_slow_here(cfg.trainer)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
