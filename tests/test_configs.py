@@ -29,7 +29,11 @@ def test_default_config_is_the_quickstart(tmp_path):
     # speedrun row 6 and the quickstart: omni positions, 1000 steps in bf16 autocast; the speedrun keeps fp32
     assert cfg.model.positions._target_.endswith("OmniPositions")
     assert (cfg.trainer.precision, cfg.trainer.max_steps) == ("bf16-mixed", 1000)
-    assert compose_fit(["experiment=speedrun"], tmp_path).trainer.precision == "32-true"
+    # eager attention: the faster one in bf16 on the CPU; the speedrun keeps the sdpa its rows ran with
+    assert cfg.model.backbone.attn_implementation == "eager"
+    assert objects["module"].transformer.attention_implementation == "eager"
+    speedrun = compose_fit(["experiment=speedrun"], tmp_path)
+    assert (speedrun.trainer.precision, speedrun.model.backbone.attn_implementation) == ("32-true", "sdpa")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
