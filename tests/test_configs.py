@@ -26,14 +26,14 @@ def test_default_config_is_the_quickstart(tmp_path):
     assert len(objects["module"].processor.tokenizer) <= cfg.model.backbone.config.vocab_size
     # speedrun row 5: an EMA whose horizon grows with the run
     assert any(isinstance(c, PowerEMAWeightAveraging) for c in objects["trainer"].callbacks)
-    # speedrun row 6 and the quickstart: omni positions, 1000 steps in bf16 autocast; the speedrun keeps fp32
+    # speedrun rows 6 and 7 and the quickstart: omni positions, 1000 steps in bf16 autocast
     assert cfg.model.positions._target_.endswith("OmniPositions")
     assert (cfg.trainer.precision, cfg.trainer.max_steps) == ("bf16-mixed", 1000)
     # eager attention: the faster one in bf16 on the CPU; the speedrun keeps the sdpa its rows ran with
     assert cfg.model.backbone.attn_implementation == "eager"
     assert objects["module"].transformer.attention_implementation == "eager"
     speedrun = compose_fit(["experiment=speedrun"], tmp_path)
-    assert (speedrun.trainer.precision, speedrun.model.backbone.attn_implementation) == ("32-true", "sdpa")
+    assert (speedrun.trainer.precision, speedrun.model.backbone.attn_implementation) == ("bf16-mixed", "sdpa")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

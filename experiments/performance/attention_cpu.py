@@ -37,7 +37,8 @@ def main() -> None:
         module.log = lambda *a, **k: None  # no trainer to log to
         optimizer = module.configure_optimizers()
         sides[name] = (module, optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer)
-    data.attach(sides["sdpa"][0])
+    if hasattr(data, "attach"):  # the X2I DataModules take the token grid and prompt limit from the model
+        data.attach(sides["sdpa"][0])
     loader = iter(data.train_dataloader())
     batches = [next(loader) for _ in range(args.batches)]
 

@@ -7,7 +7,7 @@
 # BESIDE=1 runs each seed beside the control's same seed instead of beside the row's next seed, so a
 # machine that has become slower or faster since the control ran slows both arms of the pair alike.
 # The control is today's tiny preset, without overrides, as row CONTROL: the last adopted row
-# (omnipos; its runs are reused where they exist).
+# (bf16; its runs are reused where they exist).
 # Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
 # experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
 # of each fit only ever shares the machine with the other fit of its pair.
@@ -33,7 +33,7 @@ every_seed() {  # $1 on every seed: by pairs of seeds, or (BESIDE=1) each seed w
   if [ -n "${BESIDE:-}" ]; then  # (seeds the control has not run: its finished ones are skipped)
     for ((i = 0; i < ${#seeds[@]}; i++)); do
       "$1" "${seeds[$i]}" "${@:2}" & pid=$!
-      row=${CONTROL:-omnipos} "$1" "${seeds[$i]}"
+      row=${CONTROL:-bf16} "$1" "${seeds[$i]}"
       wait "$pid"
     done
   else
