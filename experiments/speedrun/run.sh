@@ -6,7 +6,7 @@
 #   BESIDE=1 SEEDS="4" experiments/speedrun/run.sh lr3e-3 model.optimizer.lr=3e-3
 # BESIDE=1 runs each seed beside the control's same seed instead of beside the row's next seed, so a
 # machine that has become slower or faster since the control ran slows both arms of the pair alike.
-# The control is today's tiny preset, without overrides, as row CONTROL: the last adopted row
+# The control is today's experiment=speedrun (tiny), without overrides, as row CONTROL: the last adopted row
 # (bf16; its runs are reused where they exist).
 # Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
 # experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
