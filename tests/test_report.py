@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import shutil
+import statistics
 
 import pytest
 
@@ -70,3 +71,39 @@ def test_step_named_arms_plot_a_learning_curve_from_evaluations_inside_runs(runs
     assert list(table) == ["1", "2"] and table["1"]["text_to_image/object"] == table["2"]["text_to_image/object"]
     assert table["1"]["fit_seconds"]["mean"] == 12.5  # read from the run that holds the evaluation
     assert (tmp_path / "plot.png").is_file()
+
+
+def write_evaluation(directory, scores):
+    directory.mkdir(parents=True)
+    results = {"text_to_image": {"object": scores[0]}, "mixed_modal": {"unchanged_psnr": scores[1]}}
+    (directory / "results.json").write_text(json.dumps({"settings": {"steps_trained": 10}, "results": results}))
+
+
+def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_path):
+    """Differences are taken seed by seed (the shared seeds only), with a 95 % paired t interval."""
+    control = {0: (0.50, 20.0), 1: (0.60, 22.0), 2: (0.40, 21.0), 3: (0.9, 30.0)}  # seed 3: the control's alone
+    treated = {0: (0.70, 20.5), 1: (0.75, 21.0), 2: (0.62, 21.5)}
+    for name, arm in (("ctl", control), ("new", treated)):
+        for seed, scores in arm.items():
+            write_evaluation(tmp_path / f"{name}_s{seed}" / "eval", scores)
+    write_evaluation(tmp_path / "floor", (0.6, 5.0))
+    write_evaluation(tmp_path / "truth", (1.0, 100.0))
+    arm = lambda name, seeds: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in seeds)  # noqa: E731
+    out = tmp_path / "report"
+    main(["--out", str(out), "--arm", arm("ctl", control), "--arm", arm("new", treated), "--control", "ctl",
+          "--floor", str(tmp_path / "floor"), "--ceiling", str(tmp_path / "truth")])
+    saved = json.loads((out / "results.json").read_text())
+    objects = saved["vs_control"]["new"]["text_to_image/object"]
+    differences = [0.20, 0.15, 0.22]  # seeds 0-2 (seed 3 has no pair)
+    half = 4.303 * statistics.stdev(differences) / math.sqrt(3)
+    assert objects["n"] == 3 and objects["mean"] == pytest.approx(statistics.fmean(differences))
+    assert (objects["low"], objects["high"]) == pytest.approx((objects["mean"] - half, objects["mean"] + half))
+    md = (out / "results.md").read_text()
+    assert "- new, text_to_image/object: +0.190 [" in md and "(better)" in md
+    assert "- new, mixed_modal/unchanged_psnr: +0.000 [" in md and "(inconclusive)" in md
+    assert "| floor: untrained | 0.600 | 5.0 |" in md and "| ceiling: ground truth | 1.000 | 100.0 |" in md
+    assert saved["references"]["floor: untrained"]["text_to_image"]["object"] == 0.6
+    with pytest.raises(ValueError, match="shares 1 seed"):
+        main(["--out", str(out), "--arm", arm("ctl", control), "--arm", arm("new", [0]), "--control", "ctl"])
+    with pytest.raises(ValueError, match="control arm 'nope'"):
+        main(["--out", str(out), "--arm", arm("ctl", control), "--control", "nope"])

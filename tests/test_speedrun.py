@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from omnigen.callbacks.wall_clock import WallClockCheckpoint
-from omnigen.speedrun import main, markdown, paired_interval, summarise, time_to
+from omnigen.paired import paired_interval
+from omnigen.speedrun import main, markdown, summarise, time_to
 
 
 def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_path):

@@ -8,6 +8,10 @@ Each run directory is a fit's `hydra.run.dir` with `eval/results.json` (python -
 fit's wall time). Writes `results.json` (every seed's numbers and the aggregates), `results.md`
 (mean ± sample standard deviation over seeds) and `plot.png` (headline metrics per arm, training
 loss per arm). Arms named by step numbers (--arm 600=... --arm 1200=...) plot as learning curves.
+With --control, every other arm gets its per-seed differences from the control arm on the seeds they
+share (runs named ..._s<seed>), each with a 95 % paired t interval over seeds and a verdict
+(omnigen.paired). --floor / --ceiling add reference rows: evaluations of the untrained model and of the
+ground truth (python -m omnigen.evaluate ground_truth=true).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from omnigen.paired import paired_interval, seed_of, verdict
 
 # What a table shows by default, per family present in the runs' evaluations.
 HEADLINE: dict[str, list[str]] = {
@@ -93,8 +99,33 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
     return table
 
 
-def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int) -> str:
+def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str]) -> dict[str, dict[str, Any]]:
+    """arm -> {metric: paired_interval of (arm - control) over the seeds the two share}."""
+    if control not in read:
+        raise ValueError(f"control arm {control!r} is not among the arms {sorted(read)}")
+    def value(run: dict[str, Any], key: str) -> float:
+        family, metric = key.split("/", 1)
+        return run["results"][family][metric]
+    baseline = {seed_of(Path(r["run"])): r for r in read[control]}
+    differences = {}
+    for arm, runs in read.items():
+        if arm == control:
+            continue
+        pairs = [(r, baseline[seed]) for r in runs if (seed := seed_of(Path(r["run"]))) in baseline]
+        if len(pairs) < 2:
+            raise ValueError(f"arm {arm!r} shares {len(pairs)} seed(s) with the control {control!r}: pair at least "
+                             "two by seed (run directories named ..._s<seed>)")
+        differences[arm] = {key: paired_interval([value(r, key) - value(c, key) for r, c in pairs]) for key in metrics}
+    return differences
+
+
+def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
+             references: dict[str, dict[str, Any]] | None = None,
+             differences: dict[str, dict[str, Any]] | None = None, control: str | None = None) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
+    for label, results in (references or {}).items():
+        cells = [f"{results[k.split('/', 1)[0]][k.split('/', 1)[1]]:.{1 if k.endswith('psnr') else 3}f}" for k in metrics]
+        lines.append(f"| {label} | {' | '.join(cells)} | – | – |")
     for arm, row in table.items():
         cells = []
         for key in metrics:
@@ -105,6 +136,11 @@ def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int) -
         lines.append(f"| {arm} | {' | '.join(cells)} | {loss} | {wall} |")
     lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
                  "Final train loss: the mean of the last tenth of logged steps.")
+    if differences:
+        lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
+        for arm, by_metric in differences.items():
+            lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})"
+                      for key, d in by_metric.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +195,11 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
     plt.close(fig)
 
 
-def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = None, title: str = "") -> dict[str, Any]:
-    """Read every run, write results.json / results.md / plot.png under out, return the aggregate table."""
+def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = None, title: str = "",
+           control: str | None = None, floor: Path | None = None, ceiling: Path | None = None) -> dict[str, Any]:
+    """Read every run, write results.json / results.md / plot.png under out, return the aggregate table.
+    `control`: the arm the others are compared with, seed by seed; `floor` / `ceiling`: evaluation
+    directories of the untrained model and of the ground truth, shown as reference rows."""
     if not arms or any(not runs for runs in arms.values()):
         raise ValueError("every arm needs at least one run directory")
     read = {arm: [read_run(Path(r)) for r in runs] for arm, runs in arms.items()}
@@ -170,12 +209,16 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     if unknown:
         raise ValueError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
     table = aggregate(read, metrics)
+    references = {label: read_run(path)["results"] for label, path in
+                  (("floor: untrained", floor), ("ceiling: ground truth", ceiling)) if path is not None}
+    differences = versus_control(read, control, metrics) if control is not None else None
     out.mkdir(parents=True, exist_ok=True)
     seeds = min(len(runs) for runs in read.values())
     (out / "results.json").write_text(json.dumps(
         {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "table": table,
+         "references": references, "control": control, "vs_control": differences,
          "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()}}, indent=2))
-    (out / "results.md").write_text(markdown(table, metrics, seeds))
+    (out / "results.md").write_text(markdown(table, metrics, seeds, references, differences, control))
     plot(read, table, metrics, out / "plot.png", title or out.name)
     return table
 
@@ -198,8 +241,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="one arm of the comparison: its name and its run directories (one per seed)")
     parser.add_argument("--metrics", nargs="*", default=None, help="family/metric keys (default: the headline ones)")
     parser.add_argument("--title", default="")
+    parser.add_argument("--control", help="the arm the others are compared with, seed by seed (paired t intervals)")
+    parser.add_argument("--floor", type=Path, help="an evaluation of the untrained model: the floor row")
+    parser.add_argument("--ceiling", type=Path, help="an evaluation of the ground truth (evaluate ground_truth=true)")
     args = parser.parse_args(argv)
-    table = report(named_runs(args.arm, parser, "--arm"), args.out, args.metrics, args.title)
+    table = report(named_runs(args.arm, parser, "--arm"), args.out, args.metrics, args.title,
+                   args.control, args.floor, args.ceiling)
     print((args.out / "results.md").read_text())
     return table
 

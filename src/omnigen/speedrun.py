@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from omnigen.paired import paired_interval, seed_of, verdict
 from omnigen.report import named_runs
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
@@ -36,10 +37,6 @@ TARGETS: dict[str, list[tuple[str, float]]] = {
 METRICS = ["text_to_image/object", "text_to_image/colour", "text_to_image/position", "text_to_image/count",
            "text_to_image/exact_scene", "mixed_modal/edit_correct", "mixed_modal/unchanged_psnr"]
 REPORTED_MINUTES = (5.0, 30.0)
-# A paired t interval over two seeds can collapse to a point (two equal differences): no verdict below three.
-MIN_SEEDS_FOR_VERDICT = 3
-# Two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy at run time).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 EVAL_DIR = re.compile(r"eval_minute_(\d+(?:\.\d+)?)$")
 
 
@@ -54,29 +51,12 @@ def read_run(run: Path) -> dict[float, dict[str, float]]:
     return dict(sorted(curve.items()))
 
 
-def seed_of(run: Path) -> str:
-    """The seed a run directory is named for (`..._s<seed>`), which pairs it with the control's run."""
-    match = re.search(r"_s(\d+)$", run.name)
-    if match is None:
-        raise ValueError(f"{run}: name run directories ..._s<seed> so rows pair by seed")
-    return match.group(1)
-
-
 def time_to(target: str, curve: dict[float, dict[str, float]]) -> float:
     """The first minute whose evaluation meets every condition of `target`; inf when none does."""
     for minute, scores in curve.items():
         if all(scores.get(metric, -math.inf) >= bound for metric, bound in TARGETS[target]):
             return minute
     return math.inf
-
-
-def paired_interval(differences: list[float]) -> dict[str, float]:
-    """Mean of paired differences and its 95 % t interval (n >= 2 seeds)."""
-    n, mean = len(differences), statistics.fmean(differences)
-    if n < 2:
-        return {"mean": mean, "low": -math.inf, "high": math.inf, "n": n}
-    half = T95.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
 def read_scores(results_file: Path) -> dict[str, float]:
@@ -159,9 +139,7 @@ def markdown(records: dict[str, Any], control: str | None, minutes: tuple[float,
         lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
         for name, row in ((n, r) for n, r in records.items() if n != "references"):
             for key, d in row.get("vs_control", {}).items():
-                verdict = (f"no verdict at {d['n']} seeds" if d["n"] < MIN_SEEDS_FOR_VERDICT else
-                           "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "inconclusive")
-                lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})")
+                lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,40 @@
+"""Paired comparisons over seeds: runs of two arms that share a seed share the initial weights, every
+batch, noise draw and timestep, so their difference is measured seed by seed. A 95 % confidence
+interval from Student's t over the per-seed differences; a verdict only from 3 seeds on (over two, a
+t interval can collapse to a point when both differences happen to be equal)."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+MIN_SEEDS_FOR_VERDICT = 3
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy at run time).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def seed_of(run: Path) -> str:
+    """The seed a run directory is named for (`..._s<seed>`), which pairs it with the control's run."""
+    match = re.search(r"_s(\d+)$", run.name)
+    if match is None:
+        raise ValueError(f"{run}: name run directories ..._s<seed> so arms pair by seed")
+    return match.group(1)
+
+
+def paired_interval(differences: list[float]) -> dict[str, float]:
+    """Mean of paired differences and its 95 % t interval (n >= 2 seeds)."""
+    n, mean = len(differences), statistics.fmean(differences)
+    if n < 2:
+        return {"mean": mean, "low": -math.inf, "high": math.inf, "n": n}
+    half = T95.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def verdict(difference: dict[str, float]) -> str:
+    """'better' / 'worse' when the interval excludes zero (higher is better), else 'inconclusive';
+    'no verdict at n seeds' below MIN_SEEDS_FOR_VERDICT."""
+    if difference["n"] < MIN_SEEDS_FOR_VERDICT:
+        return f"no verdict at {difference['n']} seeds"
+    return "better" if difference["low"] > 0 else "worse" if difference["high"] < 0 else "inconclusive"
