@@ -8,7 +8,11 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+Run = TypeVar("Run")
 
 MIN_SEEDS_FOR_VERDICT = 3
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy at run time).
@@ -38,3 +42,30 @@ def verdict(difference: dict[str, float]) -> str:
     if difference["n"] < MIN_SEEDS_FOR_VERDICT:
         return f"no verdict at {difference['n']} seeds"
     return "better" if difference["low"] > 0 else "worse" if difference["high"] < 0 else "inconclusive"
+
+
+def pairs_with_control(arms: dict[str, list[Run]], control: str, seed: Callable[[Run], str],
+                       what: str = "arm") -> dict[str, list[tuple[Run, Run]]]:
+    """Every arm but the control -> its (run, control's run) pairs on the seeds the two share; at least
+    two per arm. `seed` names a run's seed; `what` is the word for an arm in messages."""
+    if control not in arms:
+        raise ValueError(f"control {what} {control!r} is not among the {what}s {sorted(arms)}")
+    baseline = {seed(run): run for run in arms[control]}
+    pairs = {}
+    for arm, runs in arms.items():
+        if arm == control:
+            continue
+        pairs[arm] = [(run, baseline[s]) for run in runs if (s := seed(run)) in baseline]
+        if len(pairs[arm]) < 2:
+            raise ValueError(f"{what} {arm!r} shares {len(pairs[arm])} seed(s) with the control {control!r}: pair at "
+                             "least two by seed (run directories named ..._s<seed>)")
+    return pairs
+
+
+def difference_lines(control: str, differences: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Markdown lines for {arm: {metric: paired_interval}}: the mean, its interval and the verdict."""
+    lines = ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
+    for arm, by_metric in differences.items():
+        lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})"
+                  for key, d in by_metric.items()]
+    return lines

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omnigen.paired import paired_interval, seed_of, verdict
+from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of
 
 # What a table shows by default, per family present in the runs' evaluations.
 HEADLINE: dict[str, list[str]] = {
@@ -88,8 +88,7 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
     for arm, runs in arms.items():
         row: dict[str, Any] = {}
         for key in metrics:
-            family, metric = key.split("/", 1)
-            row[key] = summary([r["results"][family][metric] for r in runs])
+            row[key] = summary([score(r["results"], key) for r in runs])
         finals = [final_loss(r["loss"]) for r in runs if r["loss"]]
         row["final_loss"] = summary(finals) if finals else None
         walls = [r["fit_seconds"] for r in runs if r["fit_seconds"] is not None]
@@ -99,24 +98,21 @@ def aggregate(arms: dict[str, list[dict[str, Any]]], metrics: list[str]) -> dict
     return table
 
 
+def score(results: dict[str, dict[str, float]], key: str) -> float:
+    """One `family/metric` value of evaluate's per-family results."""
+    family, metric = key.split("/", 1)
+    return results[family][metric]
+
+
+def digits(key: str) -> int:
+    return 1 if key.endswith("psnr") else 3
+
+
 def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str]) -> dict[str, dict[str, Any]]:
     """arm -> {metric: paired_interval of (arm - control) over the seeds the two share}."""
-    if control not in read:
-        raise ValueError(f"control arm {control!r} is not among the arms {sorted(read)}")
-    def value(run: dict[str, Any], key: str) -> float:
-        family, metric = key.split("/", 1)
-        return run["results"][family][metric]
-    baseline = {seed_of(Path(r["run"])): r for r in read[control]}
-    differences = {}
-    for arm, runs in read.items():
-        if arm == control:
-            continue
-        pairs = [(r, baseline[seed]) for r in runs if (seed := seed_of(Path(r["run"]))) in baseline]
-        if len(pairs) < 2:
-            raise ValueError(f"arm {arm!r} shares {len(pairs)} seed(s) with the control {control!r}: pair at least "
-                             "two by seed (run directories named ..._s<seed>)")
-        differences[arm] = {key: paired_interval([value(r, key) - value(c, key) for r, c in pairs]) for key in metrics}
-    return differences
+    pairs = pairs_with_control(read, control, lambda run: seed_of(Path(run["run"])))
+    return {arm: {key: paired_interval([score(r["results"], key) - score(c["results"], key) for r, c in arm_pairs])
+                  for key in metrics} for arm, arm_pairs in pairs.items()}
 
 
 def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
@@ -124,23 +120,19 @@ def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
              differences: dict[str, dict[str, Any]] | None = None, control: str | None = None) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for label, results in (references or {}).items():
-        cells = [f"{results[k.split('/', 1)[0]][k.split('/', 1)[1]]:.{1 if k.endswith('psnr') else 3}f}" for k in metrics]
+        cells = [f"{score(results, key):.{digits(key)}f}" for key in metrics]
         lines.append(f"| {label} | {' | '.join(cells)} | – | – |")
     for arm, row in table.items():
         cells = []
         for key in metrics:
-            digits = 1 if key.endswith("psnr") else 3
-            cells.append(f"{row[key]['mean']:.{digits}f} ± {row[key]['sd']:.{digits}f}")
+            cells.append(f"{row[key]['mean']:.{digits(key)}f} ± {row[key]['sd']:.{digits(key)}f}")
         wall = f"{row['fit_seconds']['mean']:.0f}" if row["fit_seconds"] else "–"
         loss = f"{row['final_loss']['mean']:.4f} ± {row['final_loss']['sd']:.4f}" if row["final_loss"] else "–"
         lines.append(f"| {arm} | {' | '.join(cells)} | {loss} | {wall} |")
     lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
                  "Final train loss: the mean of the last tenth of logged steps.")
     if differences:
-        lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
-        for arm, by_metric in differences.items():
-            lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})"
-                      for key, d in by_metric.items()]
+        lines += difference_lines(control, differences)
     return "\n".join(lines) + "\n"
 
 

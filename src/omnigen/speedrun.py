@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from omnigen.paired import paired_interval, seed_of, verdict
+from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of
 from omnigen.report import named_runs
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
@@ -93,21 +93,12 @@ def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | 
                            for run, curve in zip(rows[name], runs, strict=True)}
         records[name] = row
     if control is not None:
-        if control not in curves:
-            raise ValueError(f"control row {control!r} is not among the rows {sorted(curves)}")
-        baseline = dict(zip(map(seed_of, rows[control]), curves[control], strict=True))
-        for name, runs in curves.items():
-            if name == control:
-                continue
-            pairs = [(curve, baseline[seed]) for seed, curve in zip(map(seed_of, rows[name]), runs, strict=True)
-                     if seed in baseline]
-            if len(pairs) < 2:
-                raise ValueError(f"row {name!r} shares {len(pairs)} seed(s) with the control {control!r}: pair at "
-                                 "least two by seed (run directories named ..._s<seed>)")
+        seeded = {name: list(zip(map(seed_of, rows[name]), runs, strict=True)) for name, runs in curves.items()}
+        for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items():
             records[name]["vs_control"] = {
-                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric] for c, k in pairs])
+                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs])
                 for minute in minutes for metric in METRICS
-                if all(minute in c and minute in k for c, k in pairs)}
+                if all(minute in c and minute in k for (_, c), (_, k) in pairs)}
     return records
 
 
@@ -136,10 +127,8 @@ def markdown(records: dict[str, Any], control: str | None, minutes: tuple[float,
             cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in values))
         lines.append("| " + " | ".join(cells) + " |")
     if control is not None:
-        lines += ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
-        for name, row in ((n, r) for n, r in records.items() if n != "references"):
-            for key, d in row.get("vs_control", {}).items():
-                lines.append(f"- {name}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})")
+        lines += difference_lines(control, {name: row["vs_control"] for name, row in records.items()
+                                            if name != "references" and "vs_control" in row})
     return "\n".join(lines) + "\n"
 
 
