@@ -1,4 +1,5 @@
-"""experiments/job.sh, the unit every experiment's run.sh is made of: fit, wall time, evaluation, report."""
+"""experiments/job.sh and experiments/ablation.sh, what the experiments' run.sh are made of: fit, wall time,
+evaluation, report."""
 
 import json
 import os
@@ -9,11 +10,12 @@ from hydra_utils import FAST
 from omnigen.report import main as report
 
 JOB = Path(__file__).resolve().parents[1] / "experiments" / "job.sh"
+ABLATION = JOB.parent / "ablation.sh"
+TINY_EVAL = "samples_per_family=2 num_inference_steps=1 batch_size=2"
 
 
 def run_job(runs: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"RUNS": str(runs), "EVAL_ARGS": "samples_per_family=2 num_inference_steps=1 batch_size=2",
-                        "WANDB_MODE": "offline"}
+    env = os.environ | {"RUNS": str(runs), "EVAL_ARGS": TINY_EVAL, "WANDB_MODE": "offline"}
     return subprocess.run(["bash", str(JOB), name, "text_to_image,mixed_modal", *overrides], env=env, cwd=runs,
                           capture_output=True, text=True, timeout=600)
 
@@ -37,3 +39,32 @@ def test_a_failing_fit_stops_the_job_before_evaluation(tmp_path):
     failed = run_job(tmp_path, "bad", "model/mask=no_such_mask")
     assert failed.returncode != 0 and "no_such_mask" in failed.stderr
     assert not (tmp_path / "bad" / "fit_seconds").exists() and not (tmp_path / "bad" / "eval").exists()
+
+
+def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_against_the_control(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    env = os.environ | {"RUNS": str(runs), "OUT": str(out), "SEEDS": "1 2", "STEPS": "2 4", "EVAL_ARGS": TINY_EVAL,
+                        "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null"]), "EXPECT": "causal=worse",
+                        "WANDB_MODE": "offline"}
+    command = ["bash", str(ABLATION), "ablate_mask", "omnigen", "omnigen", "causal model/mask=causal"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for arm in ("omnigen", "causal"):
+        for seed in (1, 2):
+            run = runs / f"ablate_mask_{arm}_s{seed}"
+            assert f"model/mask={arm}" in (run / ".hydra" / "overrides.yaml").read_text() or arm == "omnigen"
+            assert int((run / "fit_seconds").read_text()) >= 0
+            for step in (2, 4):
+                settings = json.loads((run / f"eval_step{step}" / "results.json").read_text())["settings"]
+                assert (settings["steps_trained"], settings["samples_per_family"]) == (step, 2)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["control"] == "omnigen" and saved["expect"] == {"causal": "worse"}
+    assert saved["evaluated"] == "eval_step4" and list(saved["curve"]) == ["eval_step2", "eval_step4"]
+    difference = saved["vs_control"]["causal"]["text_to_image/object"]
+    assert difference["n"] == 2 and difference["verdict"] == "no verdict at 2 seeds"
+    assert set(saved["references"]) == {"floor: untrained", "ceiling: ground truth"}
+    assert saved["references"]["ceiling: ground truth"]["text_to_image"]["object"] == 1.0
+    assert (out / "examples_s1.png").is_file() and (out / "examples_s2.png").is_file()
+    stamp = (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp

@@ -107,3 +107,36 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
         main(["--out", str(out), "--arm", arm("ctl", control), "--arm", arm("new", [0]), "--control", "ctl"])
     with pytest.raises(ValueError, match="control arm 'nope'"):
         main(["--out", str(out), "--arm", arm("ctl", control), "--control", "nope"])
+
+
+def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_last_point(tmp_path):
+    """--curve reads eval_step<N>/ inside every run: the table and verdicts are the last point's, every point
+    gets its paired differences, and --expect turns directions into supported / refuted."""
+    control = {7: [(0.3, 10.0), (0.50, 20.0)], 8: [(0.3, 11.0), (0.60, 22.0)], 9: [(0.2, 12.0), (0.40, 21.0)]}
+    better = {7: [(0.4, 10.0), (0.70, 20.5)], 8: [(0.3, 11.0), (0.75, 21.0)], 9: [(0.1, 12.0), (0.62, 21.5)]}
+    worse = {seed: [(a - 0.1, b), (c - 0.2, d)] for seed, [(a, b), (c, d)] in control.items()}
+    for name, arm in (("ctl", control), ("up", better), ("down", worse)):
+        for seed, points in arm.items():
+            for step, scores in zip((600, 1200), points):
+                write_evaluation(tmp_path / f"{name}_s{seed}" / f"eval_step{step}", scores)
+    arm = lambda name: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in control)  # noqa: E731
+    out = tmp_path / "report"
+    table = main(["--out", str(out), "--arm", arm("ctl"), "--arm", arm("up"), "--arm", arm("down"),
+                  "--control", "ctl", "--curve", "eval_step600", "eval_step1200",
+                  "--expect", "up=better", "--expect", "down=better"])
+    assert table["up"]["text_to_image/object"]["seeds"] == [0.70, 0.75, 0.62]  # the last point's
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["evaluated"] == "eval_step1200" and saved["expect"] == {"up": "better", "down": "better"}
+    assert saved["vs_control"]["up"]["text_to_image/object"]["verdict"] == "supported: better"
+    assert saved["vs_control"]["down"]["text_to_image/object"]["verdict"] == "refuted: worse"
+    assert saved["vs_control"]["up"]["mixed_modal/unchanged_psnr"]["verdict"] == "inconclusive"
+    early = saved["vs_control_curve"]["eval_step600"]["up"]["text_to_image/object"]
+    assert early["mean"] == pytest.approx(0.0) and early["verdict"] == "inconclusive"
+    assert saved["curve"]["eval_step600"]["ctl"]["text_to_image/object"]["mean"] == pytest.approx(0.8 / 3)
+    md = (out / "results.md").read_text()
+    assert "| arm | metric | step600 | step1200 |" in md and "(supported: better)" in md
+    assert (out / "plot.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="--expect"):
+        main(["--out", str(out), "--arm", arm("ctl"), "--arm", arm("up"), "--control", "ctl", "--expect", "up=higher"])
+    with pytest.raises(ValueError, match="ending in their step"):
+        main(["--out", str(out), "--arm", arm("ctl"), "--curve", "eval"])

@@ -95,6 +95,20 @@ def test_foreground_weighting_reads_a_plain_sample_as_an_edit_of_its_background(
         weighting.weights(scene[None], [])
 
 
+def test_foreground_weighting_clips_edits_and_scenes_apart():
+    """edit_clip_max moves the edits' clip without the scenes': one weighting, two clip ranges."""
+    target, reference = edited_pair()
+    batch, references = torch.stack([target, target]), [None, reference]
+    same = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=2.0).weights(batch, references)
+    apart = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=2.0, edit_clip_max=1000.0).weights(batch, references)
+    torch.testing.assert_close(apart[0], same[0])  # the scene: clip 2 either way
+    assert same[1].max() == 2.0 and apart[1].max() > 2.0  # the edit: unclipped at 1000
+    torch.testing.assert_close(apart[1:], EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(
+        target[None], [reference]))
+    with pytest.raises(ValueError, match="edit_clip_max"):
+        ForegroundWeighting(clip_min=5.0, clip_max=16.0, edit_clip_max=2.0)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="norm"):
         EditRegionWeighting(norm="l3")

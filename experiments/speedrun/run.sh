@@ -8,6 +8,7 @@
 # machine that has become slower or faster since the control ran slows both arms of the pair alike.
 # The control is today's experiment=speedrun (tiny), without overrides, as row CONTROL: the last adopted row
 # (bf16; its runs are reused where they exist).
+# EXPERIMENT=<name> fits experiment=<name> (a config built on the speedrun's) instead of experiment=speedrun.
 # Writes runs/speedrun_<ROW>_s<seed>/ (fit, checkpoints/minute_*.ckpt, eval_minute_*/) and
 # experiments/speedrun/rows/<ROW>/records.{json,md}. Fits never overlap evaluations, so the clock
 # of each fit only ever shares the machine with the other fit of its pair.
@@ -20,7 +21,7 @@ mkdir -p runs
 fit() {  # a finished fit (its last wall-clock checkpoint) is not fitted again
   local run=runs/speedrun_${row}_s$1
   [ -f "$run/checkpoints/minute_30.ckpt" ] && return 0
-  python -m omnigen.fit experiment=speedrun seed="$1" "${@:2}" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
+  python -m omnigen.fit experiment="${EXPERIMENT:-speedrun}" seed="$1" "${@:2}" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
 }
 pair() {  # $1 on seeds i and i + 1 at once; fails when either fails
   local pids=() pid

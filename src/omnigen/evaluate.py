@@ -107,6 +107,9 @@ def markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+EXAMPLE_CELL = 64  # pixels per tile of examples.png
+
+
 def example_grid(examples: list[dict[str, Any]], per_family: int = 4):
     rows, seen = [], defaultdict(int)
     width = max((len(e["inputs"]) for e in examples), default=0)
@@ -116,7 +119,7 @@ def example_grid(examples: list[dict[str, Any]], per_family: int = 4):
             inputs = [to_pil(from_array(im)) for im in e["inputs"]]
             rows.append(inputs + [None] * (width - len(inputs)) + [to_pil(from_array(e["target"])),
                                                                    to_pil(from_array(e["generated"]))])
-    return grid(rows, 64)
+    return grid(rows, EXAMPLE_CELL)
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:

@@ -29,3 +29,24 @@ def grid(rows: list[list[Image.Image | None]], cell: int, pad: int = 2) -> Image
             if image is not None:
                 canvas.paste(image.resize((cell, cell), Image.NEAREST), (pad + j * (cell + pad), pad + i * (cell + pad)))
     return canvas
+
+
+def compare_generated(grids: dict[str, Image.Image], cell: int, pad: int = 2) -> Image.Image:
+    """Several `grid`s of the same samples whose last column is generated ({label: grid}), side by side: the
+    first whole (inputs | target | generated), then only the generated column of each other, under a
+    strip naming them (the first label over the first grid's generated column)."""
+    from PIL import ImageDraw
+
+    first, *others = grids.values()
+    if any(g.height != first.height for g in others):
+        raise ValueError(f"grids of different samples: heights {[g.height for g in grids.values()]}")
+    columns = [first] + [g.crop((g.width - cell - 2 * pad, 0, g.width, g.height)) for g in others]
+    strip = 12
+    canvas = Image.new("RGB", (sum(c.width for c in columns), first.height + strip), (255, 255, 255))
+    draw, x = ImageDraw.Draw(canvas), 0
+    for i, (label, column) in enumerate(zip(grids, columns)):
+        canvas.paste(column, (x, strip))
+        label_x = x + column.width - cell - pad if i == 0 else x + pad
+        draw.text((label_x, 0), label[: cell // 6], fill=(0, 0, 0))  # ~6 px per character of the default font
+        x += column.width
+    return canvas

@@ -36,12 +36,16 @@ def paired_interval(differences: list[float]) -> dict[str, float]:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
-def verdict(difference: dict[str, float]) -> str:
+def verdict(difference: dict[str, float], expect: str | None = None) -> str:
     """'better' / 'worse' when the interval excludes zero (higher is better), else 'inconclusive';
-    'no verdict at n seeds' below MIN_SEEDS_FOR_VERDICT."""
+    'no verdict at n seeds' below MIN_SEEDS_FOR_VERDICT. With `expect` (a hypothesis: the arm does
+    'better' or 'worse' than the control), 'supported' or 'refuted' before the direction found."""
     if difference["n"] < MIN_SEEDS_FOR_VERDICT:
         return f"no verdict at {difference['n']} seeds"
-    return "better" if difference["low"] > 0 else "worse" if difference["high"] < 0 else "inconclusive"
+    found = "better" if difference["low"] > 0 else "worse" if difference["high"] < 0 else "inconclusive"
+    if expect is None or found == "inconclusive":
+        return found
+    return f"{'supported' if found == expect else 'refuted'}: {found}"
 
 
 def pairs_with_control(arms: dict[str, list[Run]], control: str, seed: Callable[[Run], str],
@@ -62,10 +66,12 @@ def pairs_with_control(arms: dict[str, list[Run]], control: str, seed: Callable[
     return pairs
 
 
-def difference_lines(control: str, differences: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """Markdown lines for {arm: {metric: paired_interval}}: the mean, its interval and the verdict."""
+def difference_lines(control: str, differences: dict[str, dict[str, dict[str, Any]]],
+                     expect: dict[str, str] | None = None) -> list[str]:
+    """Markdown lines for {arm: {metric: paired_interval}}: the mean, its interval and the verdict
+    (against the hypothesis `expect[arm]`, 'better' or 'worse', where one is given)."""
     lines = ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
     for arm, by_metric in differences.items():
-        lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict(d)})"
-                  for key, d in by_metric.items()]
+        lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
+                  f"({verdict(d, (expect or {}).get(arm))})" for key, d in by_metric.items()]
     return lines

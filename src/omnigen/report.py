@@ -20,10 +20,11 @@ import argparse
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of
+from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of, verdict
 
 # What a table shows by default, per family present in the runs' evaluations.
 HEADLINE: dict[str, list[str]] = {
@@ -51,7 +52,8 @@ def read_run(path: Path) -> dict[str, Any]:
         with metrics_file.open() as f:
             loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
     seconds = run / "fit_seconds"
-    return {"run": str(run), "results": {k: v for k, v in results["results"].items() if k != "per_task"},
+    return {"run": str(run), "evaluation": str(results_file.parent),
+            "results": {k: v for k, v in results["results"].items() if k != "per_task"},
             "per_task": results["results"].get("per_task", {}),
             "steps_trained": results["settings"].get("steps_trained"),
             "loss": loss, "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None}
@@ -108,16 +110,24 @@ def digits(key: str) -> int:
     return 1 if key.endswith("psnr") else 3
 
 
-def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str]) -> dict[str, dict[str, Any]]:
-    """arm -> {metric: paired_interval of (arm - control) over the seeds the two share}."""
+def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str],
+                   expect: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """arm -> {metric: paired_interval of (arm - control) over the seeds the two share, with its verdict
+    (against the hypothesis expect[arm] where there is one)}."""
     pairs = pairs_with_control(read, control, lambda run: seed_of(Path(run["run"])))
-    return {arm: {key: paired_interval([score(r["results"], key) - score(c["results"], key) for r, c in arm_pairs])
-                  for key in metrics} for arm, arm_pairs in pairs.items()}
+    differences = {}
+    for arm, arm_pairs in pairs.items():
+        differences[arm] = {}
+        for key in metrics:
+            d = paired_interval([score(r["results"], key) - score(c["results"], key) for r, c in arm_pairs])
+            differences[arm][key] = {**d, "verdict": verdict(d, expect.get(arm))}
+    return differences
 
 
 def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
              references: dict[str, dict[str, Any]] | None = None,
-             differences: dict[str, dict[str, Any]] | None = None, control: str | None = None) -> str:
+             differences: dict[str, dict[str, Any]] | None = None, control: str | None = None,
+             expect: dict[str, str] | None = None) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for label, results in (references or {}).items():
         cells = [f"{score(results, key):.{digits(key)}f}" for key in metrics]
@@ -132,8 +142,96 @@ def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
     lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
                  "Final train loss: the mean of the last tenth of logged steps.")
     if differences:
-        lines += difference_lines(control, differences)
+        lines += difference_lines(control, differences, expect)
     return "\n".join(lines) + "\n"
+
+
+def draw_losses(ax: Any, arms: dict[str, list[dict[str, Any]]]) -> None:
+    """Training loss of every run, one colour per arm."""
+    for i, (arm, runs) in enumerate(arms.items()):
+        for k, run in enumerate(runs):
+            if run["loss"]:
+                ax.plot(*smooth(run["loss"]), color=f"C{i}", alpha=0.9 if k == 0 else 0.5,
+                        label=arm if k == 0 else None, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss (10-point mean)")
+    ax.set_yscale("log")  # the first steps fall by 10x; the differences that matter are late
+    ax.set_title("training loss, one line per seed")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def point_value(point: str) -> float:
+    """The training step or minute an evaluation directory is named for (eval_step600 -> 600)."""
+    match = re.search(r"(\d+(?:\.\d+)?)$", point)
+    if match is None:
+        raise ValueError(f"--curve names evaluation directories ending in their step or minute "
+                         f"(eval_step600, eval_minute_10), got {point!r}")
+    return float(match.group(1))
+
+
+def point_label(point: str) -> str:
+    return point.removeprefix("eval_").replace("_", " ")
+
+
+def curve_markdown(curve: dict[str, dict[str, dict[str, Any]]], metrics: list[str],
+                   differences: dict[str, dict[str, dict[str, Any]]] | None, control: str | None) -> str:
+    """The learning curve (every arm's mean at every evaluation) and, with a control, the paired
+    differences at every evaluation."""
+    points = list(curve)
+    head = f"| arm | metric | {' | '.join(point_label(p) for p in points)} |"
+    lines = ["", "Learning curve (mean over seeds at each evaluation):", "", head, "|---" * (len(points) + 2) + "|"]
+    for key in metrics:
+        for arm in curve[points[0]]:
+            cells = [f"{curve[p][arm][key]['mean']:.{digits(key)}f}" for p in points]
+            lines.append(f"| {arm} | {key} | {' | '.join(cells)} |")
+    if differences:
+        lines += ["", f"Paired differences against `{control}` at each evaluation (mean [95 % t interval], verdict):",
+                  "", head, "|---" * (len(points) + 2) + "|"]
+        for arm in differences[points[0]]:
+            for key in metrics:
+                cells = [f"{d['mean']:+.{digits(key)}f} [{d['low']:+.{digits(key)}f}, {d['high']:+.{digits(key)}f}] "
+                         f"{d['verdict']}" for d in (differences[p][arm][key] for p in points)]
+                lines.append(f"| {arm} | {key} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(read_at: dict[str, dict[str, list[dict[str, Any]]]], metrics: list[str],
+                references: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Every arm's learning curve on one figure: a panel per metric (mean over seeds, the band spans the
+    seeds), the reference rows as dashed lines, and the training losses."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training box
+    import matplotlib.pyplot as plt
+
+    columns = 4
+    rows = math.ceil((len(metrics) + 1) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    points = list(read_at)
+    xs = [point_value(p) for p in points]
+    for ax, key in zip(axes.flat, metrics):
+        for i, arm in enumerate(read_at[points[0]]):
+            values = [[score(r["results"], key) for r in read_at[p][arm]] for p in points]
+            ax.plot(xs, [sum(v) / len(v) for v in values], color=f"C{i}", marker="o", label=arm, linewidth=1.2)
+            ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=f"C{i}", alpha=0.15)
+        for (label, results), style in zip(references.items(), (":", "--")):
+            if not (key.endswith("psnr") and label.startswith("ceiling")):  # 100 dB would flatten the axis
+                ax.axhline(score(results, key), color="grey", linestyle=style, linewidth=1, label=label)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(point_label(points[0]).rstrip("0123456789. ") or "evaluation")
+        ax.legend(fontsize=6)
+    runs = read_at[points[-1]]
+    if any(run["loss"] for arm_runs in runs.values() for run in arm_runs):
+        draw_losses(axes.flat[len(metrics)], runs)
+    else:
+        axes.flat[len(metrics)].axis("off")  # no training logs kept with these runs
+    for ax in list(axes.flat)[len(metrics) + 1:]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: mean over seeds, band = range of seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def smooth(points: list[tuple[int, float]], window: int = 10) -> tuple[list[int], list[float]]:
@@ -171,30 +269,52 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
     bars.legend(fontsize=6)
     if curve:  # every arm holds the same runs: one loss line per run
         arms = {Path(run["run"]).name: [run] for run in next(iter(arms.values()))}
-    for i, (arm, runs) in enumerate(arms.items()):
-        for k, run in enumerate(runs):
-            if run["loss"]:
-                curves.plot(*smooth(run["loss"]), color=f"C{i}", alpha=0.9 if k == 0 else 0.5,
-                            label=arm if k == 0 else None, linewidth=1)
-    curves.set_xlabel("step")
-    curves.set_ylabel("train loss (10-point mean)")
-    curves.set_yscale("log")  # the first steps fall by 10x; the differences that matter are late
-    curves.set_title("training loss, one line per seed")
-    curves.legend(fontsize=7)
+    draw_losses(curves, arms)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def example_comparisons(read: dict[str, list[dict[str, Any]]], out: Path) -> list[Path]:
+    """examples_s<seed>.png for every seed on which every arm's evaluation drew examples.png: the arms'
+    images of the same held-out samples (evaluate's fixed seed) side by side."""
+    from PIL import Image
+
+    from omnigen.evaluate import EXAMPLE_CELL
+    from omnigen.images import compare_generated
+
+    by_seed: dict[str, dict[str, Path]] = {}
+    for arm, runs in read.items():
+        for run in runs:
+            by_seed.setdefault(seed_of(Path(run["run"])), {})[arm] = Path(run["evaluation"]) / "examples.png"
+    written = []
+    for seed, files in sorted(by_seed.items()):
+        if len(files) == len(read) and all(f.is_file() for f in files.values()):
+            grids = {arm: Image.open(files[arm]).convert("RGB") for arm in read}
+            compare_generated(grids, EXAMPLE_CELL).save(out / f"examples_s{seed}.png")
+            written.append(out / f"examples_s{seed}.png")
+    return written
+
+
 def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = None, title: str = "",
-           control: str | None = None, floor: Path | None = None, ceiling: Path | None = None) -> dict[str, Any]:
+           control: str | None = None, floor: Path | None = None, ceiling: Path | None = None,
+           curve: list[str] | None = None, expect: dict[str, str] | None = None) -> dict[str, Any]:
     """Read every run, write results.json / results.md / plot.png under out, return the aggregate table.
-    `control`: the arm the others are compared with, seed by seed; `floor` / `ceiling`: evaluation
-    directories of the untrained model and of the ground truth, shown as reference rows."""
+    `control`: the arm the others are compared with, seed by seed, against the hypotheses `expect`
+    ({arm: 'better' | 'worse'}); `floor` / `ceiling`: evaluation directories of the untrained model and of
+    the ground truth, shown as reference rows; `curve`: evaluation directories inside every run, in training
+    order (eval_step600, ...): a learning curve, whose last point is the table's."""
     if not arms or any(not runs for runs in arms.values()):
         raise ValueError("every arm needs at least one run directory")
-    read = {arm: [read_run(Path(r)) for r in runs] for arm, runs in arms.items()}
+    expect = expect or {}
+    if bad := {arm: d for arm, d in expect.items() if arm not in arms or arm == control or d not in ("better", "worse")}:
+        raise ValueError(f"--expect is ARM=better or ARM=worse for an arm other than the control, got {bad}")
+    points = curve or [""]
+    for point in curve or []:
+        point_value(point)  # named for its step or minute, before anything is read
+    read_at = {p: {arm: [read_run(Path(r) / p) for r in runs] for arm, runs in arms.items()} for p in points}
+    read = read_at[points[-1]]
     everything = [r for runs in read.values() for r in runs]
     metrics = metrics or headline_metrics(everything)
     unknown = [m for m in metrics if "/" not in m]
@@ -203,15 +323,26 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     table = aggregate(read, metrics)
     references = {label: read_run(path)["results"] for label, path in
                   (("floor: untrained", floor), ("ceiling: ground truth", ceiling)) if path is not None}
-    differences = versus_control(read, control, metrics) if control is not None else None
+    by_point = {p: versus_control(read_at[p], control, metrics, expect) for p in points} if control else None
+    differences = by_point[points[-1]] if by_point else None
+    curve_table = {p: aggregate(read_at[p], metrics) for p in curve} if curve else None
     out.mkdir(parents=True, exist_ok=True)
     seeds = min(len(runs) for runs in read.values())
     (out / "results.json").write_text(json.dumps(
-        {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "table": table,
-         "references": references, "control": control, "vs_control": differences,
+        {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "evaluated": points[-1] or "eval",
+         "table": table, "references": references, "control": control, "expect": expect,
+         "vs_control": differences, "curve": curve_table, "vs_control_curve": by_point if curve else None,
          "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()}}, indent=2))
-    (out / "results.md").write_text(markdown(table, metrics, seeds, references, differences, control))
-    plot(read, table, metrics, out / "plot.png", title or out.name)
+    text = markdown(table, metrics, seeds, references, differences, control, expect)
+    if curve:
+        text += curve_markdown(curve_table, metrics, by_point, control)
+        plot_curves(read_at, metrics, references, out / "plot.png", title or out.name)
+    else:
+        plot(read, table, metrics, out / "plot.png", title or out.name)
+    if control:  # runs pair by seed: the same samples drawn by every arm
+        grids = example_comparisons(read, out)
+        text += "".join(f"\n![{g.stem}]({g.name})\n" for g in grids)
+    (out / "results.md").write_text(text)
     return table
 
 
@@ -236,9 +367,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--control", help="the arm the others are compared with, seed by seed (paired t intervals)")
     parser.add_argument("--floor", type=Path, help="an evaluation of the untrained model: the floor row")
     parser.add_argument("--ceiling", type=Path, help="an evaluation of the ground truth (evaluate ground_truth=true)")
+    parser.add_argument("--curve", nargs="+", metavar="EVAL_DIR",
+                        help="evaluation directories inside every run, in training order (eval_step600 eval_step1200 "
+                             "...): every arm's learning curve; the table and the verdicts are the last one's")
+    parser.add_argument("--expect", action="append", default=[], metavar="ARM=better|worse",
+                        help="a hypothesis: the arm does better (or worse) than the control; each difference is "
+                             "then supported, refuted or inconclusive")
     args = parser.parse_args(argv)
+    expect = {}
+    for spec in args.expect:
+        arm, sep, direction = spec.partition("=")
+        if not sep:
+            parser.error(f"--expect is ARM=better|worse, got {spec!r}")
+        expect[arm] = direction
     table = report(named_runs(args.arm, parser, "--arm"), args.out, args.metrics, args.title,
-                   args.control, args.floor, args.ceiling)
+                   args.control, args.floor, args.ceiling, args.curve, expect)
     print((args.out / "results.md").read_text())
     return table
 

@@ -20,6 +20,16 @@ from omnigen.flow.weighting.base import LossWeighting
 NORMS = ("l2", "l1")
 
 
+def check_references(target: Tensor, references: list[Tensor | None]) -> None:
+    if len(references) != target.shape[0]:
+        raise ValueError(f"got {len(references)} references for a batch of {target.shape[0]}")
+
+
+def is_edit(target: Tensor, reference: Tensor | None) -> bool:
+    """Whether a sample (C, H, W) has an input image of its own shape to be compared with."""
+    return reference is not None and reference.shape == target.shape
+
+
 class EditRegionWeighting(LossWeighting):
     def __init__(self, threshold: float = 0.05, clip_min: float = 5.0, clip_max: float = 64.0, norm: str = "l2",
                  eps: float = 1e-8, margin: int = 0) -> None:
@@ -34,24 +44,26 @@ class EditRegionWeighting(LossWeighting):
         self.margin = margin
         self.threshold, self.clip_min, self.clip_max, self.norm, self.eps = threshold, clip_min, clip_max, norm, eps
 
-    def changed_weight(self, target: Tensor, reference: Tensor) -> Tensor:
+    def changed_weight(self, target: Tensor, reference: Tensor, clip_max: float) -> Tensor:
         """Scalar weight of the changed region for one sample (C, H, W)."""
         diff = target - reference
         distance = diff.pow(2).mean() if self.norm == "l2" else diff.abs().mean()
-        return (1.0 / (distance + self.eps)).clamp(self.clip_min, self.clip_max)
+        return (1.0 / (distance + self.eps)).clamp(self.clip_min, clip_max)
+
+    def sample_weights(self, target: Tensor, reference: Tensor, clip_max: float) -> Tensor:
+        """(C, H, W) weights of one sample against the image it is compared with."""
+        # A latent position is changed when its channel-mean |difference| passes the threshold.
+        changed = (target - reference).abs().mean(dim=0, keepdim=True) > self.threshold  # (1, H, W)
+        if self.margin:  # the changed region and every position within `margin` of it (Chebyshev)
+            changed = F.max_pool2d(changed.float(), 2 * self.margin + 1, stride=1, padding=self.margin) > 0
+        return torch.where(changed, self.changed_weight(target, reference, clip_max), 1.0).expand_as(target)
 
     def weights(self, target: Tensor, references: list[Tensor | None]) -> Tensor:
-        if len(references) != target.shape[0]:
-            raise ValueError(f"got {len(references)} references for a batch of {target.shape[0]}")
+        check_references(target, references)
         out = torch.ones_like(target)
         for b, reference in enumerate(references):
-            if reference is None or reference.shape != target[b].shape:
-                continue  # nothing to compare against: a plain sample, weight 1
-            # A latent position is changed when its channel-mean |difference| passes the threshold.
-            changed = (target[b] - reference).abs().mean(dim=0, keepdim=True) > self.threshold  # (1, H, W)
-            if self.margin:  # the changed region and every position within `margin` of it (Chebyshev)
-                changed = F.max_pool2d(changed.float(), 2 * self.margin + 1, stride=1, padding=self.margin) > 0
-            out[b] = torch.where(changed, self.changed_weight(target[b], reference), 1.0).expand_as(target[b])
+            if is_edit(target[b], reference):  # otherwise nothing to compare against: a plain sample, weight 1
+                out[b] = self.sample_weights(target[b], reference, self.clip_max)
         return out
 
     def __repr__(self) -> str:

@@ -14,9 +14,10 @@ region it changes, which slows learning to copy (unchanged-region PSNR 17-18 aga
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from omnigen.flow.weighting.edit_region import EditRegionWeighting
+from omnigen.flow.weighting.edit_region import EditRegionWeighting, check_references, is_edit
 
 
 def background_canvas(target: Tensor) -> Tensor:
@@ -25,20 +26,23 @@ def background_canvas(target: Tensor) -> Tensor:
 
 
 class ForegroundWeighting(EditRegionWeighting):
-    def __init__(self, *args: Any, edits: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, edits: bool = True, edit_clip_max: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.edits = edits  # False: an edit gets weight 1 everywhere
+        # The clip of the edits' weights (None: clip_max, the scenes'), so one can move without the other.
+        self.edit_clip_max = self.clip_max if edit_clip_max is None else edit_clip_max
+        if self.edit_clip_max < self.clip_min:
+            raise ValueError(f"need edit_clip_max >= clip_min={self.clip_min}, got {edit_clip_max}")
 
     def weights(self, target: Tensor, references: list[Tensor | None]) -> Tensor:
-        # A references list of the wrong length stays that length here, so the edit weighting refuses it.
-        return super().weights(target, [self._compared_with(target[b], reference) for b, reference in enumerate(references)])
-
-    def _compared_with(self, target: Tensor, reference: Tensor | None) -> Tensor | None:
-        """What the edit weighting compares one sample (C, H, W) with: the image it edits (None when
-        edits are not weighted: the edit weighting gives None weight 1), else its background."""
-        if reference is not None and reference.shape == target.shape:
-            return reference if self.edits else None
-        return background_canvas(target)
+        check_references(target, references)
+        out = torch.ones_like(target)
+        for b, reference in enumerate(references):
+            if not is_edit(target[b], reference):  # a scene: its shapes against a blank canvas of its background
+                out[b] = self.sample_weights(target[b], background_canvas(target[b]), self.clip_max)
+            elif self.edits:  # an edit: what changes against the image it edits
+                out[b] = self.sample_weights(target[b], reference, self.edit_clip_max)
+        return out
 
     def __repr__(self) -> str:
-        return f"Foreground{super().__repr__()[:-1]}, edits={self.edits})"
+        return f"Foreground{super().__repr__()[:-1]}, edits={self.edits}, edit_clip_max={self.edit_clip_max})"

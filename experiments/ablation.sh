@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One ablation on the speedrun's recipe: every arm on every seed for the experiment's step budget (its
+# config's trainer.max_steps), then each arm's checkpoints at STEPS evaluated and reported against the
+# control arm (paired by seed).
+#   experiments/ablation.sh EXPERIMENT CONTROL "ARM [fit overrides...]" ...
+#   e.g. experiments/ablation.sh ablate_mask omnigen omnigen "causal model/mask=causal" "full model/mask=full"
+# EXPECT="ARM=better|worse ..." states the hypotheses the verdicts are drawn against; SEEDS (default "7 8 9");
+# STEPS (the checkpoints evaluated, default "600 1200 2200": the last one is the verdict's); FIT_ARGS and
+# EVAL_ARGS (extra fit overrides and evaluate keys, which win); RUNS (default runs) and OUT (default
+# experiments/<EXPERIMENT>): where the runs and the report go.
+# CONTROL_RUNS=runs/speedrun_bf16 reuses those runs (runs/speedrun_bf16_s<seed>) as the control arm where
+# they exist: experiment=speedrun is the same run for its first steps (constant lr after warm-up).
+# Fits run two at a time, one thread each, seed by seed (the arms of a seed side by side); evaluations
+# (128 held-out samples per family, evaluate's defaults otherwise) run after every fit, two at a time.
+# Writes runs/<EXPERIMENT>_<ARM>_s<seed>/ (fit, fit_seconds, checkpoints, eval_step<N>/) and
+# experiments/<EXPERIMENT>/results.{json,md}, plot.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment=$1 control=$2; shift 2
+arms=("$@") seeds=(${SEEDS:-7 8 9}) steps=(${STEPS:-600 1200 2200})
+runs=${RUNS:-runs}
+export FAMILIES="[text_to_image,mixed_modal]" EVAL_ARGS=${EVAL_ARGS:-} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$runs"
+run_dir() {  # run_dir ARM SEED
+  local reused=${CONTROL_RUNS:-}_s$2
+  if [ "$1" = "$control" ] && [ -n "${CONTROL_RUNS:-}" ] && [ -d "$reused" ]; then echo "$reused"
+  else echo "$runs/${experiment}_$1_s$2"; fi
+}
+ckpt() { printf "%s/checkpoints/step_%07d.ckpt" "$1" "$2"; }
+jobs=()  # "kind run [overrides...]" in the order they run: fits seed by seed, then evaluations
+for seed in "${seeds[@]}"; do
+  for arm in "${arms[@]}"; do
+    read -r name overrides <<< "$arm"
+    run=$(run_dir "$name" "$seed")
+    [ -f "$(ckpt "$run" "${steps[-1]}")" ] || jobs+=("fit $run experiment=$experiment seed=$seed $overrides ${FIT_ARGS:-}")
+  done
+done
+run_jobs() {  # two at a time; fails when any fails
+  [ ${#jobs[@]} -gt 0 ] || return 0
+  printf '%s\n' "${jobs[@]}" | xargs -d '\n' -n 1 -P 2 bash -c 'set -euo pipefail; set -- $1; kind=$1 run=$2; shift 2
+    if [ "$kind" = fit ]; then start=$(date +%s); mkdir -p "$run"
+      python -m omnigen.fit "$@" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
+      echo $(( $(date +%s) - start )) > "$run/fit_seconds"
+    else python -m omnigen.evaluate ckpt="$1" "families=$FAMILIES" samples_per_family=128 out="$run" $EVAL_ARGS > /dev/null; fi' _
+}
+run_jobs
+jobs=()
+for seed in "${seeds[@]}"; do
+  for arm in "${arms[@]}"; do
+    run=$(run_dir "${arm%% *}" "$seed")
+    for step in "${steps[@]}"; do
+      [ -f "$run/eval_step$step/results.json" ] || jobs+=("eval $run/eval_step$step $(ckpt "$run" "$step")")
+    done
+  done
+done
+floor=$(run_dir "$control" "${seeds[0]}")/eval_floor  # the untrained model (minute 0)
+[ -f "$floor/results.json" ] || jobs+=("eval $floor $(run_dir "$control" "${seeds[0]}")/checkpoints/minute_0.ckpt")
+truth=$runs/speedrun_ground_truth  # the ceiling: the targets scored as if generated
+[ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 "families=$FAMILIES" \
+  samples_per_family=128 out="$truth" $EVAL_ARGS > /dev/null
+run_jobs
+report=() curve=()
+for step in "${steps[@]}"; do curve+=("eval_step$step"); done
+for arm in "${arms[@]}"; do
+  name=${arm%% *} dirs=()
+  for seed in "${seeds[@]}"; do dirs+=("$(run_dir "$name" "$seed")"); done
+  report+=(--arm "$name=$(IFS=,; echo "${dirs[*]}")")
+done
+python -m omnigen.report --out "${OUT:-experiments/$experiment}" --title "$experiment" "${report[@]}" --control "$control" \
+  --curve "${curve[@]}" --floor "$floor" --ceiling "$truth" ${EXPECT:+$(printf -- "--expect %s " $EXPECT)}
