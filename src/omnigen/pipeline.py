@@ -37,6 +37,7 @@ ImageInput = Image.Image | str | Path | np.ndarray | Tensor  # a tensor is (3, H
 class OmniGenPipeline:
     def __init__(self, module: OmniGenLitModule) -> None:
         self.module = module
+        self.warned_no_cache = False  # said once per pipeline, not at every generate call
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = False,
@@ -216,7 +217,9 @@ class OmniGenPipeline:
         """The guided velocity of `branches` stacked prompt groups ([cond | image-cond | uncond])."""
         transformer = self.module.transformer
         if use_kv_cache and not transformer.mask.prefix_independent:
-            log.warning("%r lets the condition see later tokens: sampling without the kv-cache", transformer.mask)
+            if not self.warned_no_cache:
+                log.warning("%r lets the condition see later tokens: sampling without the kv-cache", transformer.mask)
+                self.warned_no_cache = True
             use_kv_cache = False
         cache = transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout) if use_kv_cache else None
         # The same at every step; a cached step runs only the queries from the time token on.
