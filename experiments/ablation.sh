@@ -7,7 +7,9 @@
 # EXPECT="ARM=better|worse ..." states the hypotheses the verdicts are drawn against; SEEDS (default "7 8 9");
 # STEPS (the checkpoints evaluated, default "600 1200 2200": the last one is the verdict's); FIT_ARGS and
 # EVAL_ARGS (extra fit overrides and evaluate keys, which win); RUNS (default runs) and OUT (default
-# experiments/<EXPERIMENT>): where the runs and the report go.
+# experiments/<EXPERIMENT>): where the runs and the report go; REPORT=only skips fits and evaluations (the
+# report from kept copies of the runs' evaluations: RUNS=experiments/<EXPERIMENT>/runs
+# CONTROL_RUNS=experiments/speedrun/runs/speedrun_bf16 TRUTH=experiments/speedrun/runs/speedrun_ground_truth).
 # CONTROL_RUNS=runs/speedrun_bf16 reuses those runs (runs/speedrun_bf16_s<seed>) as the control arm where
 # they exist: experiment=speedrun is the same run for its first steps (constant lr after warm-up).
 # Fits run two at a time, one thread each, seed by seed (the arms of a seed side by side); evaluations
@@ -36,7 +38,7 @@ for seed in "${seeds[@]}"; do
   done
 done
 run_jobs() {  # two at a time; fails when any fails
-  [ ${#jobs[@]} -gt 0 ] || return 0
+  [ ${#jobs[@]} -gt 0 ] && [ "${REPORT:-}" != only ] || return 0
   printf '%s\n' "${jobs[@]}" | xargs -d '\n' -n 1 -P 2 bash -c 'set -euo pipefail; set -- $1; kind=$1 run=$2; shift 2
     if [ "$kind" = fit ]; then start=$(date +%s); mkdir -p "$run"
       python -m omnigen.fit "$@" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
@@ -55,8 +57,8 @@ for seed in "${seeds[@]}"; do
 done
 floor=$(run_dir "$control" "${seeds[0]}")/eval_floor  # the untrained model (minute 0)
 [ -f "$floor/results.json" ] || jobs+=("eval $floor $(run_dir "$control" "${seeds[0]}")/checkpoints/minute_0.ckpt")
-truth=$runs/speedrun_ground_truth  # the ceiling: the targets scored as if generated
-[ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 "families=$FAMILIES" \
+truth=${TRUTH:-$runs/speedrun_ground_truth}  # the ceiling: the targets scored as if generated
+[ -f "$truth/results.json" ] || [ "${REPORT:-}" = only ] || python -m omnigen.evaluate ground_truth=true image_size=32 "families=$FAMILIES" \
   samples_per_family=128 out="$truth" $EVAL_ARGS > /dev/null
 run_jobs
 report=() curve=()

@@ -119,12 +119,16 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
         for seed, points in arm.items():
             for step, scores in zip((600, 1200), points):
                 write_evaluation(tmp_path / f"{name}_s{seed}" / f"eval_step{step}", scores)
+    logged = tmp_path / "ctl_s7" / "csv" / "version_0"  # the run went on past its evaluated step 10
+    logged.mkdir(parents=True)
+    (logged / "metrics.csv").write_text("step,train/loss\n5,1.0\n10,0.5\n20,9.0\n")
     arm = lambda name: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in control)  # noqa: E731
     out = tmp_path / "report"
     table = main(["--out", str(out), "--arm", arm("ctl"), "--arm", arm("up"), "--arm", arm("down"),
                   "--control", "ctl", "--curve", "eval_step600", "eval_step1200",
                   "--expect", "up=better", "--expect", "down=better"])
     assert table["up"]["text_to_image/object"]["seeds"] == [0.70, 0.75, 0.62]  # the last point's
+    assert table["ctl"]["final_loss"]["seeds"] == [0.5]  # the loss up to the evaluated checkpoint only
     saved = json.loads((out / "results.json").read_text())
     assert saved["evaluated"] == "eval_step1200" and saved["expect"] == {"up": "better", "down": "better"}
     assert saved["vs_control"]["up"]["text_to_image/object"]["verdict"] == "supported: better"

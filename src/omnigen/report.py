@@ -46,16 +46,18 @@ def read_run(path: Path) -> dict[str, Any]:
     if not results_file.is_file():
         raise FileNotFoundError(f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)")
     results = json.loads(results_file.read_text())
+    steps = results["settings"].get("steps_trained")
     loss = []
     metrics_file = run / "csv" / "version_0" / "metrics.csv"
-    if metrics_file.is_file():
+    if metrics_file.is_file():  # up to the evaluated checkpoint: the run may have gone on after it
         with metrics_file.open() as f:
-            loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f) if r.get("train/loss")]
+            loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f)
+                    if r.get("train/loss") and (steps is None or int(r["step"]) <= steps)]
     seconds = run / "fit_seconds"
     return {"run": str(run), "evaluation": str(results_file.parent),
             "results": {k: v for k, v in results["results"].items() if k != "per_task"},
             "per_task": results["results"].get("per_task", {}),
-            "steps_trained": results["settings"].get("steps_trained"),
+            "steps_trained": steps,
             "loss": loss, "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None}
 
 
