@@ -5,7 +5,9 @@
 #   experiments/ablation.sh EXPERIMENT CONTROL "ARM [fit overrides...]" ...
 #   e.g. experiments/ablation.sh ablate_mask omnigen omnigen "causal model/mask=causal" "full model/mask=full"
 # EXPECT="ARM=better|worse ..." states the hypotheses the verdicts are drawn against; SEEDS (default "7 8 9");
-# STEPS (the checkpoints evaluated, default "600 1200 2200": the last one is the verdict's); FIT_ARGS and
+# STEPS (the checkpoints evaluated, default "600 1200 2200": the last one is the verdict's); MINUTES (e.g.
+# "5 10 20", for experiments on the speedrun's clock: its checkpoints evaluated too, and a second report at
+# equal training time in <OUT>/equal_time; a fit is done at its last minute); FIT_ARGS and
 # EVAL_ARGS (extra fit overrides and evaluate keys, which win); RUNS (default runs) and OUT (default
 # experiments/<EXPERIMENT>): where the runs and the report go; REPORT=only skips fits and evaluations (the
 # report from kept copies of the runs' evaluations: RUNS=experiments/<EXPERIMENT>/runs
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 experiment=$1 control=$2; shift 2
-arms=("$@") seeds=(${SEEDS:-7 8 9}) steps=(${STEPS:-600 1200 2200})
+arms=("$@") seeds=(${SEEDS:-7 8 9}) steps=(${STEPS:-600 1200 2200}) minutes=(${MINUTES:-})
 runs=${RUNS:-runs}
 export FAMILIES="[text_to_image,mixed_modal]" EVAL_ARGS=${EVAL_ARGS:-} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$runs"
@@ -29,12 +31,15 @@ run_dir() {  # run_dir ARM SEED
   else echo "$runs/${experiment}_$1_s$2"; fi
 }
 ckpt() { printf "%s/checkpoints/step_%07d.ckpt" "$1" "$2"; }
+done_at() {  # the checkpoint a finished fit of run $1 has written
+  if [ ${#minutes[@]} -gt 0 ]; then echo "$1/checkpoints/minute_${minutes[-1]}.ckpt"; else ckpt "$1" "${steps[-1]}"; fi
+}
 jobs=()  # "kind run [overrides...]" in the order they run: fits seed by seed, then evaluations
 for seed in "${seeds[@]}"; do
   for arm in "${arms[@]}"; do
     read -r name overrides <<< "$arm"
     run=$(run_dir "$name" "$seed")
-    [ -f "$(ckpt "$run" "${steps[-1]}")" ] || jobs+=("fit $run experiment=$experiment seed=$seed $overrides ${FIT_ARGS:-}")
+    [ -f "$(done_at "$run")" ] || jobs+=("fit $run experiment=$experiment seed=$seed $overrides ${FIT_ARGS:-}")
   done
 done
 run_jobs() {  # two at a time; fails when any fails
@@ -53,6 +58,9 @@ for seed in "${seeds[@]}"; do
     for step in "${steps[@]}"; do
       [ -f "$run/eval_step$step/results.json" ] || jobs+=("eval $run/eval_step$step $(ckpt "$run" "$step")")
     done
+    for minute in "${minutes[@]}"; do
+      [ -f "$run/eval_minute_$minute/results.json" ] || jobs+=("eval $run/eval_minute_$minute $run/checkpoints/minute_$minute.ckpt")
+    done
   done
 done
 floor=$(run_dir "$control" "${seeds[0]}")/eval_floor  # the untrained model (minute 0)
@@ -61,12 +69,17 @@ truth=${TRUTH:-$runs/speedrun_ground_truth}  # the ceiling: the targets scored a
 [ -f "$truth/results.json" ] || [ "${REPORT:-}" = only ] || python -m omnigen.evaluate ground_truth=true image_size=32 "families=$FAMILIES" \
   samples_per_family=128 out="$truth" $EVAL_ARGS > /dev/null
 run_jobs
-report=() curve=()
+report=() curve=() clock=()
 for step in "${steps[@]}"; do curve+=("eval_step$step"); done
+for minute in "${minutes[@]}"; do clock+=("eval_minute_$minute"); done
 for arm in "${arms[@]}"; do
   name=${arm%% *} dirs=()
   for seed in "${seeds[@]}"; do dirs+=("$(run_dir "$name" "$seed")"); done
   report+=(--arm "$name=$(IFS=,; echo "${dirs[*]}")")
 done
-python -m omnigen.report --out "${OUT:-experiments/$experiment}" --title "$experiment" "${report[@]}" --control "$control" \
-  --curve "${curve[@]}" --floor "$floor" --ceiling "$truth" ${EXPECT:+$(printf -- "--expect %s " $EXPECT)}
+report+=(--control "$control" --floor "$floor" --ceiling "$truth" ${EXPECT:+$(printf -- "--expect %s " $EXPECT)})
+out=${OUT:-experiments/$experiment}
+python -m omnigen.report --out "$out" --title "$experiment" "${report[@]}" --curve "${curve[@]}"
+if [ ${#clock[@]} -gt 0 ]; then
+  python -m omnigen.report --out "$out/equal_time" --title "$experiment at equal training time" "${report[@]}" --curve "${clock[@]}"
+fi

@@ -46,6 +46,18 @@ def test_every_experiment_composes_instantiates_and_trains(experiment, tmp_path)
     assert objects["trainer"].global_step == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_the_curriculum_ablations_staged_arm_trains_low_resolution_first(tmp_path):
+    import csv
+
+    cfg = compose_fit(["experiment=ablate_curriculum", "curriculum=speedrun", *FAST, "logger=csv",
+                       "curriculum.stages.0.steps=2", "callbacks.wall_clock=null"], tmp_path)
+    assert [s.image_size for s in instantiate(cfg.curriculum).stages] == [16, 32]
+    train(cfg)
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    sizes = {int(r["step"]): float(r["curriculum/image_size"]) for r in rows if r.get("curriculum/image_size")}
+    assert sizes == {0: 16.0, 1: 16.0, 2: 32.0, 3: 32.0}
+
+
 def test_experiment_overrides_beat_the_defaults_and_the_command_line_beats_both(tmp_path):
     cfg = compose_fit(["experiment=ablate_mask"], tmp_path)
     assert list(cfg.tags) == ["ablation", "mask"]  # fit.yaml says [quickstart]

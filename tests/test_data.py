@@ -37,6 +37,29 @@ def test_family_ratio_zero_is_never_drawn_and_previews_are_held_out():
     assert sum(p["instruction"] in train_texts for p in previews) <= 1  # drawn from another stream
 
 
+def test_a_curriculum_draws_the_same_samples_at_each_stages_resolution():
+    from PIL import Image
+
+    from omnigen.curriculum import Curriculum
+
+    stages = [{"name": "16px", "steps": 2, "image_size": 16, "batch_size": 4, "lr": 1e-3},
+              {"name": "32px", "steps": 2, "image_size": 32, "batch_size": 4, "lr": 1e-3}]
+    families = {"text_to_image": 0.5, "mixed_modal": 0.5}
+    staged = ShapesX2IDataModule(families, image_size=32, batch_size=4, length=64, curriculum=Curriculum(stages))
+    plain = ShapesX2IDataModule(families, image_size=32, batch_size=4, length=64)
+    batches = [b for b, _ in zip(staged.train_dataloader(), range(4))]
+    assert [b["output_image"].shape[-1] for b in batches] == [16, 16, 32, 32]
+    assert all(im.shape[-1] == b["output_image"].shape[-1] for b in batches for images in b["input_images"] for im in images)
+    for index in (0, 7, 8, 15):  # steps 0 and 1 at 16², 2 and 3 at 32²: the same samples either way
+        small, full = staged.train_set[index], plain.train_set[index]
+        assert small.instruction == full.instruction
+        size = 16 if index < 8 else 32
+        expected = full.output_image.resize((size, size), Image.BICUBIC, reducing_gap=None) if size == 16 else full.output_image
+        assert small.output_image.tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="keep the batch size"):
+        ShapesX2IDataModule(families, batch_size=8, length=64, curriculum=Curriculum(stages))
+
+
 def test_bad_families_and_mixed_sizes_are_named():
     with pytest.raises(ValueError, match="unknown Shapes-X2I family .video."):
         ShapesX2IDataset({"text_to_image": 1.0, "video": 1.0}, 32, 0, 10)

@@ -2,12 +2,15 @@
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from lightning import LightningDataModule
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples, to_item
 from omnigen.data.schema import X2ISample, format_mix
 from omnigen.data.shapes import make_sample
@@ -20,10 +23,14 @@ PREVIEW_SEED_OFFSET = 1_000_003  # previews come from a seed the training stream
 
 class ShapesX2IDataset(Dataset):
     """`length` virtual samples; item i is a pure function of (seed, i), so any worker or rank
-    can produce any item."""
+    can produce any item. With a curriculum, item i is drawn at `image_size` and resized to the image
+    size of the stage its optimizer step is in (step i // samples_per_step): the same samples, at a
+    lower resolution first."""
 
-    def __init__(self, families: dict[str, float], image_size: int, seed: int, length: int) -> None:
+    def __init__(self, families: dict[str, float], image_size: int, seed: int, length: int,
+                 curriculum: Curriculum | None = None, samples_per_step: int = 1) -> None:
         self.source = ShapesSource(families, image_size, seed, length)  # validates the families here, not in a worker
+        self.image_size, self.curriculum, self.samples_per_step = image_size, curriculum, samples_per_step
 
     def __len__(self) -> int:
         return len(self.source)
@@ -32,7 +39,14 @@ class ShapesX2IDataset(Dataset):
         sample = self.source.get(index)
         if not isinstance(sample, X2ISample):  # the generator's own grammar broke: a bug, not bad input
             raise RuntimeError(f"Shapes-X2I produced an invalid sample: {sample.message}")
-        return sample
+        if self.curriculum is None:
+            return sample
+        size = self.curriculum.stage_at(index // self.samples_per_step).image_size
+        if size == self.image_size:
+            return sample
+        resize = lambda image: image.resize((size, size), Image.BICUBIC, reducing_gap=None)  # noqa: E731
+        return replace(sample, input_images=[resize(im) for im in sample.input_images],
+                       output_image=resize(sample.output_image))
 
 
 class StreamSampler(DistributedSampler):
@@ -54,12 +68,21 @@ class StreamSampler(DistributedSampler):
 
 class ShapesX2IDataModule(LightningDataModule):
     def __init__(self, families: dict[str, float] | None = None, image_size: int = 32, batch_size: int = 32,
-                 num_workers: int = 0, seed: int = 0, length: int = 1_000_000) -> None:
+                 num_workers: int = 0, seed: int = 0, length: int = 1_000_000, curriculum: Curriculum | None = None) -> None:
         super().__init__()
         self.families = dict(families) if families is not None else {"text_to_image": 0.5, "mixed_modal": 0.5}
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.seed, self.length = seed, length
-        self.train_set = ShapesX2IDataset(self.families, image_size, seed, length)
+        if curriculum is not None:  # stages here change the resolution only (the mixture DataModule does the rest)
+            bad = [stage.name or str(i) for i, stage in enumerate(curriculum.stages)
+                   if stage.batch_size != batch_size or stage.mix is not None or stage.resolution_mode is not None
+                   or stage.image_size > image_size]
+            if bad:
+                raise ValueError(f"curriculum stage(s) {bad}: Shapes-X2I stages keep the batch size ({batch_size}), "
+                                 f"the family mix and the resolution mode, and draw at most at image_size={image_size} "
+                                 "(data=mixture takes any stage)")
+        self.curriculum = curriculum
+        self.train_set = ShapesX2IDataset(self.families, image_size, seed, length, curriculum)
 
     def setup(self, stage: str | None = None) -> None:
         # What the run will read: `data.families={...}` on the command line merges into the default
@@ -69,11 +92,13 @@ class ShapesX2IDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Called after a resumed checkpoint is restored: skip the batches it already trained on.
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        consumed = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        rank, world, accumulate = ((trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches)
+                                   if trainer is not None else (0, 1, 1))
+        consumed = trainer.global_step * accumulate if trainer is not None else 0
         if consumed * self.batch_size * world >= self.length:
             raise ValueError(f"the run has consumed {consumed} batches of {self.batch_size} on {world} rank(s), past "
                              f"the stream's {self.length} samples; raise data.length")
+        self.train_set.samples_per_step = self.batch_size * world * accumulate  # an index's optimizer step
         return DataLoader(self.train_set, batch_size=self.batch_size, drop_last=True,
                           sampler=StreamSampler(consumed * self.batch_size * world, self.length, rank, world),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
