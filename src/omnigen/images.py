@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 
@@ -35,8 +35,6 @@ def compare_generated(grids: dict[str, Image.Image], cell: int, pad: int = 2) ->
     """Several `grid`s of the same samples whose last column is generated ({label: grid}), side by side: the
     first whole (inputs | target | generated), then only the generated column of each other, under a
     strip naming them (the first label over the first grid's generated column)."""
-    from PIL import ImageDraw
-
     first, *others = grids.values()
     if any(g.height != first.height for g in others):
         raise ValueError(f"grids of different samples: heights {[g.height for g in grids.values()]}")
