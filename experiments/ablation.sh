@@ -44,7 +44,7 @@ for seed in "${seeds[@]}"; do
 done
 run_jobs() {  # two at a time; fails when any fails
   [ ${#jobs[@]} -gt 0 ] && [ "${REPORT:-}" != only ] || return 0
-  printf '%s\n' "${jobs[@]}" | xargs -d '\n' -n 1 -P 2 bash -c 'set -euo pipefail; set -- $1; kind=$1 run=$2; shift 2
+  printf '%s\n' "${jobs[@]}" | xargs -d '\n' -n 1 -P 2 bash -c 'set -euo pipefail -f; set -- $1; kind=$1 run=$2; shift 2
     if [ "$kind" = fit ]; then start=$(date +%s); mkdir -p "$run"
       python -m omnigen.fit "$@" logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
       echo $(( $(date +%s) - start )) > "$run/fit_seconds"

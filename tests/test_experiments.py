@@ -43,9 +43,9 @@ def test_a_failing_fit_stops_the_job_before_evaluation(tmp_path):
 
 def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_against_the_control(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "report"
-    env = os.environ | {"RUNS": str(runs), "OUT": str(out), "SEEDS": "1 2", "STEPS": "2 4", "EVAL_ARGS": TINY_EVAL,
-                        "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null"]), "EXPECT": "causal=worse",
-                        "WANDB_MODE": "offline"}
+    env = os.environ | {"RUNS": str(runs), "OUT": str(out), "SEEDS": "1 2", "STEPS": "2 4", "MINUTES": "0.001",
+                        "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null", "callbacks.wall_clock.minutes=[0,0.001]"]),
+                        "EVAL_ARGS": TINY_EVAL, "EXPECT": "causal=worse", "WANDB_MODE": "offline"}
     command = ["bash", str(ABLATION), "ablate_mask", "omnigen", "omnigen", "causal model/mask=causal"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -65,6 +65,8 @@ def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_a
     assert set(saved["references"]) == {"floor: untrained", "ceiling: ground truth"}
     assert saved["references"]["ceiling: ground truth"]["text_to_image"]["object"] == 1.0
     assert (out / "examples_s1.png").is_file() and (out / "examples_s2.png").is_file()
+    timed = json.loads((out / "equal_time" / "results.json").read_text())  # MINUTES: the clock's checkpoints too
+    assert timed["evaluated"] == "eval_minute_0.001" and set(timed["vs_control"]) == {"causal"}
     stamp = (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
