@@ -322,22 +322,23 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     unknown = [m for m in metrics if "/" not in m]
     if unknown:
         raise ValueError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
-    table = aggregate(read, metrics)
+    aggregated = {p: aggregate(read_at[p], metrics) for p in points}
+    table = aggregated[points[-1]]
     references = {label: read_run(path)["results"] for label, path in
                   (("floor: untrained", floor), ("ceiling: ground truth", ceiling)) if path is not None}
     by_point = {p: versus_control(read_at[p], control, metrics, expect) for p in points} if control else None
     differences = by_point[points[-1]] if by_point else None
-    curve_table = {p: aggregate(read_at[p], metrics) for p in curve} if curve else None
     out.mkdir(parents=True, exist_ok=True)
     seeds = min(len(runs) for runs in read.values())
     (out / "results.json").write_text(json.dumps(
         {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "evaluated": points[-1] or "eval",
          "table": table, "references": references, "control": control, "expect": expect,
-         "vs_control": differences, "curve": curve_table, "vs_control_curve": by_point if curve else None,
+         "vs_control": differences, "curve": aggregated if curve else None,
+         "vs_control_curve": by_point if curve else None,
          "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()}}, indent=2))
     text = markdown(table, metrics, seeds, references, differences, control, expect)
     if curve:
-        text += curve_markdown(curve_table, metrics, by_point, control)
+        text += curve_markdown(aggregated, metrics, by_point, control)
         plot_curves(read_at, metrics, references, out / "plot.png", title or out.name)
     else:
         plot(read, table, metrics, out / "plot.png", title or out.name)

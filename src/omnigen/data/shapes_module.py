@@ -81,7 +81,6 @@ class ShapesX2IDataModule(LightningDataModule):
                 raise ValueError(f"curriculum stage(s) {bad}: Shapes-X2I stages keep the batch size ({batch_size}), "
                                  f"the family mix and the resolution mode, and draw at most at image_size={image_size} "
                                  "(data=mixture takes any stage)")
-        self.curriculum = curriculum
         self.train_set = ShapesX2IDataset(self.families, image_size, seed, length, curriculum)
 
     def setup(self, stage: str | None = None) -> None:
