@@ -9,11 +9,13 @@
 # "5 10 20", for experiments on the speedrun's clock: its checkpoints evaluated too, and a second report at
 # equal training time in <OUT>/equal_time; a fit is done at its last minute); FIT_ARGS and
 # EVAL_ARGS (extra fit overrides and evaluate keys, which win); RUNS (default runs) and OUT (default
-# experiments/<EXPERIMENT>): where the runs and the report go; REPORT=only skips fits and evaluations (the
-# report from kept copies of the runs' evaluations: RUNS=experiments/<EXPERIMENT>/runs
-# CONTROL_RUNS=experiments/speedrun/runs/speedrun_bf16 TRUTH=experiments/speedrun/runs/speedrun_ground_truth).
+# experiments/<EXPERIMENT>): where the runs and the report go.
 # CONTROL_RUNS=runs/speedrun_bf16 reuses those runs (runs/speedrun_bf16_s<seed>) as the control arm where
 # they exist: experiment=speedrun is the same run for its first steps (constant lr after warm-up).
+# Before the report, each run's evaluations (results.json; examples.png at the last step and minute), loss
+# log and fit time are kept in KEEP/<run> (default experiments/<EXPERIMENT>/runs; a reused control run's and
+# the ceiling's in CONTROL_KEEP, default KEEP), small enough to commit. REPORT=only skips fits, evaluations
+# and keeping, and reports from those copies.
 # Fits run two at a time, one thread each, seed by seed (the arms of a seed side by side); evaluations
 # (128 held-out samples per family, evaluate's defaults otherwise) run after every fit, two at a time.
 # Writes runs/<EXPERIMENT>_<ARM>_s<seed>/ (fit, fit_seconds, checkpoints, eval_step<N>/) and
@@ -22,7 +24,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 experiment=$1 control=$2; shift 2
 arms=("$@") seeds=(${SEEDS:-7 8 9}) steps=(${STEPS:-600 1200 2200}) minutes=(${MINUTES:-})
-runs=${RUNS:-runs}
+runs=${RUNS:-runs} truth=${TRUTH:-${RUNS:-runs}/speedrun_ground_truth}  # the ceiling: the targets scored as if generated
+kept=${KEEP:-experiments/$experiment/runs}; control_kept=${CONTROL_KEEP:-$kept}
+if [ "${REPORT:-}" = only ]; then  # the report from the kept copies
+  runs=$kept truth=$control_kept/${truth##*/}
+  [ -z "${CONTROL_RUNS:-}" ] || CONTROL_RUNS=$control_kept/${CONTROL_RUNS##*/}
+fi
 export FAMILIES="[text_to_image,mixed_modal]" EVAL_ARGS=${EVAL_ARGS:-} OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$runs"
 run_dir() {  # run_dir ARM SEED
@@ -65,10 +72,34 @@ for seed in "${seeds[@]}"; do
 done
 floor=$(run_dir "$control" "${seeds[0]}")/eval_floor  # the untrained model (minute 0)
 [ -f "$floor/results.json" ] || jobs+=("eval $floor $(run_dir "$control" "${seeds[0]}")/checkpoints/minute_0.ckpt")
-truth=${TRUTH:-$runs/speedrun_ground_truth}  # the ceiling: the targets scored as if generated
 [ -f "$truth/results.json" ] || [ "${REPORT:-}" = only ] || python -m omnigen.evaluate ground_truth=true image_size=32 "families=$FAMILIES" \
   samples_per_family=128 out="$truth" $EVAL_ARGS > /dev/null
 run_jobs
+keep() {  # keep RUN DEST: the run's small files, which the report reads
+  local evaluation last
+  mkdir -p "$2/csv/version_0"
+  cp "$1/csv/version_0/metrics.csv" "$2/csv/version_0/"
+  [ ! -f "$1/fit_seconds" ] || cp "$1/fit_seconds" "$2/"
+  for evaluation in "$1"/eval_*/; do
+    evaluation=${evaluation%/}
+    [ -f "$evaluation/results.json" ] || continue
+    mkdir -p "$2/${evaluation##*/}"; cp "$evaluation/results.json" "$2/${evaluation##*/}/"
+  done
+  for last in "eval_step${steps[-1]}" ${minutes:+"eval_minute_${minutes[-1]}"}; do
+    [ ! -f "$1/$last/examples.png" ] || cp "$1/$last/examples.png" "$2/$last/"
+  done
+}
+if [ "${REPORT:-}" != only ]; then
+  for seed in "${seeds[@]}"; do
+    for arm in "${arms[@]}"; do
+      run=$(run_dir "${arm%% *}" "$seed") dest=$kept
+      [ "$run" = "$runs/${experiment}_${arm%% *}_s$seed" ] || dest=$control_kept
+      [ "$(realpath -m "$run")" = "$(realpath -m "$dest/${run##*/}")" ] || keep "$run" "$dest/${run##*/}"
+    done
+  done
+  dest=$control_kept/${truth##*/}
+  [ "$(realpath -m "$truth")" = "$(realpath -m "$dest")" ] || { mkdir -p "$dest"; cp "$truth/results.json" "$dest/"; }
+fi
 report=() curve=() clock=()
 for step in "${steps[@]}"; do curve+=("eval_step$step"); done
 for minute in "${minutes[@]}"; do clock+=("eval_minute_$minute"); done

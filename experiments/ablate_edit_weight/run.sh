@@ -4,7 +4,8 @@
 # runs (row bf16) where they exist.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CONTROL_RUNS=${CONTROL_RUNS-runs/speedrun_bf16} EXPECT="edit_region=better edit_region_64=better" \
+CONTROL_RUNS=${CONTROL_RUNS-runs/speedrun_bf16} CONTROL_KEEP=${CONTROL_KEEP-experiments/speedrun/runs} \
+  EXPECT="edit_region=better edit_region_64=better" \
   experiments/ablation.sh ablate_edit_weight uniform \
   uniform "edit_region model.weighting.edits=true" \
   "edit_region_64 model.weighting.edits=true model.weighting.edit_clip_max=64"

@@ -3,5 +3,6 @@
 # speedrun's recipe; the control arm reuses the speedrun's control runs (row bf16) where they exist.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CONTROL_RUNS=${CONTROL_RUNS-runs/speedrun_bf16} EXPECT="causal=worse" \
+CONTROL_RUNS=${CONTROL_RUNS-runs/speedrun_bf16} CONTROL_KEEP=${CONTROL_KEEP-experiments/speedrun/runs} \
+  EXPECT="causal=worse" \
   experiments/ablation.sh ablate_mask omnigen omnigen "causal model/mask=causal" "full model/mask=full"
