@@ -11,9 +11,16 @@ from omnigen.fit import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 # Small enough for seconds of CPU: a handful of steps on tiny batches.
-FAST = ["trainer.max_steps=4", "data.batch_size=4", "model.scheduler.warmup_steps=2",
-        "callbacks.checkpoint.every_n_train_steps=2", "callbacks.sample_grid.num_samples=2",
-        "callbacks.sample_grid.num_steps=2", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false"]
+FAST = [
+    "trainer.max_steps=4",
+    "data.batch_size=4",
+    "model.scheduler.warmup_steps=2",
+    "callbacks.checkpoint.every_n_train_steps=2",
+    "callbacks.sample_grid.num_samples=2",
+    "callbacks.sample_grid.num_steps=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false",
+]
 
 
 def compose_fit(overrides: list[str], output_dir: Path) -> DictConfig:

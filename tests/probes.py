@@ -18,8 +18,16 @@ class RankProbe(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = {name: value.detach().cpu().clone() for name, value in pl_module.state_dict().items()}
-        torch.save({"rank": trainer.global_rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
-                    "keys": self.keys, "state_dict": state}, Path(trainer.default_root_dir) / f"rank_{trainer.global_rank}.pt")
+        torch.save(
+            {
+                "rank": trainer.global_rank,
+                "world_size": trainer.world_size,
+                "global_step": trainer.global_step,
+                "keys": self.keys,
+                "state_dict": state,
+            },
+            Path(trainer.default_root_dir) / f"rank_{trainer.global_rank}.pt",
+        )
 
 
 class PoisonWeights(Callback):

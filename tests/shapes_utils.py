@@ -39,5 +39,3 @@ def edit_sample(kind: str, size: int) -> ShapesSample:
 
 def outside(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a[~mask], b[~mask]))
-
-

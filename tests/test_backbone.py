@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import TINY_PHI3
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import TINY_PHI3
 from omnigen.model.backbone import backbone_architecture_config, build_hf_backbone, check_backbone
 from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
@@ -12,24 +12,44 @@ from omnigen.processor import OmniGenProcessor
 
 FAMILIES = {
     "phi3": TINY_PHI3,
-    "llama": dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0),
-    "qwen2": dict(model_type="qwen2", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0),
+    "llama": dict(
+        model_type="llama",
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    ),
 }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_any_decoder_lm_drives_omnigen_and_trains(family, tokenizer):
     torch.manual_seed(0)
-    model = OmniGen(build_hf_backbone(config=FAMILIES[family]), OmniGenMask(), in_channels=3, patch_size=4,
-                    pos_embed_max_size=8)
+    model = OmniGen(
+        build_hf_backbone(config=FAMILIES[family]), OmniGenMask(), in_channels=3, patch_size=4, pos_embed_max_size=8
+    )
     torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)
     processor = OmniGenProcessor(tokenizer)
     image = torch.randn(3, 16, 16)
     batch = processor.batch([processor.tokenize("<img><|image_1|></img> make the red circle green", [16])], 16)
-    out = model(torch.randn(1, 3, 16, 16), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [image],
-                batch.layout)
+    out = model(
+        torch.randn(1, 3, 16, 16), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [image], batch.layout
+    )
     out.pow(2).mean().backward()
     assert out.shape == (1, 3, 16, 16)
     assert model.llm.layers[0].self_attn.o_proj.weight.grad.abs().sum() > 0  # gradients reach the LLM
@@ -56,8 +76,12 @@ def test_a_bf16_directory_loads_as_fp32_and_runs(tmp_path, tokenizer):
     model = OmniGen(backbone, OmniGenMask(), in_channels=3, patch_size=4, pos_embed_max_size=8)
     processor = OmniGenProcessor(tokenizer)
     batch = processor.batch([processor.tokenize("a red circle", [])], 4)
-    assert model(torch.randn(1, 3, 8, 8), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [],
-                 batch.layout).dtype == torch.float32
+    assert (
+        model(
+            torch.randn(1, 3, 8, 8), torch.tensor([0.5]), batch.input_ids, batch.image_token_mask, [], batch.layout
+        ).dtype
+        == torch.float32
+    )
 
 
 def test_gradient_checkpointing_flag_and_bad_arguments():
@@ -83,7 +107,7 @@ def test_embedding_std_redraws_only_the_token_embeddings():
     table = wide.get_input_embeddings().weight
     pad = wide.get_input_embeddings().padding_idx
     assert pad is not None and torch.all(table[pad] == 0)
-    rest = torch.cat([table[:pad], table[pad + 1:]])
+    rest = torch.cat([table[:pad], table[pad + 1 :]])
     assert rest.std().item() == pytest.approx(1.0, abs=0.1)
     assert default.get_input_embeddings().weight.std().item() < 0.05  # initializer_range
     for (name, a), b in zip(default.named_parameters(), wide.parameters(), strict=True):  # same draws elsewhere

@@ -37,6 +37,7 @@ def noise_png(path: Path, size: tuple[int, int] = (16, 16), seed: int = 0) -> Pa
 
 def bomb_png(path: Path, side: int) -> Path:
     """A side × side black PNG written without PIL, so a 12000² image costs a few hundred KB, not 400 MB."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -83,8 +84,12 @@ KINDS: list[tuple[str, object, str, str]] = [
     ("invalid UTF-8", b'{"instruction": "\xff\xfe"}', "bad_json", "not valid JSON"),
     ("JSON nested too deep", "[" * 100_000, "bad_json", "RecursionError"),
     ("JSON array, not an object", [1, 2], "bad_json", "not an object"),
-    ("duplicate key", '{"instruction": "a", "instruction": "b", "output_image": "good.png", "family": "text_to_image"}',
-     "bad_json", "key 'instruction' twice"),
+    (
+        "duplicate key",
+        '{"instruction": "a", "instruction": "b", "output_image": "good.png", "family": "text_to_image"}',
+        "bad_json",
+        "key 'instruction' twice",
+    ),
     ("missing output_image", {"instruction": "x", "family": "text_to_image"}, "bad_json", "'output_image' is missing"),
     ("instruction not a string", {"instruction": 5, "output_image": "good.png"}, "bad_json", "must be a str"),
     ("input_images not a list", {**edit("good.png"), "input_images": "good.png"}, "bad_json", "'input_images'"),
@@ -97,7 +102,12 @@ KINDS: list[tuple[str, object, str, str]] = [
     ("missing file", edit("nope.png"), "missing_image", "input_images[0] 'nope.png'"),
     ("NUL byte in a path", edit("go\0od.png"), "missing_image", "cannot be resolved"),
     ("symlink loop", edit("loop.png"), "missing_image", "loop.png"),
-    ("../ out of the root", edit("../outside/secret.png"), "path_outside_root", "input_images[0] '../outside/secret.png'"),
+    (
+        "../ out of the root",
+        edit("../outside/secret.png"),
+        "path_outside_root",
+        "input_images[0] '../outside/secret.png'",
+    ),
     ("absolute path", "ABSOLUTE", "path_outside_root", "resolves outside the image root"),
     ("symlink out of the root", t2i("escape.png"), "path_outside_root", "output_image 'escape.png'"),
     ("FIFO", edit("fifo.png"), "not_a_file", "not a regular file"),
@@ -131,14 +141,18 @@ def test_every_kind_of_bad_jsonl_record_is_a_counted_skip_naming_its_place(corpu
     for number, (record, (kind, _, reason, fragment)) in enumerate(zip(records, KINDS, strict=True), start=1):
         assert isinstance(record, Skipped), kind
         assert (record.reason, record.key) == (reason, f"data.jsonl:{number}"), (kind, record.message)
-        assert record.message.startswith(f"data.jsonl:{number}: ") and fragment in record.message, (kind, record.message)
+        assert record.message.startswith(f"data.jsonl:{number}: ") and fragment in record.message, (
+            kind,
+            record.message,
+        )
         assert record.message.count("data.jsonl:") == 1 and "object at 0x" not in record.message, record.message
 
 
 def test_paths_outside_the_root_are_read_only_with_the_opt_in(corpus):
     root, outside = corpus
-    path = write_lines(root, outside, [edit("../outside/secret.png"), "ABSOLUTE", t2i("escape.png"),
-                                       t2i("inside_link.png")])
+    path = write_lines(
+        root, outside, [edit("../outside/secret.png"), "ABSOLUTE", t2i("escape.png"), t2i("inside_link.png")]
+    )
     confined = list(JsonlSource(path).read())
     assert [getattr(r, "reason", None) for r in confined] == ["path_outside_root"] * 3 + [None]  # a link inside is fine
     opened = list(JsonlSource(path, allow_paths_outside_root=True).read())
@@ -200,15 +214,21 @@ def test_a_valid_record_of_another_family_says_so(corpus):
     """A text-only line read by the mixed_modal DataModule is fine data for text_to_image, not corrupt."""
     root, outside = corpus
     path = write_lines(root, outside, [edit("good.png"), {"instruction": "a red circle", "output_image": "good.png"}])
-    strict = MixedModalDataModule([JsonlSource(path)], batch_size=4, shuffle=False, on_bad="error",
-                                  resolution=Resolution("square", 16, multiple=4))
+    strict = MixedModalDataModule(
+        [JsonlSource(path)],
+        batch_size=4,
+        shuffle=False,
+        on_bad="error",
+        resolution=Resolution("square", 16, multiple=4),
+    )
     with pytest.raises(BadSample) as error:
         stream_of(strict)
     message = str(error.value)
     assert message.startswith("data.jsonl:2: a valid record, but it needs ≥1 input image(s) for mixed_modal and has 0")
     assert "text_to_image" in message and "cannot use" in message and message.count("data.jsonl:2") == 1
-    lenient = MixedModalDataModule([JsonlSource(path)], batch_size=4, shuffle=False,
-                                   resolution=Resolution("square", 16, multiple=4))
+    lenient = MixedModalDataModule(
+        [JsonlSource(path)], batch_size=4, shuffle=False, resolution=Resolution("square", 16, multiple=4)
+    )
     batches = stream_of(lenient)
     assert batches[-1]["key"] == ["data.jsonl:1"]
     assert batches[-1]["data_stats"]["counts"]["skipped_wrong_family"] == 1
@@ -217,8 +237,9 @@ def test_a_valid_record_of_another_family_says_so(corpus):
 def test_on_bad_error_names_the_record_once(corpus):
     root, outside = corpus
     path = write_lines(root, outside, [t2i("corrupt.png")])
-    strict = TextToImageDataModule([JsonlSource(path)], batch_size=4, on_bad="error",
-                                   resolution=Resolution("square", 16, multiple=4))
+    strict = TextToImageDataModule(
+        [JsonlSource(path)], batch_size=4, on_bad="error", resolution=Resolution("square", 16, multiple=4)
+    )
     with pytest.raises(BadSample, match=r"^data.jsonl:1: output_image 'corrupt.png' .* cannot be decoded") as error:
         stream_of(strict)
     assert str(error.value).count("data.jsonl:1") == 1
@@ -228,10 +249,14 @@ def test_a_pass_with_no_usable_record_stops_with_the_counts(corpus):
     """Single family: the pass ends with no batch; the loader says why instead of starting another."""
     root, outside = corpus
     lines = [{"instruction": f"a red circle {i}", "output_image": "good.png"} for i in range(3)] + ["{bad"]
-    module = MixedModalDataModule([JsonlSource(write_lines(root, outside, lines))], batch_size=2,
-                                  resolution=Resolution("square", 16, multiple=4))
-    with pytest.raises(RuntimeError, match=r"no batch: 4 record\(s\) skipped and 0 usable .*bad_json: 1, wrong_family: 3"
-                                           r".*latest: .*data.jsonl:\d"):
+    module = MixedModalDataModule(
+        [JsonlSource(write_lines(root, outside, lines))], batch_size=2, resolution=Resolution("square", 16, multiple=4)
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"no batch: 4 record\(s\) skipped and 0 usable .*bad_json: 1, wrong_family: 3"
+        r".*latest: .*data.jsonl:\d",
+    ):
         stream_of(module)
 
 
@@ -241,8 +266,13 @@ def test_a_mixture_of_nothing_usable_stops_instead_of_spinning(corpus):
     root, outside = corpus
     path = write_lines(root, outside, ["{bad", t2i("nope.png")])
     members = {"a": TextToImageDataModule([JsonlSource(path)]), "b": TextToImageDataModule([JsonlSource(path)])}
-    module = MixtureDataModule(members, {"a": 0.5, "b": 0.5}, batch_size=2, max_skip_fraction=1.0,
-                               resolution=Resolution("square", 16, multiple=4))
+    module = MixtureDataModule(
+        members,
+        {"a": 0.5, "b": 0.5},
+        batch_size=2,
+        max_skip_fraction=1.0,
+        resolution=Resolution("square", 16, multiple=4),
+    )
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"records skipped \(100.0%\).*bad_json: \d+, missing_image: \d+"):
         stream_of(module)
@@ -253,14 +283,23 @@ def test_fit_on_an_all_bad_jsonl_exits_within_seconds_with_the_counts(corpus, tm
     """`python -m omnigen.fit` on a JSONL whose every line is rejected (text-only lines for the
     mixed_modal DataModule) used to run empty epochs forever."""
     root, outside = corpus
-    path = write_lines(root, outside, [{"instruction": f"a red circle {i}", "output_image": "good.png"} for i in range(5)])
-    overrides = ["data=mixed_modal", f"data.sources=[{{_target_: omnigen.data.sources.JsonlSource, path: '{path}'}}]",
-                 "data.batch_size=2", "logger=csv", "callbacks.sample_grid=null", "trainer.max_steps=5",
-                 f"hydra.run.dir={tmp_path / 'run'}"]
+    path = write_lines(
+        root, outside, [{"instruction": f"a red circle {i}", "output_image": "good.png"} for i in range(5)]
+    )
+    overrides = [
+        "data=mixed_modal",
+        f"data.sources=[{{_target_: omnigen.data.sources.JsonlSource, path: '{path}'}}]",
+        "data.batch_size=2",
+        "logger=csv",
+        "callbacks.sample_grid=null",
+        "trainer.max_steps=5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "omnigen.fit", *overrides], capture_output=True, text=True,
-                            env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", *overrides], capture_output=True, text=True, env=env, timeout=300
+    )
     elapsed = time.monotonic() - started
     assert result.returncode != 0, result.stdout[-2000:]
     assert "a whole pass over the data formed no batch: 5 record(s) skipped" in result.stderr, result.stderr[-3000:]
@@ -283,30 +322,43 @@ def packed(tmp_path: Path, records: dict[str, dict[str, bytes]], name: str = "sh
 
 
 def meta(**fields) -> bytes:
-    base = {"instruction": "a red circle", "family": "text_to_image", "task": "t2i", "num_inputs": 0,
-            "source_key": "train.jsonl:7"}
+    base = {
+        "instruction": "a red circle",
+        "family": "text_to_image",
+        "task": "t2i",
+        "num_inputs": 0,
+        "source_key": "train.jsonl:7",
+    }
     return json.dumps({**base, **fields}).encode()
 
 
 def test_shards_apply_the_same_rules_and_name_the_original_record(tmp_path, monkeypatch):
-    good = (tmp_path / "good.png")
+    good = tmp_path / "good.png"
     noise_png(good)
     png = good.read_bytes()
     bomb = bomb_png(tmp_path / "bomb.png", 12000).read_bytes()
-    shard = packed(tmp_path, {
-        "000000000": {"json": meta(), "output.png": png},
-        "000000001": {"json": meta(), "output.png": bomb},
-        "000000002": {"json": b'{"instruction": "a", "instruction": "b"}', "output.png": png},
-        "000000003": {"json": meta(instruction="  "), "output.png": png},
-        "000000004": {"json": meta(), "output.png": png[:40]},
-        "000000005": {"json": meta(), "output.png": png, "input_0.png": png},
-    })
+    shard = packed(
+        tmp_path,
+        {
+            "000000000": {"json": meta(), "output.png": png},
+            "000000001": {"json": meta(), "output.png": bomb},
+            "000000002": {"json": b'{"instruction": "a", "instruction": "b"}', "output.png": png},
+            "000000003": {"json": meta(instruction="  "), "output.png": png},
+            "000000004": {"json": meta(), "output.png": png[:40]},
+            "000000005": {"json": meta(), "output.png": png, "input_0.png": png},
+        },
+    )
     records = list(WebDatasetSource(str(shard)).read())
     assert isinstance(records[0], X2ISample) and records[0].key == "shard-000000.tar:000000000 (from train.jsonl:7)"
     reasons = [(r.reason, r.message) for r in records[1:]]
-    assert [reason for reason, _ in reasons] == ["image_too_large", "bad_json", "empty_instruction", "corrupt_image",
-                                                 "image_count"]
-    for reason, message in reasons:
+    assert [reason for reason, _ in reasons] == [
+        "image_too_large",
+        "bad_json",
+        "empty_instruction",
+        "corrupt_image",
+        "image_count",
+    ]
+    for _reason, message in reasons:
         assert "shard-000000.tar:00000000" in message, message
         assert "object at 0x" not in message, message
     assert "(from train.jsonl:7)" in reasons[0][1] and "12000×12000" in reasons[0][1]
@@ -335,29 +387,49 @@ def test_any_error_reading_a_shard_is_a_skip(tmp_path, monkeypatch):
 
 def test_pack_skips_records_outside_their_family_and_outside_the_root(corpus, tmp_path, capsys):
     root, outside = corpus
-    path = write_lines(root, outside, [
-        edit("good.png"),  # an edit given to pack as text_to_image: wrong_family, not a t2i record
-        {"instruction": "a red circle", "output_image": "good.png"},
-        {"instruction": "a red circle", "output_image": "../outside/secret.png"},
-        {"instruction": "", "output_image": "good.png"},
-    ])
+    path = write_lines(
+        root,
+        outside,
+        [
+            edit("good.png"),  # an edit given to pack as text_to_image: wrong_family, not a t2i record
+            {"instruction": "a red circle", "output_image": "good.png"},
+            {"instruction": "a red circle", "output_image": "../outside/secret.png"},
+            {"instruction": "", "output_image": "good.png"},
+        ],
+    )
     result = pack(JsonlSource(path, family="text_to_image"), str(tmp_path / "out" / "shard-%06d.tar"))
     assert result["written"] == 1
     assert result["skipped"] == {"wrong_family": 1, "path_outside_root": 1, "empty_instruction": 1}
-    assert [r.key for r in WebDatasetSource(result["shards"][0]).read()] == ["shard-000000.tar:000000000 (from data.jsonl:2)"]
+    assert [r.key for r in WebDatasetSource(result["shards"][0]).read()] == [
+        "shard-000000.tar:000000000 (from data.jsonl:2)"
+    ]
     out = tmp_path / "cli" / "shard-%06d.tar"
-    code = pack_main(["--jsonl", str(path), "--family", "text_to_image", "--out", str(out), "--allow-paths-outside-root",
-                      "--max-image-pixels", "0"])
+    code = pack_main(
+        [
+            "--jsonl",
+            str(path),
+            "--family",
+            "text_to_image",
+            "--out",
+            str(out),
+            "--allow-paths-outside-root",
+            "--max-image-pixels",
+            "0",
+        ]
+    )
     assert code == 0 and "wrote 2 records" in capsys.readouterr().out  # the secret too, once allowed
 
 
 def test_the_realised_mix_is_logged_at_start_up(tmp_path, caplog):
     """`data.families={mixed_modal: 1.0}` merges into the quickstart's dict: the log says what is read."""
     from hydra_utils import FAST, compose_fit
+
     from omnigen.fit import train
 
-    cfg = compose_fit(FAST + ["data.families={mixed_modal: 1.0}", "trainer.max_steps=1", "logger=csv",
-                              "callbacks.sample_grid=null"], tmp_path)
+    cfg = compose_fit(
+        FAST + ["data.families={mixed_modal: 1.0}", "trainer.max_steps=1", "logger=csv", "callbacks.sample_grid=null"],
+        tmp_path,
+    )
     assert dict(cfg.data.families) == {"text_to_image": 0.5, "mixed_modal": 1.0}  # Hydra's merge, the trap
     with caplog.at_level("INFO", logger="omnigen.data"):
         train(cfg)
@@ -369,8 +441,9 @@ def test_counts_travel_without_a_batch(corpus):
     still reach DataAccounting in the main process (worker 0's batch carries its own counts)."""
     root, outside = corpus
     path = write_lines(root, outside, [t2i("good.png"), "{bad", t2i("good.png"), t2i("nope.png")])
-    module = TextToImageDataModule([JsonlSource(path)], batch_size=2, shuffle=False, num_workers=2,
-                                   resolution=Resolution("square", 16, multiple=4))
+    module = TextToImageDataModule(
+        [JsonlSource(path)], batch_size=2, shuffle=False, num_workers=2, resolution=Resolution("square", 16, multiple=4)
+    )
     batches = list(module.train_dataloader())
     assert [b["key"] for b in batches] == [["data.jsonl:1", "data.jsonl:3"]]
     assert batches[0]["data_stats"]["counts"] == {"samples": 2, "family/text_to_image": 2}

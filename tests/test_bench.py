@@ -15,8 +15,9 @@ def test_kv_cache_benchmark_runs_and_agrees(capsys):
 
 
 def test_loader_benchmark_reports_both_throughputs(capsys):
-    rows = bench(["loader", "--batches", "2", "--repeats", "1", "--override", "data.batch_size=4",
-                  "--override", "data=mixture"])
+    rows = bench(
+        ["loader", "--batches", "2", "--repeats", "1", "--override", "data.batch_size=4", "--override", "data=mixture"]
+    )
     assert rows[0]["data"] == "MixtureDataModule" and rows[0]["batch"] == 4
     assert rows[0]["loader samples/s"] > 0 and rows[0]["training samples/s"] > 0
     assert "loader / training" in capsys.readouterr().out
@@ -50,7 +51,9 @@ def test_training_step_flops_count_every_decoder_matmul_three_times():
 
 
 def test_sampling_benchmark_matches_diffusers_loop_and_measures_memory(capsys, tmp_path):
-    rows = bench(["sampling", "--steps", "2", "--repeats", "1", "--size", "16", "--memory", "--json", str(tmp_path / "s.json")])
+    rows = bench(
+        ["sampling", "--steps", "2", "--repeats", "1", "--size", "16", "--memory", "--json", str(tmp_path / "s.json")]
+    )
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["rows"] == rows and saved["settings"]["benchmark"] == "sampling" and saved["settings"]["steps"] == 2
     assert [r["input images"] for r in rows] == [0, 1, 2] and rows[2]["prefix tokens"] > rows[0]["prefix tokens"]
@@ -84,9 +87,23 @@ def test_sampling_and_train_step_run_on_cuda_with_allocator_peaks():
 
 
 def test_packing_benchmark_reports_padding_before_and_after_on_the_configs_batches(capsys):
-    rows = bench(["packing", "--batches", "2", "--override", "data=mixture", "--override", "data.batch_size=8",
-                  "--override", "data.mixed_sizes=true", "--override", "data.resolution.mode=raw",
-                  "--override", "data.families.edit.sources.0.image_size=16"])
+    rows = bench(
+        [
+            "packing",
+            "--batches",
+            "2",
+            "--override",
+            "data=mixture",
+            "--override",
+            "data.batch_size=8",
+            "--override",
+            "data.mixed_sizes=true",
+            "--override",
+            "data.resolution.mode=raw",
+            "--override",
+            "data.families.edit.sources.0.image_size=16",
+        ]
+    )
     assert [r["rows chosen for"] for r in rows] == ["dense", "padding"]
     for r in rows:
         assert r["batches"] == 2 and r["batch"] == 8 and r["rows packed"] < r["rows one per row"]

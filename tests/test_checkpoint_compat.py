@@ -17,8 +17,16 @@ FIXTURE = Path(__file__).parent / "fixtures" / "format1"
 def test_format1_checkpoint_loads_and_samples_the_images_it_sampled_when_written():
     reference = load_file(FIXTURE / "reference.safetensors")
     pipe = OmniGenPipeline.from_checkpoint(FIXTURE / "last.ckpt")
-    out = pipe(["a red circle", "<img><|image_1|></img> make the circle blue"], [[], [reference["input"]]],
-               height=32, width=32, num_inference_steps=3, seed=0, output_type="pt", progress=False)
+    out = pipe(
+        ["a red circle", "<img><|image_1|></img> make the circle blue"],
+        [[], [reference["input"]]],
+        height=32,
+        width=32,
+        num_inference_steps=3,
+        seed=0,
+        output_type="pt",
+        progress=False,
+    )
     assert out.shape == reference["output"].shape == (2, 3, 32, 32)
     torch.testing.assert_close(out, reference["output"], atol=1e-5, rtol=0)
     assert pipe.module.steps_trained == 2

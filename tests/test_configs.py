@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from hydra_utils import EXPERIMENTS, FAST, compose_fit
 from omegaconf import OmegaConf
 
-from hydra_utils import EXPERIMENTS, FAST, compose_fit
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.fit import CONFIG_DIR, build, train
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
@@ -49,8 +49,17 @@ def test_every_experiment_composes_instantiates_and_trains(experiment, tmp_path)
 def test_the_curriculum_ablations_staged_arm_trains_low_resolution_first(tmp_path):
     import csv
 
-    cfg = compose_fit(["experiment=ablate_curriculum", "curriculum=speedrun", *FAST, "logger=csv",
-                       "curriculum.stages.0.steps=2", "callbacks.wall_clock=null"], tmp_path)
+    cfg = compose_fit(
+        [
+            "experiment=ablate_curriculum",
+            "curriculum=speedrun",
+            *FAST,
+            "logger=csv",
+            "curriculum.stages.0.steps=2",
+            "callbacks.wall_clock=null",
+        ],
+        tmp_path,
+    )
     assert [s.image_size for s in instantiate(cfg.curriculum).stages] == [16, 32]
     train(cfg)
     rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
@@ -75,18 +84,35 @@ def test_a_field_set_on_an_unselected_logger_is_named(tmp_path):
         build(cfg)
 
 
-@pytest.mark.parametrize("group, option, check", [
-    ("model/mask", "causal", lambda m: isinstance(m.transformer.mask, CausalMask)),
-    ("model/weighting", "edit_region", lambda m: type(m.weighting).__name__ == "EditRegionWeighting"),
-    ("model/weighting", "foreground", lambda m: type(m.weighting).__name__ == "ForegroundWeighting"
-     and (m.weighting.clip_min, m.weighting.clip_max, m.weighting.threshold) == (5.0, 64.0, 0.05)),
-    ("model/weighting", "uniform", lambda m: type(m.weighting).__name__ == "UniformWeighting"),
-    ("model/weighting", "foreground_t2i", lambda m: type(m.weighting).__name__ == "ForegroundWeighting"
-     and m.weighting.edits is False and m.weighting.clip_max == 16.0 and m.weighting.margin == 1),
-    ("model/mask", "prefix_lm", lambda m: type(m.transformer.mask).__name__ == "PrefixLMMask"),
-    ("model/timesteps", "uniform", lambda m: type(m.timesteps).__name__ == "UniformTimesteps"),
-    ("model/vae", "tiny_kl", lambda m: m.vae.latent_channels == 4 and m.pixels_per_token == 32),
-])
+@pytest.mark.parametrize(
+    "group, option, check",
+    [
+        ("model/mask", "causal", lambda m: isinstance(m.transformer.mask, CausalMask)),
+        ("model/weighting", "edit_region", lambda m: type(m.weighting).__name__ == "EditRegionWeighting"),
+        (
+            "model/weighting",
+            "foreground",
+            lambda m: (
+                type(m.weighting).__name__ == "ForegroundWeighting"
+                and (m.weighting.clip_min, m.weighting.clip_max, m.weighting.threshold) == (5.0, 64.0, 0.05)
+            ),
+        ),
+        ("model/weighting", "uniform", lambda m: type(m.weighting).__name__ == "UniformWeighting"),
+        (
+            "model/weighting",
+            "foreground_t2i",
+            lambda m: (
+                type(m.weighting).__name__ == "ForegroundWeighting"
+                and m.weighting.edits is False
+                and m.weighting.clip_max == 16.0
+                and m.weighting.margin == 1
+            ),
+        ),
+        ("model/mask", "prefix_lm", lambda m: type(m.transformer.mask).__name__ == "PrefixLMMask"),
+        ("model/timesteps", "uniform", lambda m: type(m.timesteps).__name__ == "UniformTimesteps"),
+        ("model/vae", "tiny_kl", lambda m: m.vae.latent_channels == 4 and m.pixels_per_token == 32),
+    ],
+)
 def test_plugin_group_overrides_take(group, option, check, tmp_path):
     assert check(build(compose_fit([f"{group}={option}"], tmp_path))["module"])
 
@@ -97,8 +123,9 @@ def test_paper_preset_builds_on_meta_with_3_8b_parameters(tmp_path):
     with torch.device("meta"):
         llm = instantiate(cfg.model.backbone, _convert_="all")
         vae = instantiate(cfg.model.vae, _convert_="all")
-        model = OmniGen(llm, instantiate(cfg.model.mask), vae.latent_channels, cfg.model.patch_size,
-                        cfg.model.pos_embed_max_size)
+        model = OmniGen(
+            llm, instantiate(cfg.model.mask), vae.latent_channels, cfg.model.patch_size, cfg.model.pos_embed_max_size
+        )
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - 3.8e9) / 3.8e9 < 0.05, n
     assert llm.config.rope_parameters["rope_type"] == "longrope" and model.pos_embed.shape == (1, 192 * 192, 3072)

@@ -8,32 +8,60 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PHI3, make_module
 from safetensors.torch import save_file
 
-from conftest import TINY_PHI3, make_module
 from omnigen.checkpoint import load_module
 from omnigen.convert import diffusers_inputs, export_diffusers, main, write_diffusers_transformer
-from omnigen.release import import_release
 from omnigen.flow.sampler import euler_timesteps
-from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.model.masks import OmniGenMask, PrefixLMMask
+from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.processor import RELEASE_TEMPLATE
+from omnigen.release import import_release
 
 H, FFN, LAYERS, VOCAB = 64, 128, 2, 128  # the tiny release's Phi-3 sizes
 # config.json as Phi-3-mini-128k (and so OmniGen-v1) writes it: legacy "su" rope_scaling with
 # original_max_position_embeddings at the top level, plus bookkeeping keys.
 RELEASE_CONFIG = {
-    "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": VOCAB, "hidden_size": H,
-    "intermediate_size": FFN, "num_hidden_layers": LAYERS, "num_attention_heads": 4, "num_key_value_heads": 4,
-    "hidden_act": "silu", "max_position_embeddings": 1024, "original_max_position_embeddings": 64, "rms_norm_eps": 1e-5,
-    "rope_scaling": {"type": "su", "short_factor": [1.0, 1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0], "long_factor": [1.0] * 4 + [4.0] * 4},
-    "rope_theta": 10000.0, "bos_token_id": 1, "eos_token_id": 3, "pad_token_id": 0, "sliding_window": 262144,
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.45.2",
+    "architectures": ["Phi3ForCausalLM"],
+    "model_type": "phi3",
+    "vocab_size": VOCAB,
+    "hidden_size": H,
+    "intermediate_size": FFN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "hidden_act": "silu",
+    "max_position_embeddings": 1024,
+    "original_max_position_embeddings": 64,
+    "rms_norm_eps": 1e-5,
+    "rope_scaling": {
+        "type": "su",
+        "short_factor": [1.0, 1.0, 1.1, 1.2, 1.5, 2.0, 2.5, 3.0],
+        "long_factor": [1.0] * 4 + [4.0] * 4,
+    },
+    "rope_theta": 10000.0,
+    "bos_token_id": 1,
+    "eos_token_id": 3,
+    "pad_token_id": 0,
+    "sliding_window": 262144,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.2",
 }
 # An 8x AutoencoderKL (as SDXL's), tiny: with patch 2 it gives the 16 px per token diffusers assumes.
-KL8 = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-           block_out_channels=[4, 4, 8, 8], layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32,
-           scaling_factor=0.5)
+KL8 = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[4, 4, 8, 8],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=32,
+    scaling_factor=0.5,
+)
 
 
 def release_pos_embed(grid: int, dim: int = H) -> torch.Tensor:
@@ -54,19 +82,34 @@ def release_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     """Every tensor of an OmniGen-v1 checkpoint under the release's own names, written out here
     (not read from our model) so that a drift in our names fails the import."""
     shapes = {
-        "x_embedder.proj.weight": (H, 4, 2, 2), "x_embedder.proj.bias": (H,),
-        "input_x_embedder.proj.weight": (H, 4, 2, 2), "input_x_embedder.proj.bias": (H,),
-        "time_token.mlp.0.weight": (H, 256), "time_token.mlp.0.bias": (H,), "time_token.mlp.2.weight": (H, H),
-        "time_token.mlp.2.bias": (H,), "t_embedder.mlp.0.weight": (H, 256), "t_embedder.mlp.0.bias": (H,),
-        "t_embedder.mlp.2.weight": (H, H), "t_embedder.mlp.2.bias": (H,),
-        "final_layer.adaLN_modulation.1.weight": (2 * H, H), "final_layer.adaLN_modulation.1.bias": (2 * H,),
-        "final_layer.linear.weight": (2 * 2 * 4, H), "final_layer.linear.bias": (2 * 2 * 4,),
-        "llm.embed_tokens.weight": (VOCAB, H), "llm.norm.weight": (H,),
+        "x_embedder.proj.weight": (H, 4, 2, 2),
+        "x_embedder.proj.bias": (H,),
+        "input_x_embedder.proj.weight": (H, 4, 2, 2),
+        "input_x_embedder.proj.bias": (H,),
+        "time_token.mlp.0.weight": (H, 256),
+        "time_token.mlp.0.bias": (H,),
+        "time_token.mlp.2.weight": (H, H),
+        "time_token.mlp.2.bias": (H,),
+        "t_embedder.mlp.0.weight": (H, 256),
+        "t_embedder.mlp.0.bias": (H,),
+        "t_embedder.mlp.2.weight": (H, H),
+        "t_embedder.mlp.2.bias": (H,),
+        "final_layer.adaLN_modulation.1.weight": (2 * H, H),
+        "final_layer.adaLN_modulation.1.bias": (2 * H,),
+        "final_layer.linear.weight": (2 * 2 * 4, H),
+        "final_layer.linear.bias": (2 * 2 * 4,),
+        "llm.embed_tokens.weight": (VOCAB, H),
+        "llm.norm.weight": (H,),
     }
     for i in range(LAYERS):
-        shapes |= {f"llm.layers.{i}.self_attn.qkv_proj.weight": (3 * H, H), f"llm.layers.{i}.self_attn.o_proj.weight": (H, H),
-                   f"llm.layers.{i}.mlp.gate_up_proj.weight": (2 * FFN, H), f"llm.layers.{i}.mlp.down_proj.weight": (H, FFN),
-                   f"llm.layers.{i}.input_layernorm.weight": (H,), f"llm.layers.{i}.post_attention_layernorm.weight": (H,)}
+        shapes |= {
+            f"llm.layers.{i}.self_attn.qkv_proj.weight": (3 * H, H),
+            f"llm.layers.{i}.self_attn.o_proj.weight": (H, H),
+            f"llm.layers.{i}.mlp.gate_up_proj.weight": (2 * FFN, H),
+            f"llm.layers.{i}.mlp.down_proj.weight": (H, FFN),
+            f"llm.layers.{i}.input_layernorm.weight": (H,),
+            f"llm.layers.{i}.post_attention_layernorm.weight": (H,),
+        }
     g = torch.Generator().manual_seed(seed)
     weights = {k: 0.1 * torch.randn(shape, generator=g) for k, shape in shapes.items()}
     return weights | {"pos_embed": release_pos_embed(192)}
@@ -120,7 +163,11 @@ def test_import_release_lands_every_tensor_and_runs(release):
     own = module.transformer.state_dict()
     for name, value in weights.items():
         assert torch.equal(own[name], value), name  # float32 in, float32 kept bit for bit (pos_embed too)
-    assert (module.transformer.patch_size, module.transformer.pos_embed_max_size, module.pixels_per_token) == (2, 192, 16)
+    assert (module.transformer.patch_size, module.transformer.pos_embed_max_size, module.pixels_per_token) == (
+        2,
+        192,
+        16,
+    )
     assert module.processor.template == RELEASE_TEMPLATE and isinstance(module.vae, AutoencoderKLVAE)
     rope = module.transformer.llm.config.rope_parameters
     assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == 64
@@ -153,12 +200,24 @@ def test_import_without_pos_embed_uses_the_release_grid_and_vae_path_replaces_va
     torch.testing.assert_close(module.transformer.pos_embed, release[1]["pos_embed"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda w: w.pop("llm.layers.1.self_attn.o_proj.weight"), r"missing 1: llm\.layers\.1\.self_attn\.o_proj\.weight"),
-    (lambda w: w.update({f"lora_{i}.weight": torch.zeros(1) for i in range(7)}), r"unexpected 7: lora_0\.weight.*\(7 in all\)"),
-    (lambda w: w.update({"llm.norm.weight": torch.ones(H + 1)}), r"shape mismatch.*llm\.norm\.weight \(65,\) vs \(64,\)"),
-    (lambda w: w.update({"pos_embed": w["pos_embed"] * 2}), "not the release's"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda w: w.pop("llm.layers.1.self_attn.o_proj.weight"),
+            r"missing 1: llm\.layers\.1\.self_attn\.o_proj\.weight",
+        ),
+        (
+            lambda w: w.update({f"lora_{i}.weight": torch.zeros(1) for i in range(7)}),
+            r"unexpected 7: lora_0\.weight.*\(7 in all\)",
+        ),
+        (
+            lambda w: w.update({"llm.norm.weight": torch.ones(H + 1)}),
+            r"shape mismatch.*llm\.norm\.weight \(65,\) vs \(64,\)",
+        ),
+        (lambda w: w.update({"pos_embed": w["pos_embed"] * 2}), "not the release's"),
+    ],
+)
 def test_import_names_what_does_not_match(release, tmp_path, change, message):
     weights = dict(release[1])
     change(weights)
@@ -182,19 +241,30 @@ def test_cli_from_release_then_to_diffusers(release, tmp_path, caplog):
     assert "BOS id 1" in caplog.text and "pads with id 2" in caplog.text  # the shapes tokenizer breaks both
     assert "pixels per token" not in caplog.text and "template" not in caplog.text
     index = json.loads((tmp_path / "diffusers" / "model_index.json").read_text())
-    assert index["transformer"] == ["diffusers", "OmniGenTransformer2DModel"] and index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["transformer"] == ["diffusers", "OmniGenTransformer2DModel"] and index["vae"] == [
+        "diffusers",
+        "AutoencoderKL",
+    ]
     from diffusers import OmniGenTransformer2DModel
 
     transformer = OmniGenTransformer2DModel.from_pretrained(tmp_path / "diffusers" / "transformer")
-    assert torch.equal(transformer.state_dict()["layers.1.self_attn.to_k.weight"],
-                       release[1]["llm.layers.1.self_attn.qkv_proj.weight"][H:2 * H])
+    assert torch.equal(
+        transformer.state_dict()["layers.1.self_attn.to_k.weight"],
+        release[1]["llm.layers.1.self_attn.qkv_proj.weight"][H : 2 * H],
+    )
     assert transformer.config.rope_scaling["long_factor"] == RELEASE_CONFIG["rope_scaling"]["long_factor"]
 
 
 # ---- native -> diffusers: the same velocity ---------------------------------------------------------
 # transformers 5 takes the top-level original_max_position_embeddings over the one in rope_scaling.
-LONGROPE = TINY_PHI3 | {"original_max_position_embeddings": 24, "rope_scaling": {
-    "rope_type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0, 2.0, 3.0, 4.0, 5.0], "long_factor": [1.0] * 4 + [8.0] * 4}}
+LONGROPE = TINY_PHI3 | {
+    "original_max_position_embeddings": 24,
+    "rope_scaling": {
+        "rope_type": "longrope",
+        "short_factor": [1.0, 1.2, 1.5, 2.0, 2.0, 3.0, 4.0, 5.0],
+        "long_factor": [1.0] * 4 + [8.0] * 4,
+    },
+}
 
 
 @pytest.mark.parametrize("prompt", ["text", "image"])
@@ -207,12 +277,17 @@ def test_diffusers_transformer_predicts_our_velocity(tokenizer, tmp_path, backbo
     from diffusers import OmniGenTransformer2DModel
 
     module = randomise(make_module(tokenizer, patch_size=2, backbone_config=backbone))
-    theirs_model = OmniGenTransformer2DModel.from_pretrained(write_diffusers_transformer(module.transformer, tmp_path)).eval()
+    theirs_model = OmniGenTransformer2DModel.from_pretrained(
+        write_diffusers_transformer(module.transformer, tmp_path)
+    ).eval()
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(2, 3, 8, 8, generator=g), torch.tensor([0.25, 0.8])
     texts, images = ["a red circle"] * 2, [[], []]
     if prompt == "image":
-        texts, images = ["<img><|image_1|></img> make the red circle green"] * 2, [[torch.randn(3, 8, 8, generator=g)]] * 2
+        texts, images = (
+            ["<img><|image_1|></img> make the red circle green"] * 2,
+            [[torch.randn(3, 8, 8, generator=g)]] * 2,
+        )
     with torch.no_grad():
         ours, inputs = run(module, texts, images, x, t)
         theirs = theirs_model(**inputs).sample
@@ -225,13 +300,25 @@ def test_export_refuses_what_diffusers_cannot_express(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="needs an AutoencoderKL.*transformer_only"):
         export_diffusers(pixel, tmp_path / "a")
     assert (export_diffusers(pixel, tmp_path / "b", transformer_only=True) / "transformer" / "config.json").is_file()
-    llama = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                 num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, pad_token_id=0)
+    llama = dict(
+        model_type="llama",
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
     with pytest.raises(ValueError, match="Phi-3 architecture.*'llama'"):
         export_diffusers(make_module(tokenizer, backbone_config=llama), tmp_path / "c", transformer_only=True)
     with pytest.raises(ValueError, match="grouped-query attention"):
-        export_diffusers(make_module(tokenizer, backbone_config=TINY_PHI3 | {"num_key_value_heads": 2}), tmp_path / "d",
-                         transformer_only=True)
+        export_diffusers(
+            make_module(tokenizer, backbone_config=TINY_PHI3 | {"num_key_value_heads": 2}),
+            tmp_path / "d",
+            transformer_only=True,
+        )
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
 
 
@@ -241,14 +328,29 @@ def pipeline_tokenizer():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    special = ["<unk>", "<s>", "<pad>", "</s>", "<|user|>", "<|end|>", "<|assistant|>", "<|diffusion|>", "<img>", "</img>"]
-    words = sorted(set("generate an image according to the following instructions a red blue circle square make it".split()))
+    special = [
+        "<unk>",
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<|user|>",
+        "<|end|>",
+        "<|assistant|>",
+        "<|diffusion|>",
+        "<img>",
+        "</img>",
+    ]
+    words = sorted(
+        set("generate an image according to the following instructions a red blue circle square make it".split())
+    )
     raw = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(special + words)}, unk_token="<unk>"))
     raw.normalizer = normalizers.Lowercase()
     raw.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     raw.add_special_tokens(special)
     raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -293,11 +395,13 @@ def omnigen_pipeline_class(monkeypatch, with_images: bool):
     except Exception as error:  # absent, or a build that does not match torch
         if with_images:
             pytest.skip(f"torchvision unusable ({error!r}): see omnigen.convert's docstring to install it")
-        stub = SimpleNamespace(Compose=lambda steps: None, Lambda=lambda f: None, ToTensor=lambda: None,
-                               Normalize=lambda **kw: None)
+        stub = SimpleNamespace(
+            Compose=lambda steps: None, Lambda=lambda f: None, ToTensor=lambda: None, Normalize=lambda **kw: None
+        )
         monkeypatch.setattr(processor_omnigen, "transforms", stub, raising=False)
-        monkeypatch.setattr(pipeline_omnigen, "OmniGenMultiModalProcessor", processor_omnigen.OmniGenMultiModalProcessor,
-                            raising=False)
+        monkeypatch.setattr(
+            pipeline_omnigen, "OmniGenMultiModalProcessor", processor_omnigen.OmniGenMultiModalProcessor, raising=False
+        )
     return pipeline_omnigen.OmniGenPipeline
 
 
@@ -321,14 +425,27 @@ def test_diffusers_pipeline_samples_what_our_sampler_samples(pipeline_export, mo
         images = [module.moments((pixels.permute(2, 0, 1).float() / 255 * 2 - 1)[None])[0][0]]
         # diffusers samples the input image's posterior; omnigen conditions on its mean.
         scale = pipe.vae.config.scaling_factor
-        pipe.encode_input_images = lambda pixel_values, **kw: [pipe.vae.encode(p).latent_dist.mean * scale for p in pixel_values]
+        pipe.encode_input_images = lambda pixel_values, **kw: [
+            pipe.vae.encode(p).latent_dist.mean * scale for p in pixel_values
+        ]
     noise = torch.randn(1, 4, 4, 4, generator=g)
-    theirs = pipe(text, input_images=[pil] if pil else None, height=32, width=32, num_inference_steps=3,
-                  guidance_scale=1.0, img_guidance_scale=1.0, latents=noise.clone(), output_type="latent").images
+    theirs = pipe(
+        text,
+        input_images=[pil] if pil else None,
+        height=32,
+        width=32,
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        img_guidance_scale=1.0,
+        latents=noise.clone(),
+        output_type="latent",
+    ).images
     x, times = noise, euler_timesteps(3)
     with torch.no_grad():
         batch, latents = module.prepare([text], [images], x)
         for t0, t1 in zip(times[:-1], times[1:], strict=True):
-            x = x + (t1 - t0) * module.transformer(x, t0[None], batch.input_ids, batch.image_token_mask, latents, batch.layout)
+            x = x + (t1 - t0) * module.transformer(
+                x, t0[None], batch.input_ids, batch.image_token_mask, latents, batch.layout
+            )
     assert (x - noise).abs().mean() > 0.1
     assert (theirs - x).abs().max() <= 2e-5

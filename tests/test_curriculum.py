@@ -1,19 +1,28 @@
-"""A curriculum inside one fit: stage boundaries switch resolution, batch size, lr and mix; resume lands in the right stage."""
+"""A curriculum inside one fit: stage boundaries switch resolution, batch size, lr and mix; resume lands in the
+right stage."""
 
 import pytest
 import torch
+from hydra_utils import FAST, compose_fit
 from lightning import Callback
 
-from hydra_utils import FAST, compose_fit
 from omnigen.curriculum import Curriculum, Stage
 from omnigen.fit import train
 from omnigen.optim import warmup_cosine
 
-STAGES = ("curriculum.stages=[{name: a, steps: 2, image_size: 16, batch_size: 4, lr: 1.0e-3},"
-          "{name: b, steps: 2, image_size: 32, batch_size: 2, lr: 2.5e-4, mix: {t2i: 0.0, subject: 0.0,"
-          " visual_condition: 0.0, edit: 1.0, other: 0.0}}]")
-OVERRIDES = ["curriculum=shapes", STAGES, *FAST, "model.scheduler.warmup_steps=0", "logger=csv",
-             "callbacks.checkpoint.every_n_train_steps=1"]
+STAGES = (
+    "curriculum.stages=[{name: a, steps: 2, image_size: 16, batch_size: 4, lr: 1.0e-3},"
+    "{name: b, steps: 2, image_size: 32, batch_size: 2, lr: 2.5e-4, mix: {t2i: 0.0, subject: 0.0,"
+    " visual_condition: 0.0, edit: 1.0, other: 0.0}}]"
+)
+OVERRIDES = [
+    "curriculum=shapes",
+    STAGES,
+    *FAST,
+    "model.scheduler.warmup_steps=0",
+    "logger=csv",
+    "callbacks.checkpoint.every_n_train_steps=1",
+]
 
 
 class StepRecorder(Callback):
@@ -51,8 +60,12 @@ def test_a_resume_mid_stage_continues_in_that_stage(tmp_path):
 
 
 def test_curriculum_lookup_and_lr_schedule():
-    curriculum = Curriculum([Stage(steps=3, image_size=16, batch_size=8, lr=1e-3),
-                             {"steps": 2, "image_size": 32, "batch_size": 4, "lr": 1e-4}])
+    curriculum = Curriculum(
+        [
+            Stage(steps=3, image_size=16, batch_size=8, lr=1e-3),
+            {"steps": 2, "image_size": 32, "batch_size": 4, "lr": 1e-4},
+        ]
+    )
     assert [curriculum.index_at(s) for s in range(7)] == [0, 0, 0, 1, 1, 1, 1] and curriculum.total_steps == 5
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = warmup_cosine(optimizer, warmup_steps=2, curriculum=curriculum)
@@ -72,6 +85,11 @@ def test_the_paper_preset_is_table_1(tmp_path):
     objects = build(compose_fit(["curriculum=paper"], tmp_path))
     curriculum = objects["datamodule"].curriculum
     assert [(s.steps, s.image_size, s.lr) for s in curriculum.stages] == [
-        (500_000, 256, 1e-4), (300_000, 512, 1e-4), (100_000, 1024, 4e-5), (30_000, 2240, 2e-5), (80_000, 1024, 2e-5)]
+        (500_000, 256, 1e-4),
+        (300_000, 512, 1e-4),
+        (100_000, 1024, 4e-5),
+        (30_000, 2240, 2e-5),
+        (80_000, 1024, 2e-5),
+    ]
     assert curriculum.stages[-1].resolution_mode == "buckets"
     assert objects["trainer"].max_steps == curriculum.total_steps

@@ -7,7 +7,9 @@ from omnigen.data.shapes_module import ShapesX2IDataModule, ShapesX2IDataset
 
 
 def test_loader_yields_training_batches():
-    dm = ShapesX2IDataModule(families={"text_to_image": 0.5, "mixed_modal": 0.5}, image_size=32, batch_size=16, seed=0, length=64)
+    dm = ShapesX2IDataModule(
+        families={"text_to_image": 0.5, "mixed_modal": 0.5}, image_size=32, batch_size=16, seed=0, length=64
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["output_image"].shape == (16, 3, 32, 32)
     assert batch["output_image"].min() >= -1 and batch["output_image"].max() <= 1
@@ -42,19 +44,27 @@ def test_a_curriculum_draws_the_same_samples_at_each_stages_resolution():
 
     from omnigen.curriculum import Curriculum
 
-    stages = [{"name": "16px", "steps": 2, "image_size": 16, "batch_size": 4, "lr": 1e-3},
-              {"name": "32px", "steps": 2, "image_size": 32, "batch_size": 4, "lr": 1e-3}]
+    stages = [
+        {"name": "16px", "steps": 2, "image_size": 16, "batch_size": 4, "lr": 1e-3},
+        {"name": "32px", "steps": 2, "image_size": 32, "batch_size": 4, "lr": 1e-3},
+    ]
     families = {"text_to_image": 0.5, "mixed_modal": 0.5}
     staged = ShapesX2IDataModule(families, image_size=32, batch_size=4, length=64, curriculum=Curriculum(stages))
     plain = ShapesX2IDataModule(families, image_size=32, batch_size=4, length=64)
-    batches = [b for b, _ in zip(staged.train_dataloader(), range(4))]
+    batches = [b for b, _ in zip(staged.train_dataloader(), range(4), strict=False)]
     assert [b["output_image"].shape[-1] for b in batches] == [16, 16, 32, 32]
-    assert all(im.shape[-1] == b["output_image"].shape[-1] for b in batches for images in b["input_images"] for im in images)
+    assert all(
+        im.shape[-1] == b["output_image"].shape[-1] for b in batches for images in b["input_images"] for im in images
+    )
     for index in (0, 7, 8, 15):  # steps 0 and 1 at 16², 2 and 3 at 32²: the same samples either way
         small, full = staged.train_set[index], plain.train_set[index]
         assert small.instruction == full.instruction
         size = 16 if index < 8 else 32
-        expected = full.output_image.resize((size, size), Image.BICUBIC, reducing_gap=None) if size == 16 else full.output_image
+        expected = (
+            full.output_image.resize((size, size), Image.BICUBIC, reducing_gap=None)
+            if size == 16
+            else full.output_image
+        )
         assert small.output_image.tobytes() == expected.tobytes()
     with pytest.raises(ValueError, match="keep the batch size"):
         ShapesX2IDataModule(families, batch_size=8, length=64, curriculum=Curriculum(stages))

@@ -6,18 +6,22 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import make_module
 from lightning import Callback, Trainer
 from PIL import Image
 
-from conftest import make_module
 from omnigen.data.modules import MixedModalDataModule
 from omnigen.data.pack import pack
 from omnigen.data.resolution import Resolution
 from omnigen.data.sources.jsonl import JsonlSource
 from omnigen.data.sources.webdataset import WebDatasetSource
 
-INSTRUCTIONS = ["make the red circle green", "remove the blue square", "make the blue square red",
-                "remove the red circle"]
+INSTRUCTIONS = [
+    "make the red circle green",
+    "remove the blue square",
+    "make the blue square red",
+    "remove the red circle",
+]
 
 
 def write_release_jsonl(root, n=16):
@@ -28,8 +32,11 @@ def write_release_jsonl(root, n=16):
         for i in range(n):
             for name in (f"in_{i}.png", f"out_{i}.png"):
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "images" / name)
-            line = {"instruction": f"<img><|image_1|></img> {INSTRUCTIONS[i % 4]}",
-                    "input_images": [f"images/in_{i}.png"], "output_image": f"images/out_{i}.png"}
+            line = {
+                "instruction": f"<img><|image_1|></img> {INSTRUCTIONS[i % 4]}",
+                "input_images": [f"images/in_{i}.png"],
+                "output_image": f"images/out_{i}.png",
+            }
             f.write(json.dumps(line) + "\n")
     return root / "edit.jsonl"
 
@@ -39,8 +46,13 @@ class Recorder(Callback):
         self.seen = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append((list(batch["instruction"]), batch["output_image"].clone(),
-                          [im.clone() for ims in batch["input_images"] for im in ims]))
+        self.seen.append(
+            (
+                list(batch["instruction"]),
+                batch["output_image"].clone(),
+                [im.clone() for ims in batch["input_images"] for im in ims],
+            )
+        )
 
 
 def fit(tokenizer, source, steps=3):
@@ -48,8 +60,15 @@ def fit(tokenizer, source, steps=3):
     module = make_module(tokenizer, patch_size=4)
     data = MixedModalDataModule([source], batch_size=4, shuffle=False, resolution=Resolution("square", 32))
     recorder = Recorder()
-    trainer = Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer = Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == steps
     return module, recorder.seen
@@ -58,7 +77,9 @@ def fit(tokenizer, source, steps=3):
 def test_released_jsonl_trains_and_its_shards_train_identically(tokenizer, tmp_path):
     jsonl = write_release_jsonl(tmp_path)
     from_jsonl, seen_jsonl = fit(tokenizer, JsonlSource(jsonl, family="mixed_modal", task="edit"))
-    counts = pack(JsonlSource(jsonl, family="mixed_modal", task="edit"), str(tmp_path / "shards" / "s-%06d.tar"), maxcount=5)
+    counts = pack(
+        JsonlSource(jsonl, family="mixed_modal", task="edit"), str(tmp_path / "shards" / "s-%06d.tar"), maxcount=5
+    )
     assert counts["written"] == 16 and len(counts["shards"]) == 4
     from_shards, seen_shards = fit(tokenizer, WebDatasetSource(str(tmp_path / "shards" / "s-{000000..000003}.tar")))
 
@@ -74,17 +95,34 @@ def test_a_bad_jsonl_line_is_a_counted_skip_during_training(tokenizer, tmp_path)
     jsonl = write_release_jsonl(tmp_path, n=8)
     with open(jsonl, "a") as f:
         f.write("{not json\n")
-        f.write(json.dumps({"instruction": "<img><|image_1|></img> x", "input_images": ["images/missing.png"],
-                            "output_image": "images/out_0.png"}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "instruction": "<img><|image_1|></img> x",
+                    "input_images": ["images/missing.png"],
+                    "output_image": "images/out_0.png",
+                }
+            )
+            + "\n"
+        )
     logged = {}
     module, _ = fit(tokenizer, JsonlSource(jsonl, family="mixed_modal", task="edit"), steps=3)
-    data = MixedModalDataModule([JsonlSource(jsonl, family="mixed_modal", task="edit")], batch_size=4, shuffle=False,
-                                resolution=Resolution("square", 32, multiple=4))
+    data = MixedModalDataModule(
+        [JsonlSource(jsonl, family="mixed_modal", task="edit")],
+        batch_size=4,
+        shuffle=False,
+        resolution=Resolution("square", 32, multiple=4),
+    )
     for batch in data.train_dataloader():
         logged = data.accounting.update(batch["data_stats"])
     assert logged["skipped_bad_json"] == 1 and logged["skipped_missing_image"] == 1
-    strict = MixedModalDataModule([JsonlSource(jsonl, family="mixed_modal", task="edit")], batch_size=4, shuffle=False,
-                                  resolution=Resolution("square", 32, multiple=4), max_skip_fraction=0.1)
+    strict = MixedModalDataModule(
+        [JsonlSource(jsonl, family="mixed_modal", task="edit")],
+        batch_size=4,
+        shuffle=False,
+        resolution=Resolution("square", 32, multiple=4),
+        max_skip_fraction=0.1,
+    )
     strict.accounting.min_records = 1
     with pytest.raises(RuntimeError, match="over data.max_skip_fraction=0.1"):
         for batch in strict.train_dataloader():
@@ -93,11 +131,14 @@ def test_a_bad_jsonl_line_is_a_counted_skip_during_training(tokenizer, tmp_path)
 
 def test_resuming_a_file_backed_stream_says_it_restarts_the_epoch(tmp_path, caplog):
     from hydra_utils import FAST, compose_fit
+
     from omnigen.fit import train
 
     overrides = ["data=text_to_image", *FAST, "logger=csv", "callbacks.sample_grid=null"]
     train(compose_fit(overrides + ["trainer.max_steps=2"], tmp_path / "a"))
     with caplog.at_level(logging.WARNING, logger="omnigen.data.modules.base"):
-        resumed = train(compose_fit(overrides + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b"))
+        resumed = train(
+            compose_fit(overrides + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b")
+        )
     assert resumed["trainer"].global_step == 4
     assert "resuming at step 2: the TextToImageDataModule stream restarts its epoch" in caplog.text

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from hydra_utils import FAST, compose_fit
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, apply_activation_checkpointing
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    CheckpointWrapper,
+    apply_activation_checkpointing,
+)
 
-from hydra_utils import FAST, compose_fit
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.checkpoint import read_checkpoint
 from omnigen.checkpoint_io import AtomicCheckpointIO
@@ -27,18 +30,34 @@ def subprocess_env() -> dict[str, str]:
     importable, and not attached to the W&B service of this process (set by in-process runs of other
     tests; a run killed through it would stay "in use" there)."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    return {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    return {
+        **env,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def test_two_process_ddp_from_the_command_line_is_one_run_with_equal_weights(tmp_path):
     """`python -m omnigen.fit trainer=ddp trainer.devices=2`: Lightning re-launches the script for rank 1;
     both ranks must share rank 0's run directory (one W&B run), train on different samples and end
     with the same weights, which are the ones rank 0 checkpoints."""
-    overrides = [*FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"paths.log_dir={tmp_path}",
-                 "callbacks.sample_grid=null", "+callbacks.rank_probe._target_=probes.RankProbe"]
-    result = subprocess.run([sys.executable, "-m", "omnigen.fit", *overrides], capture_output=True, text=True,
-                            timeout=600, env=subprocess_env())
+    overrides = [
+        *FAST,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"paths.log_dir={tmp_path}",
+        "callbacks.sample_grid=null",
+        "+callbacks.rank_probe._target_=probes.RankProbe",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((tmp_path / "fit" / "runs").iterdir())
     assert len(runs) == 1, f"one run directory expected, got {runs}"
@@ -61,10 +80,16 @@ def test_two_process_ddp_from_the_command_line_is_one_run_with_equal_weights(tmp
 @pytest.mark.slow  # ~15 s; test_two_process_ddp_from_the_command_line_... covers DDP itself
 def test_ddp_spawn_trains_in_process(tmp_path):
     """trainer=ddp_spawn: two CPU ranks started from inside `train` (as in a notebook)."""
-    objects = train(compose_fit([*FAST, "trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2",
-                                 "callbacks.sample_grid=null"], tmp_path))
+    objects = train(
+        compose_fit(
+            [*FAST, "trainer=ddp_spawn", "trainer.accelerator=cpu", "trainer.devices=2", "callbacks.sample_grid=null"],
+            tmp_path,
+        )
+    )
     assert objects["trainer"].world_size == 2
-    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4  # the parent's trainer stays at 0
+    assert (
+        read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    )  # the parent's trainer stays at 0
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
 
 
@@ -82,7 +107,9 @@ def pretend_one_cuda_device(monkeypatch) -> None:
     monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
     monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 1))
     monkeypatch.setattr(CUDAAccelerator, "parse_devices", staticmethod(lambda devices: [0]))
-    monkeypatch.setattr(CUDAAccelerator, "get_parallel_devices", staticmethod(lambda devices: [torch.device("cuda", 0)]))
+    monkeypatch.setattr(
+        CUDAAccelerator, "get_parallel_devices", staticmethod(lambda devices: [torch.device("cuda", 0)])
+    )
 
 
 def test_fsdp_config_builds_a_trainer_that_shards_by_decoder_layer(monkeypatch, tmp_path):
@@ -109,19 +136,31 @@ def test_fsdp_config_builds_a_trainer_that_shards_by_decoder_layer(monkeypatch, 
     layers = transformer_layer_classes(module)
     assert {c.__name__ for c in layers} == {"Phi3DecoderLayer"}
     apply_activation_checkpointing(module, auto_wrap_policy=policy)
-    wrapped = [type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)]
+    wrapped = [
+        type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)
+    ]
     assert wrapped == ["Phi3DecoderLayer"] * cfg.model.backbone.config.num_hidden_layers
 
 
 def test_the_wrap_policy_follows_the_backbone(tmp_path):
     """Another HF architecture: its own layer class, with no change to trainer/fsdp.yaml."""
-    backbone = {"model_type": "llama", "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128,
-                "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 0,
-                "max_position_embeddings": 512}
+    backbone = {
+        "model_type": "llama",
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": 0,
+        "max_position_embeddings": 512,
+    }
     cfg = compose_fit([], tmp_path)
     cfg.model.backbone.config = backbone
     module = instantiate(cfg.model, _convert_="all")
     policy = DecoderLayerPolicy()
     apply_activation_checkpointing(module, auto_wrap_policy=policy)
-    wrapped = [type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)]
+    wrapped = [
+        type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)
+    ]
     assert wrapped == ["LlamaDecoderLayer"] * 3 and policy.class_names == {"LlamaDecoderLayer"}

@@ -3,16 +3,24 @@
 import json
 
 import pytest
-
 from hydra_utils import FAST, compose_fit
+
 from omnigen.evaluate import main
 from omnigen.fit import train
 from omnigen.metrics import FAMILIES
 
 
 def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path):
-    results = main([f"ckpt={fitted_checkpoint}", "samples_per_family=2", "num_inference_steps=2", "batch_size=2",
-                    f"out={tmp_path}", "wandb=true"])
+    results = main(
+        [
+            f"ckpt={fitted_checkpoint}",
+            "samples_per_family=2",
+            "num_inference_steps=2",
+            "batch_size=2",
+            f"out={tmp_path}",
+            "wandb=true",
+        ]
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == results and saved["settings"]["image_size"] == 32
     assert set(results) == set(FAMILIES) | {"per_task"}
@@ -43,18 +51,30 @@ def test_the_ground_truth_scores_the_ceiling_of_every_metric(tmp_path):
             if name != "n":
                 assert value == pytest.approx(MAX_PSNR if name.endswith("psnr") else 1.0), (family, name)
     assert "the ground truth" in (tmp_path / "results.md").read_text()
-    by_size = {task: scores["n"] for task, scores in results["per_task"].items() if task.startswith("text_to_image/t2i/")}
+    by_size = {
+        task: scores["n"] for task, scores in results["per_task"].items() if task.startswith("text_to_image/t2i/")
+    }
     assert set(by_size) <= {f"text_to_image/t2i/{n} shapes" for n in (1, 2, 3)} and sum(by_size.values()) == 6
     with pytest.raises(SystemExit, match="needs image_size"):
         main(["ground_truth=true", f"out={tmp_path}/z"])
 
 
 def test_evaluation_callback_logs_metrics_during_a_fit(tmp_path):
-    train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null",
-                       "+callbacks.evaluation._target_=omnigen.callbacks.evaluation.EvaluationCallback",
-                       "+callbacks.evaluation.every_n_steps=2", "+callbacks.evaluation.samples_per_family=2",
-                       "+callbacks.evaluation.num_inference_steps=1", "+callbacks.evaluation.families=[text_to_image,cv_tasks]"],
-                      tmp_path))
+    train(
+        compose_fit(
+            [
+                *FAST,
+                "logger=csv",
+                "callbacks.sample_grid=null",
+                "+callbacks.evaluation._target_=omnigen.callbacks.evaluation.EvaluationCallback",
+                "+callbacks.evaluation.every_n_steps=2",
+                "+callbacks.evaluation.samples_per_family=2",
+                "+callbacks.evaluation.num_inference_steps=1",
+                "+callbacks.evaluation.families=[text_to_image,cv_tasks]",
+            ],
+            tmp_path,
+        )
+    )
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "eval/text_to_image/exact_scene" in header and "eval/cv_tasks/psnr" in header
 
@@ -67,8 +87,16 @@ def test_evaluate_asks_for_a_size_the_checkpoint_does_not_record(fitted_checkpoi
     pipe.save_pretrained(tmp_path / "export")
     with pytest.raises(SystemExit, match="records no training image size; pass image_size"):
         main([f"ckpt={tmp_path}/export", "families=[text_to_image]", f"out={tmp_path}/eval"])
-    results = main([f"ckpt={tmp_path}/export", "families=[text_to_image]", "image_size=16", "samples_per_family=1",
-                    "num_inference_steps=1", f"out={tmp_path}/eval"])
+    results = main(
+        [
+            f"ckpt={tmp_path}/export",
+            "families=[text_to_image]",
+            "image_size=16",
+            "samples_per_family=1",
+            "num_inference_steps=1",
+            f"out={tmp_path}/eval",
+        ]
+    )
     assert results["text_to_image"]["n"] == 1
 
 
@@ -76,13 +104,25 @@ def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
     from omnigen.evaluate import evaluate_shapes
     from omnigen.pipeline import OmniGenPipeline
 
-    results, _ = evaluate_shapes(OmniGenPipeline.from_checkpoint(fitted_checkpoint), ["visual_condition", "cv_tasks"],
-                                 samples_per_family=24, image_size=32, num_inference_steps=1, batch_size=24)
-    tasks = {t: s for t, s in results["per_task"].items() if t.count("/") == 1}  # family/task; /<n> shapes: by scene size
-    names = {family: {t.split("/", 1)[1] for t in tasks if t.startswith(family + "/")}
-             for family in ("visual_condition", "cv_tasks")}
+    results, _ = evaluate_shapes(
+        OmniGenPipeline.from_checkpoint(fitted_checkpoint),
+        ["visual_condition", "cv_tasks"],
+        samples_per_family=24,
+        image_size=32,
+        num_inference_steps=1,
+        batch_size=24,
+    )
+    tasks = {
+        t: s for t, s in results["per_task"].items() if t.count("/") == 1
+    }  # family/task; /<n> shapes: by scene size
+    names = {
+        family: {t.split("/", 1)[1] for t in tasks if t.startswith(family + "/")}
+        for family in ("visual_condition", "cv_tasks")
+    }
     assert names["visual_condition"] & names["cv_tasks"]  # e.g. depth: a condition map in one, a target in the other
     for family in names:
         assert sum(s["n"] for t, s in tasks.items() if t.startswith(family + "/")) == 24
-        by_size = [s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/") and t.endswith(" shapes")]
+        by_size = [
+            s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/") and t.endswith(" shapes")
+        ]
         assert 0 < sum(by_size) <= 24  # the tasks that draw a scene, again by its size

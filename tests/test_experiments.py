@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from hydra_utils import FAST
+
 from omnigen.report import main as report
 
 JOB = Path(__file__).resolve().parents[1] / "experiments" / "job.sh"
@@ -16,8 +17,14 @@ TINY_EVAL = "samples_per_family=2 num_inference_steps=1 batch_size=2"
 
 def run_job(runs: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
     env = os.environ | {"RUNS": str(runs), "EVAL_ARGS": TINY_EVAL, "WANDB_MODE": "offline"}
-    return subprocess.run(["bash", str(JOB), name, "text_to_image,mixed_modal", *overrides], env=env, cwd=runs,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["bash", str(JOB), name, "text_to_image,mixed_modal", *overrides],
+        env=env,
+        cwd=runs,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_job_fits_times_evaluates_and_does_not_refit(tmp_path):
@@ -43,9 +50,18 @@ def test_a_failing_fit_stops_the_job_before_evaluation(tmp_path):
 
 def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_against_the_control(tmp_path):
     runs, out, kept = tmp_path / "runs", tmp_path / "report", tmp_path / "kept"
-    env = os.environ | {"RUNS": str(runs), "OUT": str(out), "KEEP": str(kept), "SEEDS": "1 2", "STEPS": "2 4", "MINUTES": "0.001",
-                        "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null", "callbacks.wall_clock.minutes=[0,0.001]"]),
-                        "EVAL_ARGS": TINY_EVAL, "EXPECT": "causal=worse", "WANDB_MODE": "offline"}
+    env = os.environ | {
+        "RUNS": str(runs),
+        "OUT": str(out),
+        "KEEP": str(kept),
+        "SEEDS": "1 2",
+        "STEPS": "2 4",
+        "MINUTES": "0.001",
+        "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null", "callbacks.wall_clock.minutes=[0,0.001]"]),
+        "EVAL_ARGS": TINY_EVAL,
+        "EXPECT": "causal=worse",
+        "WANDB_MODE": "offline",
+    }
     command = ["bash", str(ABLATION), "ablate_mask", "omnigen", "omnigen", "causal model/mask=causal"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -68,14 +84,28 @@ def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_a
     timed = json.loads((out / "equal_time" / "results.json").read_text())  # MINUTES: the clock's checkpoints too
     assert timed["evaluated"] == "eval_minute_0.001" and set(timed["vs_control"]) == {"causal"}
     copy = kept / "ablate_mask_causal_s2"  # what is committed: enough for the report, no checkpoint
-    assert sorted(path.name for path in copy.iterdir()) == ["csv", "eval_minute_0.001", "eval_step2", "eval_step4", "fit_seconds"]
+    assert sorted(path.name for path in copy.iterdir()) == [
+        "csv",
+        "eval_minute_0.001",
+        "eval_step2",
+        "eval_step4",
+        "fit_seconds",
+    ]
     assert (copy / "eval_step4" / "examples.png").is_file() and not (copy / "eval_step2" / "examples.png").exists()
-    again = subprocess.run(command, env=env | {"REPORT": "only", "OUT": str(tmp_path / "again"), "RUNS": str(tmp_path / "gone")},
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        command,
+        env=env | {"REPORT": "only", "OUT": str(tmp_path / "again"), "RUNS": str(tmp_path / "gone")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     rederived = json.loads((tmp_path / "again" / "results.json").read_text())  # from the copies alone
     assert rederived["table"] == saved["table"] and rederived["vs_control"] == saved["vs_control"]
     assert rederived["references"] == saved["references"] and (tmp_path / "again" / "examples_s2.png").is_file()
     stamp = (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert (
+        again.returncode == 0
+        and (runs / "ablate_mask_causal_s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    )

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import wandb
+from hydra_utils import FAST, compose_fit
+from test_distributed import subprocess_env
 
 import omnigen.checkpoint_io as checkpoint_io
-from hydra_utils import FAST, compose_fit
 from omnigen.checkpoint import read_checkpoint
 from omnigen.checkpoint_io import TEMP_SUFFIX, AtomicCheckpointIO
 from omnigen.fit import build, train
 from omnigen.resume import WANDB_ID_FILE, persist_wandb_run_id
-from test_distributed import subprocess_env
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -59,15 +59,19 @@ def test_every_trainer_config_saves_atomically(trainer, tmp_path):
 # ---- kill and resume -------------------------------------------------------------------------
 STEPS = 12
 RUN = [o for o in FAST if not o.startswith(("trainer.max_steps", "callbacks."))] + [
-    f"trainer.max_steps={STEPS}", "callbacks.checkpoint.every_n_train_steps=1", "callbacks.sample_grid=null"]
+    f"trainer.max_steps={STEPS}",
+    "callbacks.checkpoint.every_n_train_steps=1",
+    "callbacks.sample_grid=null",
+]
 
 
 def fit(run_dir: Path, *overrides: str, **popen) -> subprocess.Popen:
     """`python -m omnigen.fit` in `run_dir`, on one thread: every run does the same arithmetic, and a
     loaded machine does not stall it (spinning OpenMP threads)."""
     env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "omnigen.fit", *RUN, f"hydra.run.dir={run_dir}", *overrides],
-                            env=env, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "omnigen.fit", *RUN, f"hydra.run.dir={run_dir}", *overrides], env=env, text=True, **popen
+    )
 
 
 def finish(proc: subprocess.Popen, log: Path) -> None:
@@ -85,7 +89,9 @@ def test_a_sigkilled_run_relaunched_with_ckpt_path_last_ends_with_the_uninterrup
         proc = fit(run_dir, "ckpt_path=last", stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
         while not (run_dir / "checkpoints" / "step_0000003.ckpt").exists():
-            assert proc.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-4000:]
+            assert proc.poll() is None, (
+                "the run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-4000:]
+            )
             assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
@@ -105,8 +111,11 @@ def test_a_sigkilled_run_relaunched_with_ckpt_path_last_ends_with_the_uninterrup
     for name, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=0, rtol=0, msg=name)
     for part in ("adamw", "muon"):  # tiny's MuonAdamW: AdamW's moments and Muon's momentum, every parameter
-        for a, b in zip(resumed["optimizer_states"][0][part]["state"].values(),
-                        straight["optimizer_states"][0][part]["state"].values(), strict=True):
+        for a, b in zip(
+            resumed["optimizer_states"][0][part]["state"].values(),
+            straight["optimizer_states"][0][part]["state"].values(),
+            strict=True,
+        ):
             assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     # the relaunch trained only the missing steps, logged as a second CSV version
     rows = [r.split(",") for r in (run_dir / "csv" / "version_1" / "metrics.csv").read_text().splitlines()]
@@ -125,15 +134,27 @@ def test_the_wandb_run_id_belongs_to_the_run_directory(tmp_path):
     assert cfg.logger.wandb.id == first and (tmp_path / WANDB_ID_FILE).read_text().strip() == first
     again = compose_fit([], tmp_path)
     assert persist_wandb_run_id(again, tmp_path) == first and build(again)["loggers"][0]._wandb_init["id"] == first
-    assert persist_wandb_run_id(compose_fit([], tmp_path / "other"), tmp_path / "other") != first  # new directory, new run
+    assert (
+        persist_wandb_run_id(compose_fit([], tmp_path / "other"), tmp_path / "other") != first
+    )  # new directory, new run
     explicit = compose_fit(["logger.wandb.id=mine"], tmp_path)
-    assert persist_wandb_run_id(explicit, tmp_path) == "mine" and (tmp_path / WANDB_ID_FILE).read_text().strip() == "mine"
+    assert (
+        persist_wandb_run_id(explicit, tmp_path) == "mine" and (tmp_path / WANDB_ID_FILE).read_text().strip() == "mine"
+    )
     assert persist_wandb_run_id(compose_fit(["logger=csv"], tmp_path / "csv"), tmp_path / "csv") is None
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_tasks(tmp_path):
-    cfg = compose_fit(FAST + ["trainer.max_steps=4", "callbacks.sample_grid=null",
-                              "+callbacks.poison._target_=probes.PoisonWeights", "+callbacks.poison.at_step=2"], tmp_path)
+    cfg = compose_fit(
+        FAST
+        + [
+            "trainer.max_steps=4",
+            "callbacks.sample_grid=null",
+            "+callbacks.poison._target_=probes.PoisonWeights",
+            "+callbacks.poison.at_step=2",
+        ],
+        tmp_path,
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 2 \(tasks in batch: \['"):
         train(cfg)
     assert not (tmp_path / "checkpoints" / "step_0000003.ckpt").exists()

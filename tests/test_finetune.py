@@ -7,18 +7,18 @@ import logging
 
 import pytest
 import torch
+from conftest import TINY_PHI3, make_module
 from hydra.utils import instantiate
+from hydra_utils import FAST, compose_fit
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
+from test_convert import KL8, RELEASE_CONFIG, release_weights
+from test_module import shapes_batch
 
-from conftest import TINY_PHI3, make_module
-from hydra_utils import FAST, compose_fit
 from omnigen.checkpoint import build_module, load_module, read_checkpoint
 from omnigen.finetune import FineTune, adapter_state, has_lora, is_adapter, warn_config_mismatch
 from omnigen.fit import build
 from omnigen.pipeline import OmniGenPipeline
-from test_convert import KL8, RELEASE_CONFIG, release_weights
-from test_module import shapes_batch
 
 T2I = "a large red circle at the center on a white background"
 EDIT = "<img><|image_1|></img> make the red circle green"
@@ -39,8 +39,16 @@ def lora_module(tokenizer, seed=0, **finetune):
 def images(pipe, seed=0):
     """Two prompts (text only and an edit), three guidance branches, the kv-cache: every path."""
     edit_input = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1]
-    return pipe.generate([T2I, EDIT], [[], edit_input], 32, 32, num_inference_steps=3, guidance_scale=2.5,
-                         img_guidance_scale=1.5, generator=torch.Generator().manual_seed(seed))
+    return pipe.generate(
+        [T2I, EDIT],
+        [[], edit_input],
+        32,
+        32,
+        num_inference_steps=3,
+        guidance_scale=2.5,
+        img_guidance_scale=1.5,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def base_state(module):
@@ -95,8 +103,10 @@ def test_lora_fit_through_hydra_writes_checkpoints_and_exports_that_load(fitted_
     objects = build(cfg)
     module = objects["module"]
     initial, adapters = base_state(module), {k: v.clone() for k, v in adapter_state(module).items()}
-    assert torch.equal(initial["transformer.x_embedder.proj.weight"], read_checkpoint(fitted_checkpoint)["state_dict"]
-                       ["transformer.x_embedder.proj.weight"])  # init_from landed
+    assert torch.equal(
+        initial["transformer.x_embedder.proj.weight"],
+        read_checkpoint(fitted_checkpoint)["state_dict"]["transformer.x_embedder.proj.weight"],
+    )  # init_from landed
     objects["trainer"].fit(module, datamodule=objects["datamodule"])
     assert objects["trainer"].global_step == 4
     trained = module.state_dict()
@@ -122,7 +132,9 @@ def test_lora_fit_through_hydra_writes_checkpoints_and_exports_that_load(fitted_
     assert has_lora(again.module.transformer) and torch.equal(images(again), expected)
     plain = OmniGenPipeline.from_checkpoint(merged.save_pretrained(tmp_path / "merged_export"))
     assert not has_lora(plain.module.transformer)
-    assert json.loads((tmp_path / "merged_export" / "omnigen_config.json").read_text())["model_config"]["finetune"] is None
+    assert (
+        json.loads((tmp_path / "merged_export" / "omnigen_config.json").read_text())["model_config"]["finetune"] is None
+    )
     assert torch.equal(images(plain), images(merged))
 
 
@@ -143,12 +155,17 @@ def test_adapters_alone_save_and_load_onto_the_base(tokenizer, tmp_path):
                 p.normal_(std=0.05)
     bare_llm = copy.deepcopy(base.transformer.llm)
     out = OmniGenPipeline(tuned).save_lora(tmp_path / "adapter")
-    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
-                                              "omnigen_trainable.safetensors"}
+    assert {p.name for p in out.iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "omnigen_trainable.safetensors",
+    }
     expected = images(OmniGenPipeline(tuned))
     pipe = OmniGenPipeline(copy.deepcopy(base)).load_lora(out)
-    assert pipe.module.finetune.mode == "lora" and pipe.module.finetune.trainable == ["x_embedder.proj.bias",
-                                                                                     "x_embedder.proj.weight"]
+    assert pipe.module.finetune.mode == "lora" and pipe.module.finetune.trainable == [
+        "x_embedder.proj.bias",
+        "x_embedder.proj.weight",
+    ]
     assert torch.equal(images(pipe), expected)
     merged = OmniGenPipeline(copy.deepcopy(base)).load_lora(out, merge=True)
     assert not has_lora(merged.module.transformer) and (images(merged) - expected).abs().max() <= 1e-5
@@ -157,7 +174,9 @@ def test_adapters_alone_save_and_load_onto_the_base(tokenizer, tmp_path):
     x = torch.randn(1, 5, TINY_PHI3["hidden_size"])
     kwargs = dict(inputs_embeds=x, position_ids=torch.arange(5)[None])
     with torch.no_grad():
-        torch.testing.assert_close(peft_llm(**kwargs).last_hidden_state, tuned.transformer.llm(**kwargs).last_hidden_state)
+        torch.testing.assert_close(
+            peft_llm(**kwargs).last_hidden_state, tuned.transformer.llm(**kwargs).last_hidden_state
+        )
     with pytest.raises(ValueError, match="already has LoRA"):
         pipe.load_lora(out)
 
@@ -170,11 +189,16 @@ def test_freeze_patterns_freeze_exactly_the_matched_parameters(tokenizer, caplog
     assert frozen == {n for n in names if n.startswith(("llm.layers.0.", "x_embedder."))} and len(frozen) == 6 + 2
     assert "'x_embedder.*' matches 2 parameter tensors" in caplog.text
     # LoRA: adapters + `trainable`, minus `freeze` (which also knows a wrapped layer by its plain name)
-    lora = make_module(tokenizer, finetune=FineTune(mode="lora", trainable=["final_layer.*"],
-                                                    freeze=["llm.layers.1.self_attn.qkv_proj.*"]))
+    lora = make_module(
+        tokenizer,
+        finetune=FineTune(mode="lora", trainable=["final_layer.*"], freeze=["llm.layers.1.self_attn.qkv_proj.*"]),
+    )
     trained = {n for n, p in lora.transformer.named_parameters() if p.requires_grad}
-    assert trained == {n for n in dict(lora.transformer.named_parameters())
-                       if n.startswith("final_layer.") or (is_adapter(n) and "layers.1.self_attn.qkv_proj" not in n)}
+    assert trained == {
+        n
+        for n in dict(lora.transformer.named_parameters())
+        if n.startswith("final_layer.") or (is_adapter(n) and "layers.1.self_attn.qkv_proj" not in n)
+    }
     with pytest.raises(ValueError, match="'llm.layer.*' matches no transformer parameter"):
         make_module(tokenizer, finetune=FineTune(freeze=["llm.layer.*"]))
     with pytest.raises(ValueError, match="mode=lora"):
@@ -188,7 +212,10 @@ def test_target_modules_resolve_per_architecture(tokenizer):
     module = make_module(tokenizer, backbone_config=llama, finetune=FineTune(mode="lora"))
     assert module.transformer.llm.peft_config["default"].target_modules == {"q_proj", "k_proj", "v_proj", "o_proj"}
     mlp = make_module(tokenizer, finetune=FineTune(mode="lora", target_modules=["gate_up_proj", "down_proj"]))
-    assert {n.split(".")[-4] for n in dict(mlp.transformer.named_parameters()) if is_adapter(n)} == {"gate_up_proj", "down_proj"}
+    assert {n.split(".")[-4] for n in dict(mlp.transformer.named_parameters()) if is_adapter(n)} == {
+        "gate_up_proj",
+        "down_proj",
+    }
 
 
 def test_init_from_a_local_llm_directory(tmp_path):
@@ -197,8 +224,10 @@ def test_init_from_a_local_llm_directory(tmp_path):
     torch.manual_seed(3)
     llm = Phi3ForCausalLM(AutoConfig.for_model(**TINY_PHI3))
     llm.save_pretrained(tmp_path / "phi3")
-    cfg = compose_fit(["model/backbone=pretrained", f"model.backbone.pretrained_path={tmp_path / 'phi3'}",
-                       "model/finetune=lora"], tmp_path / "run")
+    cfg = compose_fit(
+        ["model/backbone=pretrained", f"model.backbone.pretrained_path={tmp_path / 'phi3'}", "model/finetune=lora"],
+        tmp_path / "run",
+    )
     module = instantiate(cfg.model, _convert_="all")
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     ours = module.transformer.llm.layers[1].self_attn.qkv_proj.base_layer.weight
@@ -225,16 +254,23 @@ def release_dir(tmp_path, tokenizer):
 
 def test_init_from_a_release_directory_with_the_omnigen_v1_preset(release_dir, tokenizer, tmp_path, caplog):
     root, weights = release_dir
-    cfg = compose_fit(["model=omnigen_v1", f"model.finetune.init_from={root}", f"model.vae.pretrained_path={root / 'vae'}"],
-                      tmp_path / "run")
+    cfg = compose_fit(
+        ["model=omnigen_v1", f"model.finetune.init_from={root}", f"model.vae.pretrained_path={root / 'vae'}"],
+        tmp_path / "run",
+    )
     with caplog.at_level(logging.WARNING):
         module = instantiate(cfg.model, _convert_="all")
     assert "differs from" not in caplog.text  # the release's own rope factors
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     llm = module.transformer.llm
-    assert torch.equal(llm.layers[0].self_attn.qkv_proj.base_layer.weight, weights["llm.layers.0.self_attn.qkv_proj.weight"])
+    assert torch.equal(
+        llm.layers[0].self_attn.qkv_proj.base_layer.weight, weights["llm.layers.0.self_attn.qkv_proj.weight"]
+    )
     assert torch.equal(module.transformer.final_layer.linear.weight, weights["final_layer.linear.weight"])
-    assert has_lora(module.transformer) and list(llm.config.rope_parameters["long_factor"]) == RELEASE_CONFIG["rope_scaling"]["long_factor"]
+    assert (
+        has_lora(module.transformer)
+        and list(llm.config.rope_parameters["long_factor"]) == RELEASE_CONFIG["rope_scaling"]["long_factor"]
+    )
     # the checkpoint's config rebuilds the structure without the release (init_from is not re-read)
     config = module.architecture_config()
     assert config["finetune"]["init_from"] is None and "release_dir" not in config["backbone"]
@@ -253,6 +289,8 @@ def test_init_from_an_omnigen_checkpoint(fitted_checkpoint, tokenizer):
     config["finetune"] = {"_target_": "omnigen.finetune.FineTune", "mode": "lora", "init_from": str(fitted_checkpoint)}
     module = build_module({"model_config": config}, tokenizer)
     source = load_module(fitted_checkpoint).transformer
-    assert torch.equal(module.transformer.llm.layers[0].self_attn.o_proj.base_layer.weight,
-                       source.llm.layers[0].self_attn.o_proj.weight)
+    assert torch.equal(
+        module.transformer.llm.layers[0].self_attn.o_proj.base_layer.weight,
+        source.llm.layers[0].self_attn.o_proj.weight,
+    )
     assert torch.equal(module.transformer.x_embedder.proj.weight, source.x_embedder.proj.weight)

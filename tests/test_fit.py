@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra_utils import FAST, compose_fit
 from omegaconf import OmegaConf
 
-from hydra_utils import FAST, compose_fit
 from omnigen.checkpoint import load_module, read_checkpoint
 from omnigen.fit import train
 from omnigen.model.masks import CausalMask
@@ -34,13 +34,19 @@ def test_short_fit_writes_a_checkpoint_that_rebuilds_the_model(tmp_path):
     for name, value in trained.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
     trained.eval()
-    kwargs = dict(prompt="a large red circle at the center on a white background", num_inference_steps=2, seed=0,
-                  output_type="pt", progress=False)
+    kwargs = dict(
+        prompt="a large red circle at the center on a white background",
+        num_inference_steps=2,
+        seed=0,
+        output_type="pt",
+        progress=False,
+    )
     from_ckpt = OmniGenPipeline.from_checkpoint(ckpt)
     image = from_ckpt(**kwargs)
     assert image.shape == (1, 3, cfg.data.image_size, cfg.data.image_size)  # the training size by default
-    torch.testing.assert_close(image, OmniGenPipeline(trained)(**kwargs, height=cfg.data.image_size,
-                                                               width=cfg.data.image_size))
+    torch.testing.assert_close(
+        image, OmniGenPipeline(trained)(**kwargs, height=cfg.data.image_size, width=cfg.data.image_size)
+    )
     # the exported directory (safetensors + config + tokenizer) gives the same module and images
     exported = from_ckpt.save_pretrained(tmp_path / "export")
     assert sorted(p.name for p in exported.iterdir()) == ["model.safetensors", "omnigen_config.json", "tokenizer"]
@@ -74,8 +80,12 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):
 
 
 def test_sample_grid_runs_once_per_trigger_under_gradient_accumulation(tmp_path):
-    objects = train(compose_fit(FAST + ["logger=csv", "trainer.accumulate_grad_batches=3",
-                                        "callbacks.sample_grid.every_n_steps=2"], tmp_path))
+    objects = train(
+        compose_fit(
+            FAST + ["logger=csv", "trainer.accumulate_grad_batches=3", "callbacks.sample_grid.every_n_steps=2"],
+            tmp_path,
+        )
+    )
     grid = next(c for c in objects["callbacks"] if type(c).__name__ == "SampleGridCallback")
     assert [p.name for p in grid.saved] == ["step_0000002.png", "step_0000004.png"]
     with pytest.raises(Exception, match="num_samples and num_steps >= 1.*sample_grid=null"):  # Hydra wraps it
@@ -98,9 +108,17 @@ def test_default_logger_writes_an_offline_wandb_run(tmp_path):
 
 def test_command_line_sweep_over_masks(tmp_path):
     overrides = [o for o in FAST if not o.startswith("callbacks.sample_grid")] + [
-        "trainer.max_steps=2", "logger=csv", "callbacks.sample_grid=null", f"paths.log_dir={tmp_path}"]
-    result = subprocess.run([sys.executable, "-m", "omnigen.fit", "-m", "model/mask=omnigen,causal,full", *overrides],
-                            capture_output=True, text=True, timeout=600)
+        "trainer.max_steps=2",
+        "logger=csv",
+        "callbacks.sample_grid=null",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", "-m", "model/mask=omnigen,causal,full", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(Path(tmp_path, "fit", "multiruns").glob("*/[0-9]*"))
     assert len(runs) == 3

@@ -19,11 +19,26 @@ def test_cli_generates_text_to_image_then_an_edit_of_it(fitted_checkpoint, tmp_p
     common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=2", "progress=false"]
     first = main(common + ["prompt=a large red circle at the center on a white background", f"out={tmp_path}/t2i.png"])
     assert first == [tmp_path / "t2i.png"] and Image.open(first[0]).size == (32, 32)  # the training size
-    edit = main(common + ["prompt=<img><|image_1|></img> make the red circle green", f"input_images=[{first[0]}]",
-                          "use_input_image_size_as_output=true", f"out={tmp_path}/edit.png"])
+    edit = main(
+        common
+        + [
+            "prompt=<img><|image_1|></img> make the red circle green",
+            f"input_images=[{first[0]}]",
+            "use_input_image_size_as_output=true",
+            f"out={tmp_path}/edit.png",
+        ]
+    )
     assert Image.open(edit[0]).size == (32, 32)
-    batch = main(common + ["prompt=[a red circle,<img><|image_1|></img> remove the red circle]",
-                           f"input_images=[[],[{first[0]}]]", "height=16", "width=24", f"out={tmp_path}/b.png"])
+    batch = main(
+        common
+        + [
+            "prompt=[a red circle,<img><|image_1|></img> remove the red circle]",
+            f"input_images=[[],[{first[0]}]]",
+            "height=16",
+            "width=24",
+            f"out={tmp_path}/b.png",
+        ]
+    )
     assert [Image.open(p).size for p in batch] == [(24, 16), (24, 16)]
     assert [p.name for p in batch] == ["b_0.png", "b_1.png"]
 
@@ -37,9 +52,20 @@ def test_cli_names_missing_and_unknown_keys(fitted_checkpoint):
 
 def test_cli_runs_as_a_module_with_a_progress_bar(fitted_checkpoint, tmp_path):
     out = tmp_path / "x.png"
-    result = subprocess.run([sys.executable, "-m", "omnigen.generate", f"ckpt={fitted_checkpoint}",
-                             "prompt=a red circle", "num_inference_steps=3", f"out={out}"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omnigen.generate",
+            f"ckpt={fitted_checkpoint}",
+            "prompt=a red circle",
+            "num_inference_steps=3",
+            f"out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert out.is_file() and str(out) in result.stdout
     assert "3/3" in result.stderr  # tqdm's final count
@@ -52,8 +78,9 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+        NotebookClient(
+            notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        ).execute()
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -61,4 +88,3 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the t2i image and the edit grid
     assert any("2 training steps" in o.get("text", "") for o in outputs)
-

@@ -49,9 +49,9 @@ def test_omnigen_mask_properties():
     valid = list(range(2, 19))
     assert a[list(OUT)][:, valid].all()
     # nothing before the output image sees it
-    assert not a[:TIME + 1][:, list(OUT)].any()
+    assert not a[: TIME + 1][:, list(OUT)].any()
     # the time token is causal
-    assert a[TIME][2:TIME + 1].all()
+    assert a[TIME][2 : TIME + 1].all()
 
 
 def test_prefix_lm_mask_properties():

@@ -90,7 +90,7 @@ def test_detect_ignores_specks_and_blurred_rims():
     image = render(scene, SIZE)
     image[2, 2] = SHAPE_COLOURS["red"]  # an isolated speck
     rows, cols = np.nonzero(shape_mask(scene.shapes[0], SIZE))
-    image[rows.min() - 1, cols.min():cols.max() + 1] = SHAPE_COLOURS["cyan"]  # a rim touching the shape
+    image[rows.min() - 1, cols.min() : cols.max() + 1] = SHAPE_COLOURS["cyan"]  # a rim touching the shape
     found = detect(image)
     assert [(d.colour, d.kind, d.position, d.size) for d in found] == [("blue", "square", "center", "large")]
 
@@ -195,8 +195,12 @@ def test_subject_swapped_colours_and_wrong_cell():
     scores = score("subject_driven", "subject", sample.spec, swapped)
     assert scores["subject_pattern"] == 0.0 and scores["subject_fidelity"] == 0.0 and scores["subject_kind"] == 1.0
     # Drawn in another free cell: the subject is missing where asked, and an extra shape appears.
-    free = next(p for p in POSITIONS if p != position and p not in {s["position"] for s in sample.spec["scene"]["shapes"]})
-    moved = render_with_subject(Scene.from_dict(sample.spec["scene"]), Subject.from_dict(sample.spec["subject"]), free, SIZE)
+    free = next(
+        p for p in POSITIONS if p != position and p not in {s["position"] for s in sample.spec["scene"]["shapes"]}
+    )
+    moved = render_with_subject(
+        Scene.from_dict(sample.spec["scene"]), Subject.from_dict(sample.spec["subject"]), free, SIZE
+    )
     scores = score("subject_driven", "subject", sample.spec, moved)
     assert scores["subject_fidelity"] == 0.0 and scores["count"] == 0.0
 
@@ -212,8 +216,12 @@ def test_visual_condition_blank_image(task):
     background = float((labels == 0).mean())
     assert scores["foreground_iou"] == 0.0 and scores["object"] == 0.0 and scores["count"] == 0.0
     kinds = len({s["kind"] for s in sample.spec["scene"]["shapes"]})
-    expected = {"canny": ("edge_f1", 0.0), "bbox": ("box_iou", 0.0), "depth": ("depth_accuracy", background),
-                "segmentation": ("seg_miou", background / (1 + kinds))}[task]
+    expected = {
+        "canny": ("edge_f1", 0.0),
+        "bbox": ("box_iou", 0.0),
+        "depth": ("depth_accuracy", background),
+        "segmentation": ("seg_miou", background / (1 + kinds)),
+    }[task]
     assert scores[expected[0]] == pytest.approx(expected[1])
 
 
@@ -226,7 +234,9 @@ def _cv(task: str, generated_from) -> tuple[dict[str, float], object]:
 
 
 def test_cv_maps_blank_images():
-    black = lambda sample: np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    def black(sample):
+        return np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+
     assert _cv("edges", black)[0] == {"edge_f1": 0.0, "edge_f1_exact": 0.0}
     assert _cv("referring", black)[0]["mask_iou"] == 0.0
     seg, sample = _cv("segmentation", black)
@@ -240,13 +250,17 @@ def test_cv_maps_blank_images():
 
 
 def test_cv_referring_wrong_object_and_whole_image():
-    white = lambda sample: np.full((SIZE, SIZE, 3), 255, dtype=np.uint8)
+    def white(sample):
+        return np.full((SIZE, SIZE, 3), 255, dtype=np.uint8)
+
     scores, sample = _cv("referring", white)
     assert scores["mask_iou"] == pytest.approx((sample.output_image[..., 0] == 255).mean())
 
 
 def test_cv_edges_tolerate_one_pixel_shift():
-    shifted = lambda sample: np.roll(sample.output_image, 1, axis=1)
+    def shifted(sample):
+        return np.roll(sample.output_image, 1, axis=1)
+
     scores, _ = _cv("edges", shifted)
     assert scores["edge_f1"] == 1.0 and scores["edge_f1_exact"] < 0.9
 
@@ -263,7 +277,11 @@ def test_cv_restoration_degraded_input_and_noise(task):
 
 
 def test_canny_missing_shape_loses_its_edges_only():
-    sample = next(s for k in range(10) if len((s := task_sample("visual_condition", "canny", SIZE, skip=k)).spec["scene"]["shapes"]) > 1)
+    sample = next(
+        s
+        for k in range(10)
+        if len((s := task_sample("visual_condition", "canny", SIZE, skip=k)).spec["scene"]["shapes"]) > 1
+    )
     scene = Scene.from_dict(sample.spec["scene"])
     scores = score("visual_condition", "canny", sample.spec, render(Scene(scene.background, scene.shapes[1:]), SIZE))
     edges = sample.input_images[0][..., 0] == 255

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import TINY_PHI3
+
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.embeddings import crop_pos_embed, sincos_2d_table, timestep_sinusoid, unpatchify
 from omnigen.model.masks import OmniGenMask, PrefixLMMask
@@ -13,8 +13,13 @@ from omnigen.processor import OmniGenProcessor
 
 def model(patch_size=2, channels=4) -> OmniGen:
     torch.manual_seed(0)
-    return OmniGen(build_hf_backbone(config=TINY_PHI3), OmniGenMask(), in_channels=channels, patch_size=patch_size,
-                   pos_embed_max_size=16).eval()
+    return OmniGen(
+        build_hf_backbone(config=TINY_PHI3),
+        OmniGenMask(),
+        in_channels=channels,
+        patch_size=patch_size,
+        pos_embed_max_size=16,
+    ).eval()
 
 
 def patchify(latent: torch.Tensor, p: int) -> torch.Tensor:
@@ -57,13 +62,20 @@ def test_state_dict_uses_the_released_layout():
     d, c, p, g = 64, 4, 2, 16  # hidden, latent channels, patch, position grid
     shapes = {name: tuple(v.shape) for name, v in model(patch_size=p, channels=c).state_dict().items()}
     expected = {
-        "x_embedder.proj.weight": (d, c, p, p), "x_embedder.proj.bias": (d,),
-        "input_x_embedder.proj.weight": (d, c, p, p), "input_x_embedder.proj.bias": (d,),
-        "time_token.mlp.0.weight": (d, 256), "time_token.mlp.2.weight": (d, d),
-        "t_embedder.mlp.0.weight": (d, 256), "t_embedder.mlp.2.bias": (d,),
-        "final_layer.adaLN_modulation.1.weight": (2 * d, d), "final_layer.linear.weight": (p * p * c, d),
-        "pos_embed": (1, g * g, d), "llm.embed_tokens.weight": (128, d),
-        "llm.layers.0.self_attn.qkv_proj.weight": (3 * d, d), "llm.norm.weight": (d,),
+        "x_embedder.proj.weight": (d, c, p, p),
+        "x_embedder.proj.bias": (d,),
+        "input_x_embedder.proj.weight": (d, c, p, p),
+        "input_x_embedder.proj.bias": (d,),
+        "time_token.mlp.0.weight": (d, 256),
+        "time_token.mlp.2.weight": (d, d),
+        "t_embedder.mlp.0.weight": (d, 256),
+        "t_embedder.mlp.2.bias": (d,),
+        "final_layer.adaLN_modulation.1.weight": (2 * d, d),
+        "final_layer.linear.weight": (p * p * c, d),
+        "pos_embed": (1, g * g, d),
+        "llm.embed_tokens.weight": (128, d),
+        "llm.layers.0.self_attn.qkv_proj.weight": (3 * d, d),
+        "llm.norm.weight": (d,),
     }
     for name, shape in expected.items():
         assert shapes.get(name) == shape, (name, shapes.get(name))
@@ -71,8 +83,10 @@ def test_state_dict_uses_the_released_layout():
 
 
 def inputs(processor, m: OmniGen, instructions, images, hw=(8, 8)):
-    prompts = [processor.tokenize(text, [(im.shape[-2] // m.patch_size) * (im.shape[-1] // m.patch_size) for im in imgs])
-               for text, imgs in zip(instructions, images, strict=True)]
+    prompts = [
+        processor.tokenize(text, [(im.shape[-2] // m.patch_size) * (im.shape[-1] // m.patch_size) for im in imgs])
+        for text, imgs in zip(instructions, images, strict=True)
+    ]
     n = (hw[0] // m.patch_size) * (hw[1] // m.patch_size)
     batch = processor.batch(prompts, n)
     latents = [images[b][i] for b, i in batch.image_order]
@@ -109,9 +123,9 @@ def test_a_sample_gives_the_same_velocity_alone_or_left_padded_in_a_batch(tokeni
         batch, latents = inputs(processor, m, texts, images)
         together = m(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
         for b in range(2):
-            single, lat = inputs(processor, m, texts[b:b + 1], images[b:b + 1])
-            alone = m(x[b:b + 1], t[b:b + 1], single.input_ids, single.image_token_mask, lat, single.layout)
-            torch.testing.assert_close(together[b:b + 1], alone, atol=2e-5, rtol=1e-4)
+            single, lat = inputs(processor, m, texts[b : b + 1], images[b : b + 1])
+            alone = m(x[b : b + 1], t[b : b + 1], single.input_ids, single.image_token_mask, lat, single.layout)
+            torch.testing.assert_close(together[b : b + 1], alone, atol=2e-5, rtol=1e-4)
 
 
 def test_the_input_images_reach_the_output(tokenizer):
@@ -132,9 +146,15 @@ def test_the_input_images_reach_the_output(tokenizer):
 def test_the_backbone_obeys_the_mask(attn, tokenizer):
     """Through the real LLM: the prefix never sees the output; output patches see each other."""
     from conftest import TINY_PHI3
+
     torch.manual_seed(0)
-    m = OmniGen(build_hf_backbone(config=TINY_PHI3, attn_implementation=attn), OmniGenMask(), in_channels=4,
-                patch_size=2, pos_embed_max_size=16).eval()
+    m = OmniGen(
+        build_hf_backbone(config=TINY_PHI3, attn_implementation=attn),
+        OmniGenMask(),
+        in_channels=4,
+        patch_size=2,
+        pos_embed_max_size=16,
+    ).eval()
     captured = []
     m.llm.register_forward_hook(lambda mod, args, out: captured.append(out.last_hidden_state))
     processor = OmniGenProcessor(tokenizer)
@@ -169,21 +189,34 @@ def test_mismatched_layout_is_rejected(tokenizer):
         m.patch_grid(torch.randn(1, 4, 7, 8))
 
 
-@pytest.mark.parametrize(("family", "mask"), [("phi3", OmniGenMask()), ("llama", OmniGenMask()),
-                                              ("qwen2", OmniGenMask()), ("phi3", PrefixLMMask())], ids=str)
+@pytest.mark.parametrize(
+    ("family", "mask"),
+    [("phi3", OmniGenMask()), ("llama", OmniGenMask()), ("qwen2", OmniGenMask()), ("phi3", PrefixLMMask())],
+    ids=str,
+)
 def test_cached_prefix_gives_the_uncached_velocity_at_every_step(family, mask, tokenizer):
     """kv-cache: the condition prefix runs once; later steps run [time | output] only, and match
     the full sequence (fp32, padded batch with 0, 1 and 2 input images)."""
     from test_backbone import FAMILIES
 
     torch.manual_seed(0)
-    m = randomised(OmniGen(build_hf_backbone(config=FAMILIES[family]), mask, in_channels=4, patch_size=2,
-                           pos_embed_max_size=16).eval())
+    m = randomised(
+        OmniGen(
+            build_hf_backbone(config=FAMILIES[family]), mask, in_channels=4, patch_size=2, pos_embed_max_size=16
+        ).eval()
+    )
     processor = OmniGenProcessor(tokenizer)
     g = torch.Generator().manual_seed(0)
-    texts = ["a red circle", "<img><|image_1|></img> make the red circle green",
-             "<img><|image_1|></img> and <img><|image_2|></img> a blue square"]
-    images = [[], [torch.randn(4, 8, 8, generator=g)], [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g)]]
+    texts = [
+        "a red circle",
+        "<img><|image_1|></img> make the red circle green",
+        "<img><|image_1|></img> and <img><|image_2|></img> a blue square",
+    ]
+    images = [
+        [],
+        [torch.randn(4, 8, 8, generator=g)],
+        [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g)],
+    ]
     with torch.no_grad():
         batch, latents = inputs(processor, m, texts, images)
         cache = m.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)

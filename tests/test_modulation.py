@@ -3,8 +3,8 @@ tokens only, so the kv-cache, packing and gradients behave as without it."""
 
 import pytest
 import torch
-
 from conftest import TINY_PHI3, edit_and_t2i_inputs
+
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.masks import OmniGenMask
 from omnigen.model.omnigen import OmniGen
@@ -12,8 +12,14 @@ from omnigen.model.omnigen import OmniGen
 
 def model(modulate: bool, randomise_modulation: bool = True) -> OmniGen:
     torch.manual_seed(0)
-    m = OmniGen(build_hf_backbone(config=TINY_PHI3), OmniGenMask(), in_channels=4, patch_size=2, pos_embed_max_size=16,
-                modulate_layers=modulate).eval()
+    m = OmniGen(
+        build_hf_backbone(config=TINY_PHI3),
+        OmniGenMask(),
+        in_channels=4,
+        patch_size=2,
+        pos_embed_max_size=16,
+        modulate_layers=modulate,
+    ).eval()
     for layer in (m.final_layer.linear, m.final_layer.adaLN_modulation[1]):
         torch.nn.init.normal_(layer.weight, std=0.05)
     if modulate and randomise_modulation:
@@ -26,10 +32,14 @@ def test_untrained_modulation_leaves_the_model_as_it_is(tokenizer):
     _, _, _, x, t, batch, latents = edit_and_t2i_inputs(tokenizer)
     plain, modulated = model(False), model(True, randomise_modulation=False)
     modulated.load_state_dict(plain.state_dict(), strict=False)  # same weights; the modulation stays zero
-    assert sum(p.numel() for p in modulated.layer_modulation.parameters()) == 2 * 6 * 64 * 65  # 2 layers, Linear(64, 384)
+    assert (
+        sum(p.numel() for p in modulated.layer_modulation.parameters()) == 2 * 6 * 64 * 65
+    )  # 2 layers, Linear(64, 384)
     with torch.no_grad():
-        torch.testing.assert_close(modulated(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout),
-                                   plain(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout))
+        torch.testing.assert_close(
+            modulated(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout),
+            plain(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout),
+        )
 
 
 def test_only_time_and_output_tokens_are_modulated_so_the_cache_holds(tokenizer):
@@ -37,14 +47,17 @@ def test_only_time_and_output_tokens_are_modulated_so_the_cache_holds(tokenizer)
     m = model(True)
     with torch.no_grad():
         reference = m(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
-        assert not torch.allclose(reference, model(False)(x, t, batch.input_ids, batch.image_token_mask, latents,
-                                                          batch.layout), atol=1e-4)
+        assert not torch.allclose(
+            reference, model(False)(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout), atol=1e-4
+        )
         cache = m.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)
         for _ in range(2):
             torch.testing.assert_close(m.forward_cached(x, t, cache, batch.layout), reference, atol=2e-5, rtol=1e-4)
         # the condition's hidden states do not depend on t: the prefix is the same at every step
         captured = []
-        hook = m.llm.norm.register_forward_hook(lambda mod, i, out: captured.append(out[:, :batch.layout.prefix_length]))
+        hook = m.llm.norm.register_forward_hook(
+            lambda mod, i, out: captured.append(out[:, : batch.layout.prefix_length])
+        )
         m(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
         m(x, 1 - t, batch.input_ids, batch.image_token_mask, latents, batch.layout)
         hook.remove()
@@ -60,9 +73,13 @@ def test_a_packed_sample_gets_what_it_gets_alone_and_the_modulation_trains(token
     out = m.forward_packed(x, t, packed, latents)
     with torch.no_grad():
         for b in range(2):
-            alone = processor.batch(prompts[b:b + 1], (3, 3))
-            torch.testing.assert_close(out[b], m(x[b:b + 1], t[b:b + 1], alone.input_ids, alone.image_token_mask,
-                                                 images[b], alone.layout)[0], atol=2e-5, rtol=1e-4)
+            alone = processor.batch(prompts[b : b + 1], (3, 3))
+            torch.testing.assert_close(
+                out[b],
+                m(x[b : b + 1], t[b : b + 1], alone.input_ids, alone.image_token_mask, images[b], alone.layout)[0],
+                atol=2e-5,
+                rtol=1e-4,
+            )
     out.square().mean().backward()
     grads = [p.grad for p in m.layer_modulation.parameters()]
     assert all(g is not None for g in grads) and all(g.abs().sum() > 0 for g in grads)
@@ -70,13 +87,25 @@ def test_a_packed_sample_gets_what_it_gets_alone_and_the_modulation_trains(token
 
 def test_a_fit_with_modulated_layers_loads_and_diffusers_refuses_it(tmp_path):
     from hydra_utils import FAST, compose_fit
+
     from omnigen.checkpoint import load_module
     from omnigen.convert import diffusers_transformer_config
     from omnigen.fit import train
 
-    objects = train(compose_fit(FAST + ["model.modulate_layers=true", "model.backbone.gradient_checkpointing=true",
-                                        "trainer.max_steps=2", "logger=csv", "callbacks.sample_grid=null",
-                                        "model/positions=sequential"], tmp_path))  # export refuses for adaLN alone
+    objects = train(
+        compose_fit(
+            FAST
+            + [
+                "model.modulate_layers=true",
+                "model.backbone.gradient_checkpointing=true",
+                "trainer.max_steps=2",
+                "logger=csv",
+                "callbacks.sample_grid=null",
+                "model/positions=sequential",
+            ],
+            tmp_path,
+        )
+    )  # export refuses for adaLN alone
     trained = objects["module"].transformer.layer_modulation.modulation[0][1].weight
     assert trained.abs().sum() > 0  # it trained (from zero), through activation checkpointing
     loaded = load_module(tmp_path / "checkpoints" / "last.ckpt")

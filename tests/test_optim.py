@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from hydra_utils import FAST, compose_fit
+
 from omnigen.curriculum import Curriculum, Stage
 from omnigen.fit import train
 from omnigen.optim import MuonAdamW, warmup_cosine
@@ -21,8 +21,12 @@ def test_muon_takes_the_decoder_matrices_and_adamw_the_rest(tmp_path):
     assert all(module.get_parameter(name).ndim == 2 for name in muon)
     named = dict(module.named_parameters())
     assert muon | adamw == set(named) and not muon & adamw  # every parameter trained, by one of the two
-    for name in ["transformer.llm.embed_tokens.weight", "transformer.final_layer.linear.weight",
-                 "transformer.llm.layers.0.input_layernorm.weight", "transformer.x_embedder.proj.weight"]:
+    for name in [
+        "transformer.llm.embed_tokens.weight",
+        "transformer.final_layer.linear.weight",
+        "transformer.llm.layers.0.input_layernorm.weight",
+        "transformer.x_embedder.proj.weight",
+    ]:
         assert name in adamw, name
 
 
@@ -44,8 +48,9 @@ def test_one_schedule_scales_both_learning_rates():
 def test_a_curriculum_stage_sets_adamws_lr_and_muons_in_proportion():
     layer, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
     optimizer = MuonAdamW([("body.layers.0.weight", layer.weight), ("head.weight", head.weight)], lr=1e-3, muon_lr=0.02)
-    curriculum = Curriculum([Stage(steps=1, image_size=16, batch_size=8, lr=1e-3), Stage(steps=1, image_size=32,
-                                                                                          batch_size=4, lr=1e-4)])
+    curriculum = Curriculum(
+        [Stage(steps=1, image_size=16, batch_size=8, lr=1e-3), Stage(steps=1, image_size=32, batch_size=4, lr=1e-4)]
+    )
     schedule = warmup_cosine(optimizer, curriculum=curriculum)
     optimizer.step()
     schedule.step()
@@ -70,7 +75,8 @@ def test_adamw_alone_is_one_override_away(tmp_path):
 def test_a_resumed_muon_run_repeats_the_uninterrupted_one_exactly(tmp_path):
     straight = train(compose_fit(FAST + MUON, tmp_path / "straight"))["module"]
     train(compose_fit(FAST + MUON + ["trainer.max_steps=2"], tmp_path / "a"))
-    resumed = train(compose_fit(FAST + MUON + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"],
-                                tmp_path / "b"))["module"]
+    resumed = train(
+        compose_fit(FAST + MUON + [f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "b")
+    )["module"]
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, atol=0, rtol=0, msg=name)

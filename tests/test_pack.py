@@ -19,11 +19,15 @@ from omnigen.data.sources import JsonlSource, ShapesSource, Source, WebDatasetSo
 
 
 def same_samples(a: X2ISample, b: X2ISample) -> bool:
-    return ((a.instruction, a.family, a.task, a.spec, a.edit_source, a.notes)
-            == (b.instruction, b.family, b.task, b.spec, b.edit_source, b.notes)
-            and len(a.input_images) == len(b.input_images)
-            and all(np.array_equal(np.asarray(x), np.asarray(y))
-                    for x, y in zip([*a.input_images, a.output_image], [*b.input_images, b.output_image], strict=True)))
+    return (
+        (a.instruction, a.family, a.task, a.spec, a.edit_source, a.notes)
+        == (b.instruction, b.family, b.task, b.spec, b.edit_source, b.notes)
+        and len(a.input_images) == len(b.input_images)
+        and all(
+            np.array_equal(np.asarray(x), np.asarray(y))
+            for x, y in zip([*a.input_images, a.output_image], [*b.input_images, b.output_image], strict=True)
+        )
+    )
 
 
 def shapes(count: int = 6, seed: int = 1) -> ShapesSource:
@@ -64,8 +68,25 @@ def test_pack_is_deterministic_and_refuses_to_overwrite(tmp_path):
 def test_cli_packs_shapes_and_jsonl(tmp_path, capsys):
     ratios = [f"{family}={ratio}" for family, ratio in SHAPES_FAMILIES.items()]
     out = tmp_path / "shapes" / "shard-%06d.tar"
-    assert main(["--shapes", *ratios, "--count", "10", "--image-size", "16", "--seed", "2", "--out", str(out),
-                 "--maxcount", "4"]) == 0
+    assert (
+        main(
+            [
+                "--shapes",
+                *ratios,
+                "--count",
+                "10",
+                "--image-size",
+                "16",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+                "--maxcount",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "wrote 10 records to 3 shard(s)" in capsys.readouterr().out
     back = list(WebDatasetSource(str(tmp_path / "shapes" / "shard-*.tar")).read())
     assert all(same_samples(b, s) for b, s in zip(back, shapes(10, seed=2).read(), strict=True))
@@ -143,14 +164,20 @@ def test_hand_written_shard_checks(tmp_path):
     png = png_bytes(sample.output_image)
 
     def meta(**fields) -> bytes:
-        return json.dumps({"instruction": "a cat", "family": "text_to_image", "task": "t2i", "num_inputs": 0,
-                           **fields}).encode()
+        return json.dumps(
+            {"instruction": "a cat", "family": "text_to_image", "task": "t2i", "num_inputs": 0, **fields}
+        ).encode()
 
     path = tmp_path / "hand.tar"
     with TarWriter(str(path), encoder=False) as writer:
         writer.write({"__key__": "ok", "json": meta(), "output.png": png})
-        writer.write({"__key__": "noinput", "json": meta(instruction="<img><|image_1|></img> x", num_inputs=1,
-                                                          family="mixed_modal", task="edit"), "output.png": png})
+        writer.write(
+            {
+                "__key__": "noinput",
+                "json": meta(instruction="<img><|image_1|></img> x", num_inputs=1, family="mixed_modal", task="edit"),
+                "output.png": png,
+            }
+        )
         writer.write({"__key__": "nojson", "output.png": png})
         writer.write({"__key__": "extra", "json": meta(), "output.png": png, "input_0.png": png})
         writer.write({"__key__": "notype", "json": meta(num_inputs="0"), "output.png": png})
@@ -159,8 +186,13 @@ def test_hand_written_shard_checks(tmp_path):
     records = list(WebDatasetSource(str(path)).read())
     assert isinstance(records[0], X2ISample) and records[0].key == "hand.tar:ok"
     assert [(r.key.split(":")[1], r.reason) for r in records[1:]] == [
-        ("noinput", "missing_image"), ("nojson", "bad_json"), ("extra", "image_count"), ("notype", "bad_json"),
-        ("badtask", "unknown_task"), ("empty", "empty_image")]
+        ("noinput", "missing_image"),
+        ("nojson", "bad_json"),
+        ("extra", "image_count"),
+        ("notype", "bad_json"),
+        ("badtask", "unknown_task"),
+        ("empty", "empty_image"),
+    ]
     with pytest.raises(TypeError, match="index.json"):
         len(WebDatasetSource(str(path)))
 
@@ -168,8 +200,9 @@ def test_hand_written_shard_checks(tmp_path):
 class Interrupted(Source):
     name = "interrupted"
 
-    def read(self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False,
-             seed: int = 0) -> Iterator[X2ISample | Skipped]:
+    def read(
+        self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[X2ISample | Skipped]:
         yield from shapes(5).read()
         raise KeyboardInterrupt
 

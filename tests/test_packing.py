@@ -3,21 +3,30 @@ give each sample exactly what it gets alone, forward and backward, at any output
 
 import pytest
 import torch
-
 from conftest import TINY_PHI3
+
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask, PrefixLMMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import OmniGenProcessor, balanced_rows
 
-TEXTS = ["<img><|image_1|></img> make the red circle green", "a red circle",
-         "<img><|image_1|></img> and <img><|image_2|></img> a blue square", "a small green triangle at the top"]
+TEXTS = [
+    "<img><|image_1|></img> make the red circle green",
+    "a red circle",
+    "<img><|image_1|></img> and <img><|image_2|></img> a blue square",
+    "a small green triangle at the top",
+]
 
 
 def randomised_model(mask, attn="sdpa") -> OmniGen:
     torch.manual_seed(0)
-    m = OmniGen(build_hf_backbone(config=TINY_PHI3, attn_implementation=attn), mask, in_channels=4, patch_size=2,
-                pos_embed_max_size=16).eval()
+    m = OmniGen(
+        build_hf_backbone(config=TINY_PHI3, attn_implementation=attn),
+        mask,
+        in_channels=4,
+        patch_size=2,
+        pos_embed_max_size=16,
+    ).eval()
     for layer in (m.final_layer.linear, m.final_layer.adaLN_modulation[1]):
         torch.nn.init.normal_(layer.weight, std=0.05)
     return m
@@ -26,9 +35,18 @@ def randomised_model(mask, attn="sdpa") -> OmniGen:
 def samples():
     """Four samples with 1, 0, 2, 0 input images and three output sizes."""
     g = torch.Generator().manual_seed(0)
-    images = [[torch.randn(4, 8, 8, generator=g)], [], [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g)], []]
-    outputs = [torch.randn(4, 8, 8, generator=g), torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g),
-               torch.randn(4, 6, 4, generator=g)]
+    images = [
+        [torch.randn(4, 8, 8, generator=g)],
+        [],
+        [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 8, generator=g)],
+        [],
+    ]
+    outputs = [
+        torch.randn(4, 8, 8, generator=g),
+        torch.randn(4, 4, 6, generator=g),
+        torch.randn(4, 8, 8, generator=g),
+        torch.randn(4, 6, 4, generator=g),
+    ]
     return images, outputs, torch.tensor([0.1, 0.5, 0.7, 0.95])
 
 
@@ -46,7 +64,7 @@ def alone(m, processor, images, outputs, t, b):
     """Sample b through the left-padded `forward`, as a batch of one."""
     prompt = processor.tokenize(TEXTS[b], [tokens(z) for z in images[b]])
     batch = processor.batch([prompt], tokens(outputs[b]))
-    return m(outputs[b][None], t[b:b + 1], batch.input_ids, batch.image_token_mask, images[b], batch.layout)[0]
+    return m(outputs[b][None], t[b : b + 1], batch.input_ids, batch.image_token_mask, images[b], batch.layout)[0]
 
 
 @pytest.mark.parametrize("mask", [OmniGenMask(), CausalMask(), FullMask(), PrefixLMMask()], ids=repr)
@@ -64,7 +82,9 @@ def test_a_packed_sample_gets_the_velocity_it_gets_alone(mask, tokenizer):
         same = [outputs[0], outputs[2]]
         batch, latents = pack(processor, [images[0], images[2]], same, max_tokens=200, texts=[TEXTS[0], TEXTS[2]])
         stacked = m.forward_packed(torch.stack(same), t[[0, 2]], batch, latents)
-        torch.testing.assert_close(stacked, torch.stack(m.forward_packed(same, t[[0, 2]], batch, latents)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            stacked, torch.stack(m.forward_packed(same, t[[0, 2]], batch, latents)), atol=1e-6, rtol=0
+        )
 
 
 def test_packed_gradients_equal_the_per_sample_gradients(tokenizer):
@@ -156,10 +176,15 @@ def check_flex_against_dense(tokenizer):
     dense, flex = randomised_model(OmniGenMask()), randomised_model(OmniGenMask(), attn="flex_attention")
     batch, latents = pack(processor, images, outputs, max_tokens=120)
     with torch.no_grad():
-        for a, b in zip(dense.forward_packed(outputs, t, batch, latents), flex.forward_packed(outputs, t, batch, latents),
-                        strict=True):
+        for a, b in zip(
+            dense.forward_packed(outputs, t, batch, latents),
+            flex.forward_packed(outputs, t, batch, latents),
+            strict=True,
+        ):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
-        prompts = [processor.tokenize(text, [tokens(z) for z in zs]) for text, zs in zip(TEXTS[:3], images[:3], strict=True)]
+        prompts = [
+            processor.tokenize(text, [tokens(z) for z in zs]) for text, zs in zip(TEXTS[:3], images[:3], strict=True)
+        ]
         left = processor.batch(prompts, 16)
         ordered = [images[b][i] for b, i in left.image_order]
         x = torch.randn(3, 4, 8, 8)
@@ -175,12 +200,24 @@ def test_a_mixed_resolution_fit_packs_its_batches(tmp_path):
     import itertools
 
     from hydra_utils import FAST, compose_fit
+
     from omnigen.fit import train
 
-    cfg = compose_fit(FAST + ["logger=csv", "data=mixture", "data.mixed_sizes=true", "data.resolution.mode=raw",
-                              "data.batch_size=8", "data.families.edit.sources.0.image_size=16",
-                              "data.ratios={t2i: 0.5, subject: 0, visual_condition: 0, edit: 0.5, other: 0}",
-                              "model.pack_tokens=400", "callbacks.sample_grid=null"], tmp_path)
+    cfg = compose_fit(
+        FAST
+        + [
+            "logger=csv",
+            "data=mixture",
+            "data.mixed_sizes=true",
+            "data.resolution.mode=raw",
+            "data.batch_size=8",
+            "data.families.edit.sources.0.image_size=16",
+            "data.ratios={t2i: 0.5, subject: 0, visual_condition: 0, edit: 0.5, other: 0}",
+            "model.pack_tokens=400",
+            "callbacks.sample_grid=null",
+        ],
+        tmp_path,
+    )
     objects = train(cfg)
     assert objects["trainer"].global_step == 4 and objects["module"].pack_tokens == 400
     batches = itertools.islice(objects["datamodule"].train_dataloader(), 4)

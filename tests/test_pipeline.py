@@ -5,9 +5,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import make_module
 from PIL import Image
 
-from conftest import make_module
 from omnigen.data.collate import collate_samples
 from omnigen.data.shapes_module import ShapesX2IDataset
 from omnigen.flow.weighting import EditRegionWeighting
@@ -42,8 +42,14 @@ def test_kv_cache_gives_the_uncached_image_with_0_1_and_2_input_images(tokenizer
     pipe = pipeline(tokenizer)
     prompts = [T2I, EDIT, TWO]
     inputs = [[], images((32, 32)), images((16, 24), (32, 32), seed=1)]
-    kwargs = dict(height=32, width=32, num_inference_steps=4, guidance_scale=2.5, img_guidance_scale=1.5,
-                  negative_prompt="a blue square")
+    kwargs = dict(
+        height=32,
+        width=32,
+        num_inference_steps=4,
+        guidance_scale=2.5,
+        img_guidance_scale=1.5,
+        negative_prompt="a blue square",
+    )
     cached = pipe.generate(prompts, inputs, **kwargs, generator=torch.Generator().manual_seed(0), use_kv_cache=True)
     plain = pipe.generate(prompts, inputs, **kwargs, generator=torch.Generator().manual_seed(0), use_kv_cache=False)
     assert (cached - plain).abs().max() <= 1e-5
@@ -70,8 +76,15 @@ def test_guidance_at_scale_one_equals_the_conditional_branch(tokenizer):
 def test_same_seed_same_image_and_guidance_changes_it(tokenizer):
     pipe = pipeline(tokenizer)
     batch = shapes_batch(4)
-    kwargs = dict(prompt=batch["instruction"], input_images=batch["input_images"], num_inference_steps=3,
-                  height=32, width=32, output_type="pt", progress=False)
+    kwargs = dict(
+        prompt=batch["instruction"],
+        input_images=batch["input_images"],
+        num_inference_steps=3,
+        height=32,
+        width=32,
+        output_type="pt",
+        progress=False,
+    )
     plain = pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=5)
     assert torch.equal(plain, pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=5))
     assert not torch.equal(plain, pipe(**kwargs, guidance_scale=1.0, img_guidance_scale=1.0, seed=6))
@@ -82,8 +95,14 @@ def test_same_seed_same_image_and_guidance_changes_it(tokenizer):
 def test_text_only_guidance_is_the_same_alone_or_beside_an_edit(tokenizer):
     """Two branches for text-only prompts: beside an edit, its image branch is its uncond."""
     pipe = pipeline(tokenizer)
-    kwargs = dict(height=32, width=32, num_inference_steps=2, guidance_scale=3.0, img_guidance_scale=1.5,
-                  negative_prompt="a blue square")
+    kwargs = dict(
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        img_guidance_scale=1.5,
+        negative_prompt="a blue square",
+    )
     alone = pipe.generate([T2I], **kwargs, generator=torch.Generator().manual_seed(0))
     mixed = pipe.generate([T2I, EDIT], [[], images((32, 32))], **kwargs, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(mixed[:1], alone, atol=2e-5, rtol=1e-4)
@@ -91,11 +110,16 @@ def test_text_only_guidance_is_the_same_alone_or_beside_an_edit(tokenizer):
 
 def test_posterior_sampling_vae_keeps_sampling_deterministic(tokenizer):
     from test_vae import TINY_KL
+
     from omnigen.model.vae import AutoencoderKLVAE
 
     torch.manual_seed(0)
-    pipe = pipeline(tokenizer, vae=AutoencoderKLVAE(config=TINY_KL, sample_posterior=True), patch_size=1,
-                    weighting=EditRegionWeighting(threshold=0.05))
+    pipe = pipeline(
+        tokenizer,
+        vae=AutoencoderKLVAE(config=TINY_KL, sample_posterior=True),
+        patch_size=1,
+        weighting=EditRegionWeighting(threshold=0.05),
+    )
     batch = shapes_batch(4)
     kwargs = dict(prompts=batch["instruction"], input_images=batch["input_images"], num_inference_steps=2)
     first = pipe.generate(**kwargs, generator=torch.Generator().manual_seed(1))
@@ -135,12 +159,15 @@ def test_input_images_of_every_kind_are_fitted_to_the_token_grid(tokenizer, tmp_
         pipe.prepare_input_image(torch.zeros(32, 32), 1024, "x")
 
 
-@pytest.mark.parametrize("run_config, size", [
-    ({"data": {"image_size": 24}}, (24, 24)),
-    ({"data": {"resolution": {"mode": "square", "size": 40}}}, (40, 40)),  # the X2I DataModules
-    ({"data": {"resolution": {"mode": "buckets", "size": 40}}}, None),  # sizes vary: the caller decides
-    ({"data": {"image_size": 32}, "curriculum": {"stages": [{"image_size": 16}, {"image_size": 48}]}}, (48, 48)),
-])
+@pytest.mark.parametrize(
+    "run_config, size",
+    [
+        ({"data": {"image_size": 24}}, (24, 24)),
+        ({"data": {"resolution": {"mode": "square", "size": 40}}}, (40, 40)),  # the X2I DataModules
+        ({"data": {"resolution": {"mode": "buckets", "size": 40}}}, None),  # sizes vary: the caller decides
+        ({"data": {"image_size": 32}, "curriculum": {"stages": [{"image_size": 16}, {"image_size": 48}]}}, (48, 48)),
+    ],
+)
 def test_default_output_size_is_the_last_training_resolution(tokenizer, run_config, size):
     pipe = pipeline(tokenizer)
     pipe.module.run_config = run_config
@@ -152,11 +179,24 @@ def test_default_output_size_is_the_last_training_resolution(tokenizer, run_conf
 def test_batches_take_one_image_list_per_prompt_and_input_size_as_output(tokenizer):
     pipe = pipeline(tokenizer)
     edit_input = to_pil(images((24, 40))[0])
-    out = pipe([EDIT, T2I], input_images=[[edit_input], None], height=32, width=32, num_inference_steps=1, seed=0,
-               progress=False)
+    out = pipe(
+        [EDIT, T2I],
+        input_images=[[edit_input], None],
+        height=32,
+        width=32,
+        num_inference_steps=1,
+        seed=0,
+        progress=False,
+    )
     assert [im.size for im in out] == [(32, 32), (32, 32)]
-    same = pipe(EDIT, input_images=[edit_input], use_input_image_size_as_output=True, num_inference_steps=1, seed=0,
-                progress=False)
+    same = pipe(
+        EDIT,
+        input_images=[edit_input],
+        use_input_image_size_as_output=True,
+        num_inference_steps=1,
+        seed=0,
+        progress=False,
+    )
     assert same[0].size == (40, 24)
     with pytest.raises(ValueError, match="one per prompt"):
         pipe([EDIT, T2I], input_images=[edit_input], height=32, width=32)
@@ -171,12 +211,20 @@ def test_a_mask_that_sees_the_future_samples_without_the_cache(tokenizer, caplog
 
     pipe = pipeline(tokenizer, mask=FullMask())
     with caplog.at_level(logging.WARNING, logger="omnigen.pipeline"):
-        out = pipe.generate([T2I], height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+        out = pipe.generate(
+            [T2I], height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        )
     assert caplog.text.count("without the kv-cache") == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="omnigen.pipeline"):  # said once per pipeline, not per call
         pipe.generate([T2I], height=32, width=32, num_inference_steps=2)
     assert "without the kv-cache" not in caplog.text
-    again = pipe.generate([T2I], height=32, width=32, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                          use_kv_cache=False)
+    again = pipe.generate(
+        [T2I],
+        height=32,
+        width=32,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        use_kv_cache=False,
+    )
     assert torch.equal(out, again)

@@ -3,8 +3,8 @@ sequence × row × column, in the manner of OmniGen2's Omni-RoPE)."""
 
 import pytest
 import torch
-
 from conftest import TINY_PHI3
+
 from omnigen.model.backbone import build_hf_backbone
 from omnigen.model.masks import OmniGenMask, SequenceLayout
 from omnigen.model.omnigen import OmniGen
@@ -22,8 +22,14 @@ def grid(z: torch.Tensor) -> tuple[int, int]:
 
 def model(positions, attn="sdpa") -> OmniGen:
     torch.manual_seed(0)
-    m = OmniGen(build_hf_backbone(config=TINY_PHI3, attn_implementation=attn), OmniGenMask(), in_channels=4,
-                patch_size=2, pos_embed_max_size=16, positions=positions).eval()
+    m = OmniGen(
+        build_hf_backbone(config=TINY_PHI3, attn_implementation=attn),
+        OmniGenMask(),
+        in_channels=4,
+        patch_size=2,
+        pos_embed_max_size=16,
+        positions=positions,
+    ).eval()
     for layer in (m.final_layer.linear, m.final_layer.adaLN_modulation[1]):
         torch.nn.init.normal_(layer.weight, std=0.05)
     return m
@@ -62,8 +68,14 @@ def test_text_positions_are_the_sequential_ones(tokenizer):
     assert isinstance(omni.llm.rotary_emb, AxialRotary)
     ids = torch.arange(2, 12)[None]
     with torch.no_grad():
-        a = omni.llm(input_ids=ids, position_ids=OmniPositions().position_ids(
-            SequenceLayout(torch.zeros_like(ids), torch.ones_like(ids, dtype=torch.bool), 0, span_widths=torch.zeros_like(ids))))
+        a = omni.llm(
+            input_ids=ids,
+            position_ids=OmniPositions().position_ids(
+                SequenceLayout(
+                    torch.zeros_like(ids), torch.ones_like(ids, dtype=torch.bool), 0, span_widths=torch.zeros_like(ids)
+                )
+            ),
+        )
         b = plain.llm(input_ids=ids, position_ids=torch.arange(10)[None])
     torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, atol=1e-6, rtol=0)
 
@@ -77,7 +89,10 @@ def batch_of(processor, texts, images, output):
 def test_cached_steps_equal_the_uncached_forward(tokenizer):
     processor, m = OmniGenProcessor(tokenizer), model(OmniPositions())
     g = torch.Generator().manual_seed(1)
-    images = [[torch.randn(4, 4, 6, generator=g)], [torch.randn(4, 6, 4, generator=g), torch.randn(4, 4, 4, generator=g)]]
+    images = [
+        [torch.randn(4, 4, 6, generator=g)],
+        [torch.randn(4, 6, 4, generator=g), torch.randn(4, 4, 4, generator=g)],
+    ]
     x, t = torch.randn(2, 4, 6, 4, generator=g), torch.tensor([0.3, 0.8])
     batch, latents = batch_of(processor, [EDIT, TWO], images, x[0])
     with torch.no_grad():
@@ -85,8 +100,11 @@ def test_cached_steps_equal_the_uncached_forward(tokenizer):
         cache = m.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)
         for _ in range(2):  # the cache serves every step unchanged
             torch.testing.assert_close(m.forward_cached(x, t, cache, batch.layout), reference, atol=2e-5, rtol=1e-4)
-        assert not torch.allclose(reference, model(SequentialPositions())(x, t, batch.input_ids, batch.image_token_mask,
-                                                                         latents, batch.layout), atol=1e-4)
+        assert not torch.allclose(
+            reference,
+            model(SequentialPositions())(x, t, batch.input_ids, batch.image_token_mask, latents, batch.layout),
+            atol=1e-4,
+        )
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "flex_attention"])
@@ -97,7 +115,11 @@ def test_a_packed_sample_gets_what_it_gets_alone(tokenizer, attn):
     dense, m = model(OmniPositions()), model(OmniPositions(), attn)
     g = torch.Generator().manual_seed(2)
     texts = [EDIT, "a red circle", TWO]
-    images = [[torch.randn(4, 8, 8, generator=g)], [], [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 4, generator=g)]]
+    images = [
+        [torch.randn(4, 8, 8, generator=g)],
+        [],
+        [torch.randn(4, 4, 6, generator=g), torch.randn(4, 8, 4, generator=g)],
+    ]
     outputs = [torch.randn(4, 8, 8, generator=g), torch.randn(4, 4, 6, generator=g), torch.randn(4, 6, 8, generator=g)]
     t = torch.tensor([0.2, 0.6, 0.9])
     prompts = [processor.tokenize(text, [grid(z) for z in zs]) for text, zs in zip(texts, images, strict=True)]
@@ -107,9 +129,10 @@ def test_a_packed_sample_gets_what_it_gets_alone(tokenizer, attn):
     with torch.no_grad(), torch._dynamo.config.patch(automatic_dynamic_shapes=False):  # see test_packing's flex test
         packed = m.forward_packed(outputs, t, packed_batch, latents)
         for b in range(len(texts)):
-            batch, alone_latents = batch_of(processor, texts[b:b + 1], images[b:b + 1], outputs[b])
-            alone = dense(outputs[b][None], t[b:b + 1], batch.input_ids, batch.image_token_mask, alone_latents,
-                          batch.layout)[0]
+            batch, alone_latents = batch_of(processor, texts[b : b + 1], images[b : b + 1], outputs[b])
+            alone = dense(
+                outputs[b][None], t[b : b + 1], batch.input_ids, batch.image_token_mask, alone_latents, batch.layout
+            )[0]
             torch.testing.assert_close(packed[b], alone, atol=2e-5, rtol=1e-4)
 
 
@@ -133,15 +156,20 @@ def test_diffusers_export_refuses_what_it_cannot_express():
 
 def test_a_fit_with_omni_positions_saves_a_checkpoint_that_samples_with_them(tmp_path):
     from hydra_utils import FAST, compose_fit
+
     from omnigen.checkpoint import load_module
     from omnigen.fit import train
     from omnigen.pipeline import OmniGenPipeline
 
-    train(compose_fit(FAST + ["model/positions=omni", "trainer.max_steps=2", "logger=csv", "callbacks.sample_grid=null"],
-                      tmp_path))
+    train(
+        compose_fit(
+            FAST + ["model/positions=omni", "trainer.max_steps=2", "logger=csv", "callbacks.sample_grid=null"], tmp_path
+        )
+    )
     module = load_module(tmp_path / "checkpoints" / "last.ckpt")
     assert isinstance(module.transformer.positions, OmniPositions)
     assert isinstance(module.transformer.llm.rotary_emb, AxialRotary)
-    images = OmniGenPipeline(module).generate(["<img><|image_1|></img> make the red circle green"],
-                                              [[torch.zeros(3, 32, 32)]], 32, 32, 2)
+    images = OmniGenPipeline(module).generate(
+        ["<img><|image_1|></img> make the red circle green"], [[torch.zeros(3, 32, 32)]], 32, 32, 2
+    )
     assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()

@@ -3,8 +3,8 @@ reaches it, so the loss, the Euler sampler, the kv-cache and packing all keep wo
 
 import pytest
 import torch
-
 from conftest import TINY_PHI3, edit_and_t2i_inputs
+
 from omnigen.flow.rectified import MIN_VELOCITY_GAP, interpolate, velocity_from_image, velocity_target
 from omnigen.flow.sampler import euler_sample
 from omnigen.model.backbone import build_hf_backbone
@@ -14,8 +14,14 @@ from omnigen.model.omnigen import OmniGen
 
 def model(prediction: str) -> OmniGen:
     torch.manual_seed(0)
-    m = OmniGen(build_hf_backbone(config=TINY_PHI3), OmniGenMask(), in_channels=4, patch_size=2, pos_embed_max_size=16,
-                prediction=prediction).eval()
+    m = OmniGen(
+        build_hf_backbone(config=TINY_PHI3),
+        OmniGenMask(),
+        in_channels=4,
+        patch_size=2,
+        pos_embed_max_size=16,
+        prediction=prediction,
+    ).eval()
     for layer in (m.final_layer.linear, m.final_layer.adaLN_modulation[1]):  # zero-initialised: make it say something
         torch.nn.init.normal_(layer.weight, std=0.05)
     return m
@@ -23,7 +29,11 @@ def model(prediction: str) -> OmniGen:
 
 def test_the_velocity_from_a_right_image_prediction_is_the_true_velocity_and_one_step_lands_on_it():
     g = torch.Generator().manual_seed(0)
-    data, noise, t = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g), torch.tensor([0.0, 0.5, 0.9])
+    data, noise, t = (
+        torch.randn(3, 4, 5, 5, generator=g),
+        torch.randn(3, 4, 5, 5, generator=g),
+        torch.tensor([0.0, 0.5, 0.9]),
+    )
     x_t = interpolate(data, noise, t)
     torch.testing.assert_close(velocity_from_image(data, x_t, t), velocity_target(data, noise))
     # one Euler step over the rest of the path ends on the predicted image
@@ -57,8 +67,10 @@ def test_a_packed_image_predicting_sample_gets_what_it_gets_alone(tokenizer):
         stacked = m.forward_packed(x, t, packed, latents)
         listed = m.forward_packed(list(x), t, packed, latents)  # samples of different sizes come as a list
         for b in range(2):
-            alone = processor.batch(prompts[b:b + 1], (3, 3))
-            expected = m(x[b:b + 1], t[b:b + 1], alone.input_ids, alone.image_token_mask, images[b], alone.layout)[0]
+            alone = processor.batch(prompts[b : b + 1], (3, 3))
+            expected = m(x[b : b + 1], t[b : b + 1], alone.input_ids, alone.image_token_mask, images[b], alone.layout)[
+                0
+            ]
             torch.testing.assert_close(stacked[b], expected, atol=2e-5, rtol=1e-4)
             torch.testing.assert_close(listed[b], expected, atol=2e-5, rtol=1e-4)
 
@@ -80,14 +92,26 @@ def test_euler_sampling_of_an_image_predicting_model_ends_on_its_last_prediction
 
 def test_a_bad_prediction_is_refused_and_an_image_predicting_fit_loads_but_does_not_export(tmp_path):
     from hydra_utils import FAST, compose_fit
+
     from omnigen.checkpoint import load_module
     from omnigen.convert import diffusers_transformer_config
     from omnigen.fit import train
 
     with pytest.raises(ValueError, match="prediction must be one of"):
         model("noise")
-    objects = train(compose_fit(FAST + ["model.prediction=image", "trainer.max_steps=2", "logger=csv",
-                                        "callbacks.sample_grid=null", "model/positions=sequential"], tmp_path))
+    objects = train(
+        compose_fit(
+            FAST
+            + [
+                "model.prediction=image",
+                "trainer.max_steps=2",
+                "logger=csv",
+                "callbacks.sample_grid=null",
+                "model/positions=sequential",
+            ],
+            tmp_path,
+        )
+    )
     assert objects["module"].transformer.prediction == "image"
     loaded = load_module(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.transformer.prediction == "image"

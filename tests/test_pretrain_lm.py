@@ -4,10 +4,9 @@ prompts, then loaded by a fit as `model/backbone=pretrained`."""
 import json
 
 import pytest
-import torch
+from hydra_utils import FAST, compose_fit
 from safetensors.torch import load_file
 
-from hydra_utils import FAST, compose_fit
 from omnigen.fit import train
 from omnigen.pretrain_lm import main
 
@@ -22,8 +21,17 @@ def test_pretraining_lowers_the_held_out_loss_and_a_fit_starts_from_it(tmp_path)
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     weights = load_file(out / "model.safetensors")
 
-    cfg = compose_fit(FAST + ["logger=csv", "model/backbone=pretrained", f"model.backbone.pretrained_path={out}",
-                              "trainer.max_steps=1", "callbacks.sample_grid=null"], tmp_path / "fit")
+    cfg = compose_fit(
+        FAST
+        + [
+            "logger=csv",
+            "model/backbone=pretrained",
+            f"model.backbone.pretrained_path={out}",
+            "trainer.max_steps=1",
+            "callbacks.sample_grid=null",
+        ],
+        tmp_path / "fit",
+    )
     module = train(cfg)["module"]
     # the fit's LLM started from the pre-trained weights: one Adam step of lr <= 1e-3 moves each by ~1e-3,
     # where a fresh init (std 0.02) would differ everywhere

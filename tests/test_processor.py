@@ -36,14 +36,17 @@ def test_repeated_and_reordered_placeholders(processor):
     assert [e - s for s, e, _ in prompt.image_spans] == [2, 1, 2]
 
 
-@pytest.mark.parametrize("instruction, counts, message", [
-    ("<img><|image_1|></img> and <img><|image_3|></img>", [4, 4], "without gaps"),
-    ("<img><|image_2|></img> alone", [4], "without gaps"),
-    ("<img><|image_1|></img> one image", [4, 4], "references 1 image"),
-    ("a red circle", [4], "references 0 image"),
-    ("<|image_1|> unwrapped", [4], "wrapped"),
-    ("<img><|image_x|></img> bad id", [4], "malformed"),
-])
+@pytest.mark.parametrize(
+    "instruction, counts, message",
+    [
+        ("<img><|image_1|></img> and <img><|image_3|></img>", [4, 4], "without gaps"),
+        ("<img><|image_2|></img> alone", [4], "without gaps"),
+        ("<img><|image_1|></img> one image", [4, 4], "references 1 image"),
+        ("a red circle", [4], "references 0 image"),
+        ("<|image_1|> unwrapped", [4], "wrapped"),
+        ("<img><|image_x|></img> bad id", [4], "malformed"),
+    ],
+)
 def test_placeholder_errors_name_the_problem(processor, instruction, counts, message):
     with pytest.raises(PromptError, match=message):
         processor.tokenize(instruction, counts)
@@ -59,7 +62,10 @@ def test_template_must_hold_the_instruction(tokenizer):
     with pytest.raises(ValueError, match="instruction"):
         OmniGenProcessor(tokenizer, template="no slot")
     custom = OmniGenProcessor(tokenizer, template="{instruction}", add_bos=False)
-    assert custom.tokenize("a red circle", []).input_ids == tokenizer("a red circle", add_special_tokens=False)["input_ids"]
+    assert (
+        custom.tokenize("a red circle", []).input_ids
+        == tokenizer("a red circle", add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_batch_left_pads_and_describes_the_sequence(processor, tokenizer):

@@ -26,8 +26,17 @@ def runs(fitted_checkpoint, tmp_path_factory):
         run = root / f"run_s{seed}"
         shutil.copytree(fitted_checkpoint.parent.parent, run)
         (run / "fit_seconds").write_text("12.5")
-        evaluate([f"ckpt={run}/checkpoints/last.ckpt", "families=[text_to_image,mixed_modal]", "samples_per_family=3",
-                  "num_inference_steps=2", "batch_size=3", f"seed={seed}", f"out={run}/eval"])
+        evaluate(
+            [
+                f"ckpt={run}/checkpoints/last.ckpt",
+                "families=[text_to_image,mixed_modal]",
+                "samples_per_family=3",
+                "num_inference_steps=2",
+                "batch_size=3",
+                f"seed={seed}",
+                f"out={run}/eval",
+            ]
+        )
         dirs.append(run)
     return dirs
 
@@ -45,8 +54,11 @@ def test_report_aggregates_seeds_into_a_table_and_a_plot(runs, tmp_path, capsys)
         assert table["first"][f"{family}/{metric}"] == {"mean": values[0], "sd": 0.0, "seeds": [values[0]]}
     assert "subject_driven/subject_fidelity" not in table["both"]  # only what every run evaluated
     assert table["both"]["fit_seconds"]["mean"] == 12.5 and table["both"]["steps"] == [2]
-    logged = [float(r["train/loss"]) for r in csv.DictReader((a / "csv" / "version_0" / "metrics.csv").open())
-              if r.get("train/loss")]
+    logged = [
+        float(r["train/loss"])
+        for r in csv.DictReader((a / "csv" / "version_0" / "metrics.csv").open())
+        if r.get("train/loss")
+    ]
     assert table["both"]["final_loss"]["mean"] == pytest.approx(logged[-1]) and table["both"]["final_loss"]["sd"] == 0
     md = (tmp_path / "results.md").read_text()
     assert "| both |" in md and "| first |" in md and "over 1 seeds" in md and "text_to_image/colour" in md
@@ -66,8 +78,16 @@ def test_report_names_what_is_wrong(runs, tmp_path):
 def test_step_named_arms_plot_a_learning_curve_from_evaluations_inside_runs(runs, tmp_path):
     for run in runs:  # an "earlier checkpoint" evaluation beside the final one
         shutil.copytree(run / "eval", run / "eval_step1")
-    table = main(["--out", str(tmp_path), "--arm", f"1={runs[0]}/eval_step1,{runs[1]}/eval_step1",
-                  "--arm", f"2={runs[0]},{runs[1]}"])
+    table = main(
+        [
+            "--out",
+            str(tmp_path),
+            "--arm",
+            f"1={runs[0]}/eval_step1,{runs[1]}/eval_step1",
+            "--arm",
+            f"2={runs[0]},{runs[1]}",
+        ]
+    )
     assert list(table) == ["1", "2"] and table["1"]["text_to_image/object"] == table["2"]["text_to_image/object"]
     assert table["1"]["fit_seconds"]["mean"] == 12.5  # read from the run that holds the evaluation
     assert (tmp_path / "plot.png").is_file()
@@ -90,8 +110,22 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
     write_evaluation(tmp_path / "truth", (1.0, 100.0))
     arm = lambda name, seeds: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in seeds)  # noqa: E731
     out = tmp_path / "report"
-    main(["--out", str(out), "--arm", arm("ctl", control), "--arm", arm("new", treated), "--control", "ctl",
-          "--floor", str(tmp_path / "floor"), "--ceiling", str(tmp_path / "truth")])
+    main(
+        [
+            "--out",
+            str(out),
+            "--arm",
+            arm("ctl", control),
+            "--arm",
+            arm("new", treated),
+            "--control",
+            "ctl",
+            "--floor",
+            str(tmp_path / "floor"),
+            "--ceiling",
+            str(tmp_path / "truth"),
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     objects = saved["vs_control"]["new"]["text_to_image/object"]
     differences = [0.20, 0.15, 0.22]  # seeds 0-2 (seed 3 has no pair)
@@ -117,16 +151,34 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
     worse = {seed: [(a - 0.1, b), (c - 0.2, d)] for seed, [(a, b), (c, d)] in control.items()}
     for name, arm in (("ctl", control), ("up", better), ("down", worse)):
         for seed, points in arm.items():
-            for step, scores in zip((600, 1200), points):
+            for step, scores in zip((600, 1200), points, strict=True):
                 write_evaluation(tmp_path / f"{name}_s{seed}" / f"eval_step{step}", scores)
     logged = tmp_path / "ctl_s7" / "csv" / "version_0"  # the run went on past its evaluated step 10
     logged.mkdir(parents=True)
     (logged / "metrics.csv").write_text("step,train/loss\n5,1.0\n10,0.5\n20,9.0\n")
     arm = lambda name: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in control)  # noqa: E731
     out = tmp_path / "report"
-    table = main(["--out", str(out), "--arm", arm("ctl"), "--arm", arm("up"), "--arm", arm("down"),
-                  "--control", "ctl", "--curve", "eval_step600", "eval_step1200",
-                  "--expect", "up=better", "--expect", "down=better"])
+    table = main(
+        [
+            "--out",
+            str(out),
+            "--arm",
+            arm("ctl"),
+            "--arm",
+            arm("up"),
+            "--arm",
+            arm("down"),
+            "--control",
+            "ctl",
+            "--curve",
+            "eval_step600",
+            "eval_step1200",
+            "--expect",
+            "up=better",
+            "--expect",
+            "down=better",
+        ]
+    )
     assert table["up"]["text_to_image/object"]["seeds"] == [0.70, 0.75, 0.62]  # the last point's
     assert table["ctl"]["final_loss"]["seeds"] == [0.5]  # the loss up to the evaluated checkpoint only
     saved = json.loads((out / "results.json").read_text())

@@ -87,7 +87,10 @@ def test_palettes_are_disjoint_and_well_separated():
     # Segmentation classes are far apart too; the inpainting mask colour is no scene colour.
     classes = np.array(list(SEGMENTATION_COLOURS.values()), dtype=float)
     dists = np.linalg.norm(classes[:, None] - classes[None, :], axis=-1)
-    assert set(SEGMENTATION_COLOURS) == {"background", *SHAPE_KINDS} and dists[~np.eye(len(classes), dtype=bool)].min() > 200
+    assert (
+        set(SEGMENTATION_COLOURS) == {"background", *SHAPE_KINDS}
+        and dists[~np.eye(len(classes), dtype=bool)].min() > 200
+    )
     assert np.linalg.norm(colours - np.array(MASK_COLOUR), axis=-1).min() > 60
 
 
@@ -174,8 +177,13 @@ def test_render_rejects_sizes_not_multiple_of_16(size):
 
 def test_describe():
     scene = make_scene(("circle", "red", "large", "top left"), ("square", "blue", "small", "center"))
-    assert describe(scene) == "a large red circle at the top left and a small blue square at the center on a white background"
-    three = make_scene(*[("triangle", c, "small", p) for c, p in [("red", "top"), ("green", "left"), ("cyan", "right")]])
+    assert (
+        describe(scene)
+        == "a large red circle at the top left and a small blue square at the center on a white background"
+    )
+    three = make_scene(
+        *[("triangle", c, "small", p) for c, p in [("red", "top"), ("green", "left"), ("cyan", "right")]]
+    )
     assert describe(three).startswith("a small red triangle at the top, a small green triangle at the left and a")
 
 

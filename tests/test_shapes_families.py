@@ -76,8 +76,11 @@ def test_subject_driven_ground_truth(pattern, size):
     # The instruction names the subject's kind and cell, not its colours; the other shapes fully.
     assert f"the {subject.kind} from <img><|image_1|></img> at the {position}" in sample.instruction
     assert sample.instruction.endswith(f"on a {scene.background} background")
-    assert all(describe(Scene(scene.background, (s,))).removesuffix(f" on a {scene.background} background")
-               in sample.instruction for s in scene.shapes)
+    assert all(
+        describe(Scene(scene.background, (s,))).removesuffix(f" on a {scene.background} background")
+        in sample.instruction
+        for s in scene.shapes
+    )
     assert sample.edit_source is None and position not in {s.position for s in scene.shapes}
 
     def classes(image: np.ndarray) -> np.ndarray:
@@ -135,8 +138,8 @@ def _check_map(kind: str, scene: Scene, image: np.ndarray, the_map: np.ndarray) 
         expected = np.zeros((size, size), dtype=bool)
         for shape in scene.shapes:
             r, c = np.nonzero(np.all(image == SHAPE_COLOURS[shape.colour], axis=-1) & shape_mask(shape, size))
-            expected[r.min():r.max() + 1, [c.min(), c.max()]] = True
-            expected[[r.min(), r.max()], c.min():c.max() + 1] = True
+            expected[r.min() : r.max() + 1, [c.min(), c.max()]] = True
+            expected[[r.min(), r.max()], c.min() : c.max() + 1] = True
         assert np.array_equal(the_map[..., 0] == 255, expected) and np.all(the_map[~expected] == 0)
     else:
         raise AssertionError(kind)
@@ -240,5 +243,7 @@ def test_cv_colourise_ground_truth(size):
     assert np.all(grey == grey[..., :1])
     luma = 0.299 * clean[..., 0] + 0.587 * clean[..., 1] + 0.114 * clean[..., 2]
     assert np.abs(grey[..., 0] - luma).max() <= 0.5 + 1e-9
-    assert np.array_equal(grey, greyscale(clean)) and degradation == {"kind": "greyscale", "luma_weights": [299, 587, 114]}
-
+    assert np.array_equal(grey, greyscale(clean)) and degradation == {
+        "kind": "greyscale",
+        "luma_weights": [299, 587, 114],
+    }

@@ -45,40 +45,84 @@ def zero_width_png() -> bytes:
 # (line, expected) in file order; None is a blank line. Good lines expect (family, task, notes).
 GOOD = "good"
 LINES: list[tuple[object, object]] = [
-    ({"instruction": "a red circle", "output_image": "rgb.png", "family": "text_to_image"},
-     (GOOD, "text_to_image", "t2i", [])),
-    ({"instruction": f"{IMG1} make it blue", "input_images": ["rgb.png"], "output_image": "square.png"},
-     (GOOD, "mixed_modal", "edit", [])),
+    (
+        {"instruction": "a red circle", "output_image": "rgb.png", "family": "text_to_image"},
+        (GOOD, "text_to_image", "t2i", []),
+    ),
+    (
+        {"instruction": f"{IMG1} make it blue", "input_images": ["rgb.png"], "output_image": "square.png"},
+        (GOOD, "mixed_modal", "edit", []),
+    ),
     (None, None),
-    ({"instruction": f"{IMG1} colourise", "input_images": ["gray.png"], "output_image": "img/rgba.png",
-      "family": "cv_tasks", "task": "colourise"}, (GOOD, "cv_tasks", "colourise", ["mode_L", "mode_RGBA"])),
-    ({"task_type": "text_to_iamge", "instruction": "a cat", "input_images": [], "output_image": "square.png",
-      "family": "text_to_image"}, (GOOD, "text_to_image", "t2i", [])),
-    ({"instruction": f"{IMG1} and {IMG2} together", "input_images": ["rgb.png", "gray.png"],
-      "output_image": "rgb.png", "task": "mixed"}, (GOOD, "mixed_modal", "mixed", ["mode_L"])),
+    (
+        {
+            "instruction": f"{IMG1} colourise",
+            "input_images": ["gray.png"],
+            "output_image": "img/rgba.png",
+            "family": "cv_tasks",
+            "task": "colourise",
+        },
+        (GOOD, "cv_tasks", "colourise", ["mode_L", "mode_RGBA"]),
+    ),
+    (
+        {
+            "task_type": "text_to_iamge",
+            "instruction": "a cat",
+            "input_images": [],
+            "output_image": "square.png",
+            "family": "text_to_image",
+        },
+        (GOOD, "text_to_image", "t2i", []),
+    ),
+    (
+        {
+            "instruction": f"{IMG1} and {IMG2} together",
+            "input_images": ["rgb.png", "gray.png"],
+            "output_image": "rgb.png",
+            "task": "mixed",
+        },
+        (GOOD, "mixed_modal", "mixed", ["mode_L"]),
+    ),
     ("{not json", ("bad_json", "not valid JSON")),
     ({"instruction": "no output"}, ("bad_json", "'output_image' is missing")),
-    ({"instruction": f"{IMG1} x", "input_images": "rgb.png", "output_image": "rgb.png"}, ("bad_json", "'input_images'")),
+    (
+        {"instruction": f"{IMG1} x", "input_images": "rgb.png", "output_image": "rgb.png"},
+        ("bad_json", "'input_images'"),
+    ),
     ("   ", None),
     ([1, 2], ("bad_json", "not an object")),
     ({"instruction": 5, "output_image": "rgb.png"}, ("bad_json", "'instruction' must be a str")),
-    ({"instruction": f"{IMG1} x", "input_images": ["nope.png"], "output_image": "rgb.png"},
-     ("missing_image", "input_images[0] 'nope.png'")),
-    ({"instruction": "x", "output_image": "corrupt.png", "family": "text_to_image"},
-     ("corrupt_image", "output_image 'corrupt.png'")),
-    ({"instruction": f"{IMG1} x", "input_images": ["truncated.png"], "output_image": "rgb.png"},
-     ("corrupt_image", "input_images[0] 'truncated.png'")),
-    ({"instruction": "x", "output_image": "empty.png", "family": "text_to_image"},
-     ("empty_image", "output_image 'empty.png'")),
-    ({"instruction": "x", "output_image": "zero_width.png", "family": "text_to_image"},
-     ("corrupt_image", "output_image 'zero_width.png'")),  # PIL refuses to open any 0-pixel-wide image
-    ({"instruction": f"{IMG1} and {IMG2}", "input_images": ["rgb.png"], "output_image": "rgb.png"},
-     ("image_count", "1 input image")),
+    (
+        {"instruction": f"{IMG1} x", "input_images": ["nope.png"], "output_image": "rgb.png"},
+        ("missing_image", "input_images[0] 'nope.png'"),
+    ),
+    (
+        {"instruction": "x", "output_image": "corrupt.png", "family": "text_to_image"},
+        ("corrupt_image", "output_image 'corrupt.png'"),
+    ),
+    (
+        {"instruction": f"{IMG1} x", "input_images": ["truncated.png"], "output_image": "rgb.png"},
+        ("corrupt_image", "input_images[0] 'truncated.png'"),
+    ),
+    (
+        {"instruction": "x", "output_image": "empty.png", "family": "text_to_image"},
+        ("empty_image", "output_image 'empty.png'"),
+    ),
+    (
+        {"instruction": "x", "output_image": "zero_width.png", "family": "text_to_image"},
+        ("corrupt_image", "output_image 'zero_width.png'"),
+    ),  # PIL refuses to open any 0-pixel-wide image
+    (
+        {"instruction": f"{IMG1} and {IMG2}", "input_images": ["rgb.png"], "output_image": "rgb.png"},
+        ("image_count", "1 input image"),
+    ),
     ({"instruction": "move it", "input_images": ["rgb.png"], "output_image": "rgb.png"}, ("image_count", "[]")),
     ({"instruction": "x", "output_image": "rgb.png", "task": "juggle"}, ("unknown_task", "'juggle'")),
     ({"instruction": "x", "output_image": "rgb.png", "family": "painting"}, ("unknown_task", "'painting'")),
-    ({"instruction": "x", "output_image": "empty.png", "family": "text_to_image", "task": "juggle"},
-     ("unknown_task", "'juggle'")),  # task checked before any image is decoded
+    (
+        {"instruction": "x", "output_image": "empty.png", "family": "text_to_image", "task": "juggle"},
+        ("unknown_task", "'juggle'"),
+    ),  # task checked before any image is decoded
 ]
 
 
@@ -126,8 +170,9 @@ def test_jsonl_good_records(jsonl):
     assert colourise.input_images[0].size == (16, 20) and colourise.output_image.size == (12, 12)
     rgb = np.asarray(Image.open(path.parent / "rgb.png"))
     assert np.array_equal(np.asarray(edit.input_images[0]), rgb)
-    assert np.array_equal(np.asarray(colourise.input_images[0]),
-                          np.asarray(Image.open(path.parent / "gray.png").convert("RGB")))
+    assert np.array_equal(
+        np.asarray(colourise.input_images[0]), np.asarray(Image.open(path.parent / "gray.png").convert("RGB"))
+    )
     assert source.get(1).key == "train.jsonl:2"
 
 
@@ -192,7 +237,9 @@ def packed_shapes(directory: Path, count: int = 22, maxcount: int = 4) -> str:
     """Shapes records packed into ceil(count / maxcount) shards; returns the glob of the shards."""
     from omnigen.data.pack import pack
 
-    pack(ShapesSource(SHAPES_FAMILIES, image_size=16, seed=1, length=count), str(directory / "shard-%06d.tar"), maxcount)
+    pack(
+        ShapesSource(SHAPES_FAMILIES, image_size=16, seed=1, length=count), str(directory / "shard-%06d.tar"), maxcount
+    )
     return str(directory / "shard-*.tar")
 
 
@@ -202,8 +249,11 @@ def keys_of(source: Source, **kwargs) -> list[str]:
 
 @pytest.fixture
 def sources(jsonl, tmp_path) -> dict[str, Source]:
-    return {"jsonl": JsonlSource(jsonl[0]), "shapes": ShapesSource(SHAPES_FAMILIES, image_size=16, length=23),
-            "webdataset": WebDatasetSource(packed_shapes(tmp_path / "shards"), shuffle_buffer=5)}
+    return {
+        "jsonl": JsonlSource(jsonl[0]),
+        "shapes": ShapesSource(SHAPES_FAMILIES, image_size=16, length=23),
+        "webdataset": WebDatasetSource(packed_shapes(tmp_path / "shards"), shuffle_buffer=5),
+    }
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -219,7 +269,7 @@ def test_parts_read_every_record_exactly_once(sources, kind, shuffle):
         assert sorted(k for part in parts for k in part) == sorted(everything)  # union = all, no duplicates
         if kind == "webdataset":  # split by shard: a shard's records stay in one part
             shards = [{k.split(":")[0] for k in part} for part in parts]
-            assert all(a.isdisjoint(b) for i, a in enumerate(shards) for b in shards[i + 1:])
+            assert all(a.isdisjoint(b) for i, a in enumerate(shards) for b in shards[i + 1 :])
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "shapes", "webdataset"])

@@ -16,11 +16,20 @@ def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_p
     """Minute 0 is the untrained model; later files come when the training clock passes each point;
     the run stops after the last one, long before max_steps."""
     from hydra_utils import FAST, compose_fit
+
     from omnigen.checkpoint import load_module
     from omnigen.fit import train
 
-    cfg = compose_fit(FAST + ["experiment=speedrun", "trainer.max_steps=100000", "logger=csv",
-                              "callbacks.wall_clock.minutes=[0,0.01,0.02]"], tmp_path)
+    cfg = compose_fit(
+        FAST
+        + [
+            "experiment=speedrun",
+            "trainer.max_steps=100000",
+            "logger=csv",
+            "callbacks.wall_clock.minutes=[0,0.01,0.02]",
+        ],
+        tmp_path,
+    )
     objects = train(cfg)
     steps = objects["trainer"].global_step
     assert 0 < steps < 100000
@@ -31,10 +40,14 @@ def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_p
     assert record["minute_0.01.ckpt"]["train_seconds"] >= 0.6 and record["minute_0.02.ckpt"]["train_seconds"] >= 1.2
     assert 0 < record["minute_0.01.ckpt"]["step"] <= record["minute_0.02.ckpt"]["step"]
     assert record["minute_0.02.ckpt"]["step"] == steps
-    untrained, trained = (load_module(tmp_path / "checkpoints" / name) for name in ("minute_0.ckpt", "minute_0.02.ckpt"))
+    untrained, trained = (
+        load_module(tmp_path / "checkpoints" / name) for name in ("minute_0.ckpt", "minute_0.02.ckpt")
+    )
     assert untrained.loaded_step == 0 and trained.loaded_step == steps
     # the zero-initialised final layer moves at the first step (the layers below it only from the second)
-    assert not torch.equal(untrained.transformer.final_layer.linear.weight, trained.transformer.final_layer.linear.weight)
+    assert not torch.equal(
+        untrained.transformer.final_layer.linear.weight, trained.transformer.final_layer.linear.weight
+    )
     with pytest.raises(ValueError, match="increasing"):
         WallClockCheckpoint([5, 2.5], str(tmp_path))
 
@@ -44,9 +57,17 @@ def write_run(run, curve):
     for minute, (obj, colour, position, exact, correct, psnr) in curve.items():
         out = run / f"eval_minute_{minute:g}"
         out.mkdir(parents=True)
-        results = {"text_to_image": {"object": obj, "colour": colour, "position": position, "count": exact,  # as exact
-                                     "exact_scene": exact},
-                   "mixed_modal": {"edit_correct": correct, "unchanged_psnr": psnr}, "per_task": {}}
+        results = {
+            "text_to_image": {
+                "object": obj,
+                "colour": colour,
+                "position": position,
+                "count": exact,  # as exact
+                "exact_scene": exact,
+            },
+            "mixed_modal": {"edit_correct": correct, "unchanged_psnr": psnr},
+            "per_task": {},
+        }
         (out / "results.json").write_text(json.dumps({"results": results, "settings": {}}))
     return run
 
@@ -77,13 +98,34 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
     assert records["better"]["T1"] == {"median": 5, "min": 5, "max": 30, "seeds": [5, 5, 30]}
     diff = records["better"]["vs_control"]["text_to_image/object@5"]  # on the 3 seeds both rows ran
     assert diff["mean"] == pytest.approx((0.45 * 2) / 3) and diff["n"] == 3
-    assert records["references"]["floor"]["mixed_modal/unchanged_psnr"] == 10 and records["references"]["ceiling"] is None
+    assert (
+        records["references"]["floor"]["mixed_modal/unchanged_psnr"] == 10 and records["references"]["ceiling"] is None
+    )
     from omnigen.evaluate import main as evaluate
 
-    evaluate(["ground_truth=true", "image_size=32", "samples_per_family=2", "families=[text_to_image,mixed_modal]",
-              f"out={tmp_path / 'truth'}"])
-    main(["--out", str(tmp_path / "out"), "--control", "baseline", "--ceiling", str(tmp_path / "truth"),
-          "--row", "baseline=" + ",".join(map(str, slow)), "--row", "better=" + ",".join(map(str, fast))])
+    evaluate(
+        [
+            "ground_truth=true",
+            "image_size=32",
+            "samples_per_family=2",
+            "families=[text_to_image,mixed_modal]",
+            f"out={tmp_path / 'truth'}",
+        ]
+    )
+    main(
+        [
+            "--out",
+            str(tmp_path / "out"),
+            "--control",
+            "baseline",
+            "--ceiling",
+            str(tmp_path / "truth"),
+            "--row",
+            "baseline=" + ",".join(map(str, slow)),
+            "--row",
+            "better=" + ",".join(map(str, fast)),
+        ]
+    )
     table = (tmp_path / "out" / "records.md").read_text()
     assert "| baseline | 30 (30–30) | not reached (not reached–not reached) |" in table
     assert "| floor: untrained (minute 0) | — | — | 0.00 |" in table
@@ -91,8 +133,9 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
     assert "better, text_to_image/object@5: +0.300" in table and "inconclusive" in table
     assert json.loads((tmp_path / "out" / "records.json").read_text())["better"]["T1"]["median"] == 5
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
-    two = summarise({"baseline": slow, "two": [write_run(tmp_path / f"two_s{s}", FAST_RUN) for s in range(2)]},
-                    control="baseline")
+    two = summarise(
+        {"baseline": slow, "two": [write_run(tmp_path / f"two_s{s}", FAST_RUN) for s in range(2)]}, control="baseline"
+    )
     assert two["two"]["vs_control"]["text_to_image/object@5"]["low"] > 0  # an interval that excludes 0, from 2 seeds
     assert "two, text_to_image/object@5: +0.450 [+0.450, +0.450] (no verdict at 2 seeds)" in markdown(two, "baseline")
     with pytest.raises(ValueError, match="shares 1 seed"):

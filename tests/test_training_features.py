@@ -1,4 +1,5 @@
-"""EMA weights that checkpoints carry and the pipeline samples with; bf16-mixed, gradient checkpointing; what a run logs."""
+"""EMA weights that checkpoints carry and the pipeline samples with; bf16-mixed, gradient checkpointing; what a run
+logs."""
 
 import logging
 from functools import partial
@@ -7,13 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PHI3, make_module
+from hydra_utils import FAST, compose_fit
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.optim.swa_utils import AveragedModel
 
-from conftest import TINY_PHI3, make_module
-
-from hydra_utils import FAST, compose_fit
 from omnigen.callbacks.ema import PowerEMAWeightAveraging, power_ema
 from omnigen.callbacks.sample_grid import SampleGridCallback
 from omnigen.checkpoint import load_module, read_checkpoint
@@ -22,8 +22,11 @@ from omnigen.pipeline import OmniGenPipeline
 
 
 def test_ema_weights_differ_from_raw_and_load_into_the_pipeline(tmp_path):
-    objects = train(compose_fit([*FAST, "callbacks=ema", "callbacks.ema.decay=0.5", "logger=csv",
-                                 "callbacks.sample_grid=null"], tmp_path))
+    objects = train(
+        compose_fit(
+            [*FAST, "callbacks=ema", "callbacks.ema.decay=0.5", "logger=csv", "callbacks.sample_grid=null"], tmp_path
+        )
+    )
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     raw, ema = read_checkpoint(ckpt)["current_model_state"], read_checkpoint(ckpt)["state_dict"]
     name = "transformer.final_layer.linear.weight"
@@ -45,8 +48,12 @@ def test_the_final_sample_grid_draws_with_the_weights_last_ckpt_holds(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
     def redraw(weights: str) -> np.ndarray:  # the same grid from last.ckpt: its state dict (the average) or raw
-        trainer = SimpleNamespace(datamodule=objects["datamodule"], default_root_dir=tmp_path / weights,
-                                  global_step=objects["trainer"].global_step, loggers=[])
+        trainer = SimpleNamespace(
+            datamodule=objects["datamodule"],
+            default_root_dir=tmp_path / weights,
+            global_step=objects["trainer"].global_step,
+            loggers=[],
+        )
         grid.run(trainer, load_module(ckpt, weights=weights))
         return np.asarray(Image.open(grid.saved[-1]))
 
@@ -82,7 +89,9 @@ def test_power_ema_trains_checkpoints_and_resumes(tmp_path):
 def test_a_run_logs_loss_per_task_and_timestep_bin_lr_and_throughput(tmp_path):
     train(compose_fit([*FAST, "logger=csv", "callbacks.sample_grid=null"], tmp_path))
     header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "train/loss/text_to_image/t2i" in header and any(h.startswith("train/loss/mixed_modal/edit/") for h in header)
+    assert "train/loss/text_to_image/t2i" in header and any(
+        h.startswith("train/loss/mixed_modal/edit/") for h in header
+    )
     assert any(h.startswith("train/loss_t/") for h in header)
     assert {"train/samples_per_s", "train/tokens_per_s", "lr-MuonAdamW/pg1", "lr-MuonAdamW/pg2"} <= set(header)
 
@@ -95,7 +104,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tokenizer):
         torch.manual_seed(0)
         module = make_module(tokenizer, backbone_config=dict(TINY_PHI3))
         if checkpointing:  # as build_hf_backbone(gradient_checkpointing=True) does
-            module.transformer.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            module.transformer.llm.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
             assert module.transformer.llm.is_activation_checkpointing
         module.log = lambda *args, **kwargs: None
         module.train()
@@ -121,13 +132,16 @@ def test_the_cpu_trainer_trains_in_bf16_and_fit_warns_where_bf16_is_slow(tmp_pat
         warn_if_bf16_is_slow_here(OmegaConf.create({"accelerator": "gpu", "precision": "bf16-mixed"}))
     assert [r.getMessage() for r in caplog.records] == [
         "trainer.precision=bf16-mixed on a CPU without AVX-512 bf16 support is slower than fp32: "
-        "add trainer.precision=32-true"]
+        "add trainer.precision=32-true"
+    ]
 
 
 def test_compiled_backbone_trains_and_keeps_its_parameter_names(tmp_path):
     """model.compile_backbone: the LLM is torch.compiled when the fit starts (not at load), and
     checkpoints keep the released names (no `_orig_mod.`), loading into an uncompiled module."""
-    cfg = compose_fit(FAST + ["model.compile_backbone=true", "trainer.max_steps=1", "callbacks.sample_grid=null"], tmp_path)
+    cfg = compose_fit(
+        FAST + ["model.compile_backbone=true", "trainer.max_steps=1", "callbacks.sample_grid=null"], tmp_path
+    )
     objects = train(cfg)
     module = objects["module"]
     assert objects["trainer"].global_step == 1 and module.transformer.llm._compiled_call_impl is not None

@@ -6,9 +6,19 @@ from hydra.utils import instantiate
 
 from omnigen.model.vae import AutoencoderKLVAE, PixelVAE
 
-TINY_KL = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-               up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[8, 16], layers_per_block=1,
-               latent_channels=4, norm_num_groups=4, sample_size=32, scaling_factor=0.5, shift_factor=0.1)
+TINY_KL = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    block_out_channels=[8, 16],
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=32,
+    scaling_factor=0.5,
+    shift_factor=0.1,
+)
 
 
 def test_pixel_vae_is_the_identity():

@@ -16,8 +16,10 @@ def edited_pair():
 
 def test_edit_weight_is_one_on_unchanged_and_clipped_inverse_distance_on_changed():
     target, reference = edited_pair()
-    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l2").weights(target[None], [reference])[0]
-    d = (0.5 ** 2) * 4 / 64  # mean squared latent difference of the sample
+    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l2").weights(target[None], [reference])[
+        0
+    ]
+    d = (0.5**2) * 4 / 64  # mean squared latent difference of the sample
     changed = torch.zeros(8, 8, dtype=torch.bool)
     changed[2:4, 5:7] = True
     assert torch.all(w[:, ~changed] == 1.0)
@@ -27,7 +29,9 @@ def test_edit_weight_is_one_on_unchanged_and_clipped_inverse_distance_on_changed
 def test_edit_weight_l1_norm_and_clip_range():
     target, reference = edited_pair()
     d_l1 = 0.5 * 4 / 64
-    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l1").weights(target[None], [reference])[0]
+    w = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, norm="l1").weights(target[None], [reference])[
+        0
+    ]
     assert w.max().item() == pytest.approx(1 / d_l1, rel=1e-5)
     clipped = EditRegionWeighting(threshold=0.1, clip_min=5.0, clip_max=20.0).weights(target[None], [reference])[0]
     assert clipped.max().item() == 20.0 and clipped.min().item() == 1.0  # 1/d = 64 clipped to 20
@@ -40,11 +44,15 @@ def test_edit_weight_l1_norm_and_clip_range():
 def test_margin_weights_the_positions_beside_a_change_as_the_change():
     target, reference = edited_pair()
     paper = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference])[0]
-    grown = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, margin=1).weights(target[None], [reference])[0]
+    grown = EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, margin=1).weights(
+        target[None], [reference]
+    )[0]
     around = torch.zeros(8, 8, dtype=torch.bool)
     around[1:5, 4:8] = True  # the 2x2 change at [2:4, 5:7] grown by one position, cut at the right edge
     assert torch.all(grown[:, ~around] == 1.0)
-    torch.testing.assert_close(grown[:, around], torch.full_like(grown[:, around], paper.max().item()))  # d is unchanged
+    torch.testing.assert_close(
+        grown[:, around], torch.full_like(grown[:, around], paper.max().item())
+    )  # d is unchanged
     weighting = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, margin=2)
     scene = torch.zeros(3, 8, 8)
     scene[:, 0, 0] = 1.0  # a one-position shape in the corner of a flat canvas
@@ -81,8 +89,10 @@ def test_foreground_weighting_reads_a_plain_sample_as_an_edit_of_its_background(
     torch.testing.assert_close(w[:, shape], torch.full_like(w[:, shape], float(1 / d)), rtol=1e-5, atol=0)
     # a sample that edits an input image is weighted against it, as by the edit weighting
     target, reference = edited_pair()
-    torch.testing.assert_close(weighting.weights(target[None], [reference]),
-                               EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference]))
+    torch.testing.assert_close(
+        weighting.weights(target[None], [reference]),
+        EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference]),
+    )
     assert torch.all(weighting.weights(canvas[None].clone(), [None]) == 1.0)  # nothing but background: weight 1
     # edits=False: the edit gets weight 1, the scene beside it in the batch is still weighted
     plain = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0, edits=False)
@@ -100,11 +110,14 @@ def test_foreground_weighting_clips_edits_and_scenes_apart():
     target, reference = edited_pair()
     batch, references = torch.stack([target, target]), [None, reference]
     same = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=2.0).weights(batch, references)
-    apart = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=2.0, edit_clip_max=1000.0).weights(batch, references)
+    apart = ForegroundWeighting(threshold=0.1, clip_min=1.0, clip_max=2.0, edit_clip_max=1000.0).weights(
+        batch, references
+    )
     torch.testing.assert_close(apart[0], same[0])  # the scene: clip 2 either way
     assert same[1].max() == 2.0 and apart[1].max() > 2.0  # the edit: unclipped at 1000
-    torch.testing.assert_close(apart[1:], EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(
-        target[None], [reference]))
+    torch.testing.assert_close(
+        apart[1:], EditRegionWeighting(threshold=0.1, clip_min=1.0, clip_max=1000.0).weights(target[None], [reference])
+    )
     with pytest.raises(ValueError, match="edit_clip_max"):
         ForegroundWeighting(clip_min=5.0, clip_max=16.0, edit_clip_max=2.0)
 

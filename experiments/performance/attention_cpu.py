@@ -60,8 +60,14 @@ def main() -> None:
         for name in IMPLEMENTATIONS if repeat % 2 == 0 else IMPLEMENTATIONS[::-1]:
             times[name].append(seconds_per_step(name))
     medians = {name: statistics.median(t) for name, t in times.items()}
-    result = {"precision": args.precision, "threads": torch.get_num_threads(), "batch": len(batches[0]["instruction"]),
-              "seconds_per_step": medians, "runs": times, "sdpa / eager": medians["sdpa"] / medians["eager"]}
+    result = {
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "batch": len(batches[0]["instruction"]),
+        "seconds_per_step": medians,
+        "runs": times,
+        "sdpa / eager": medians["sdpa"] / medians["eager"],
+    }
     print(json.dumps(result))
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)

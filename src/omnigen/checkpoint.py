@@ -39,7 +39,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_format(meta: dict[str, Any] | None, path: Path) -> None:
     if meta is None:
-        raise ValueError(f"{path} has no '{CHECKPOINT_KEY}' section: it was not written by an OmniGenLitModule with a config")
+        raise ValueError(
+            f"{path} has no '{CHECKPOINT_KEY}' section: it was not written by an OmniGenLitModule with a config"
+        )
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} has checkpoint format {meta.get('format')}, this omnigen reads {CHECKPOINT_FORMAT}")
 
@@ -48,11 +50,17 @@ def build_module(meta: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Om
     """The module described by a checkpoint's `omnigen` section, with fresh weights."""
     config = meta["model_config"]
     module = instantiate(config, tokenizer=tokenizer, _convert_="all")
-    module.model_config, module.run_config, module.loaded_step = config, meta.get("run_config"), meta.get("global_step", 0)
+    module.model_config, module.run_config, module.loaded_step = (
+        config,
+        meta.get("run_config"),
+        meta.get("global_step", 0),
+    )
     return module
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", weights: str = "default") -> OmniGenLitModule:
+def load_module(
+    path: str | Path, map_location: str | torch.device = "cpu", weights: str = "default"
+) -> OmniGenLitModule:
     """The trained module, in eval mode, from a Lightning checkpoint file or an exported directory.
 
     A checkpoint of a run with weight averaging (callbacks=ema) holds the averaged weights as its
@@ -97,8 +105,12 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
 
 def export_module(module: OmniGenLitModule, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write `module` as an exported directory (atomically)."""
-    meta = {"format": CHECKPOINT_FORMAT, "model_config": module.architecture_config(), "run_config": module.run_config,
-            "global_step": module.steps_trained}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": module.architecture_config(),
+        "run_config": module.run_config,
+        "global_step": module.steps_trained,
+    }
     with atomic_directory(out_dir, overwrite) as tmp:
         (tmp / EXPORT_CONFIG).write_text(json.dumps(meta, indent=2))
         save_model(module, str(tmp / EXPORT_WEIGHTS))

@@ -38,8 +38,9 @@ class Curriculum:
             raise ValueError("a curriculum needs at least one stage")
         for i, s in enumerate(self.stages):
             if s.steps < 1 or s.image_size < 1 or s.batch_size < 1 or s.lr < 0:
-                raise ValueError(f"stage {i} ({s.name or 'unnamed'}) needs steps, image_size, batch_size >= 1 and "
-                                 f"lr >= 0, got {s}")
+                raise ValueError(
+                    f"stage {i} ({s.name or 'unnamed'}) needs steps, image_size, batch_size >= 1 and lr >= 0, got {s}"
+                )
         self.starts = [0]
         for s in self.stages[:-1]:
             self.starts.append(self.starts[-1] + s.steps)
@@ -56,8 +57,14 @@ class Curriculum:
         return self.stages[self.index_at(step)]
 
     def __repr__(self) -> str:
-        return "Curriculum(" + ", ".join(f"{s.name or i}: {s.steps}×{s.batch_size}@{s.image_size}px lr {s.lr:g}"
-                                         for i, s in enumerate(self.stages)) + ")"
+        return (
+            "Curriculum("
+            + ", ".join(
+                f"{s.name or i}: {s.steps}×{s.batch_size}@{s.image_size}px lr {s.lr:g}"
+                for i, s in enumerate(self.stages)
+            )
+            + ")"
+        )
 
 
 class CurriculumCallback(Callback):
@@ -71,10 +78,15 @@ class CurriculumCallback(Callback):
         stage = self.curriculum.stage_at(step)
         outputs = batch["output_image"]  # (B, 3, H, W), or a list of (3, H, W) of mixed sizes
         size = len(outputs)
-        pl_module.log_dict({"curriculum/stage": float(self.curriculum.index_at(step)),
-                            "curriculum/image_size": float(max(max(image.shape[-2:]) for image in outputs)),
-                            "curriculum/batch_size": float(size),
-                            "curriculum/stage_lr": stage.lr}, batch_size=size)
+        pl_module.log_dict(
+            {
+                "curriculum/stage": float(self.curriculum.index_at(step)),
+                "curriculum/image_size": float(max(max(image.shape[-2:]) for image in outputs)),
+                "curriculum/batch_size": float(size),
+                "curriculum/stage_lr": stage.lr,
+            },
+            batch_size=size,
+        )
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         step = trainer.global_step  # already advanced past the step that just ran

@@ -50,9 +50,17 @@ class EvaluateConfig:
     device: str = "cpu"
 
 
-def evaluate_shapes(pipe: OmniGenPipeline | None, families: list[str], samples_per_family: int, image_size: int,
-                    num_inference_steps: int = 20, guidance_scale: float = 2.0, img_guidance_scale: float = 1.5,
-                    batch_size: int = 16, seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_shapes(
+    pipe: OmniGenPipeline | None,
+    families: list[str],
+    samples_per_family: int,
+    image_size: int,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 2.0,
+    img_guidance_scale: float = 1.5,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, images, scores). `pipe=None` scores the targets."""
     unknown = sorted(set(families) - set(FAMILIES))
@@ -64,14 +72,20 @@ def evaluate_shapes(pipe: OmniGenPipeline | None, families: list[str], samples_p
     for family in families:
         samples = [sample_at(i, seed + EVAL_SEED_OFFSET, {family: 1.0}, image_size) for i in range(samples_per_family)]
         for start in range(0, len(samples), batch_size):
-            chunk = samples[start:start + batch_size]
+            chunk = samples[start : start + batch_size]
             if pipe is None:
                 generated = [from_array(s.output_image) for s in chunk]
             else:
-                generated = pipe.generate([s.instruction for s in chunk],
-                                          [[from_array(im) for im in s.input_images] for s in chunk], image_size, image_size,
-                                          num_inference_steps, guidance_scale, img_guidance_scale,
-                                          generator=torch.Generator().manual_seed(seed + start))
+                generated = pipe.generate(
+                    [s.instruction for s in chunk],
+                    [[from_array(im) for im in s.input_images] for s in chunk],
+                    image_size,
+                    image_size,
+                    num_inference_steps,
+                    guidance_scale,
+                    img_guidance_scale,
+                    generator=torch.Generator().manual_seed(seed + start),
+                )
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))
                 scores = score(family, sample.task, sample.spec, pixels)
@@ -79,9 +93,17 @@ def evaluate_shapes(pipe: OmniGenPipeline | None, families: list[str], samples_p
                 by_task[f"{family}/{sample.task}"].append(scores)  # depth, segmentation: in two families
                 if "scene" in sample.spec:  # also by scene size: is one shape learned, and are three?
                     by_task[f"{family}/{sample.task}/{len(sample.spec['scene']['shapes'])} shapes"].append(scores)
-                examples.append({"family": family, "task": sample.task, "instruction": sample.instruction,
-                                 "inputs": sample.input_images, "target": sample.output_image, "generated": pixels,
-                                 "scores": scores})
+                examples.append(
+                    {
+                        "family": family,
+                        "task": sample.task,
+                        "instruction": sample.instruction,
+                        "inputs": sample.input_images,
+                        "target": sample.output_image,
+                        "generated": pixels,
+                        "scores": scores,
+                    }
+                )
     results: dict[str, Any] = {family: mean_scores(rows) for family, rows in by_family.items()}
     results["per_task"] = {task: mean_scores(rows) for task, rows in sorted(by_task.items())}
     return results, examples
@@ -93,17 +115,25 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
-    what = "the ground truth (targets scored as if generated)" if settings.get("ground_truth") else f"`{settings['ckpt']}`"
-    lines = [f"# Shapes-X2I evaluation of {what}", "",
-             f"{settings['samples_per_family']} samples per family at {settings['image_size']}², "
-             f"{settings['num_inference_steps']} Euler steps, guidance {settings['guidance_scale']} / "
-             f"image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.", ""]
+    what = (
+        "the ground truth (targets scored as if generated)" if settings.get("ground_truth") else f"`{settings['ckpt']}`"
+    )
+    lines = [
+        f"# Shapes-X2I evaluation of {what}",
+        "",
+        f"{settings['samples_per_family']} samples per family at {settings['image_size']}², "
+        f"{settings['num_inference_steps']} Euler steps, guidance {settings['guidance_scale']} / "
+        f"image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.",
+        "",
+    ]
     for family in (f for f in results if f != "per_task"):
         lines += [f"## {family}", "", "| metric | mean |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in results[family].items() if k != "n"] + [""]
     lines += ["## per task", "", "| task | n | scores |", "|---|---|---|"]
-    lines += [f"| {task} | {scores['n']:.0f} | " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != "n") + " |"
-              for task, scores in results.get("per_task", {}).items()]
+    lines += [
+        f"| {task} | {scores['n']:.0f} | " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != "n") + " |"
+        for task, scores in results.get("per_task", {}).items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -117,15 +147,23 @@ def example_grid(examples: list[dict[str, Any]], per_family: int = 4):
         if seen[e["family"]] < per_family:
             seen[e["family"]] += 1
             inputs = [to_pil(from_array(im)) for im in e["inputs"]]
-            rows.append(inputs + [None] * (width - len(inputs)) + [to_pil(from_array(e["target"])),
-                                                                   to_pil(from_array(e["generated"]))])
+            rows.append(
+                inputs
+                + [None] * (width - len(inputs))
+                + [to_pil(from_array(e["target"])), to_pil(from_array(e["generated"]))]
+            )
     return grid(rows, EXAMPLE_CELL)
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """evaluate_shapes' per-family means as eval/<family>/<metric> (sample counts left out)."""
-    return {f"eval/{family}/{k}": v for family, scores in results.items() if family != "per_task"
-            for k, v in scores.items() if k != "n"}
+    return {
+        f"eval/{family}/{k}": v
+        for family, scores in results.items()
+        if family != "per_task"
+        for k, v in scores.items()
+        if k != "n"
+    }
 
 
 def log_wandb_table(examples: list[dict[str, Any]], run: Any, key: str = "eval/examples", limit: int = 40) -> None:
@@ -134,8 +172,14 @@ def log_wandb_table(examples: list[dict[str, Any]], run: Any, key: str = "eval/e
     metric_names = sorted({k for e in examples for k in e["scores"]})
     table = wandb.Table(columns=["family", "task", "instruction", "target", "generated", *metric_names])
     for e in examples[:limit]:
-        table.add_data(e["family"], e["task"], e["instruction"], wandb.Image(e["target"]), wandb.Image(e["generated"]),
-                       *[e["scores"].get(k) for k in metric_names])
+        table.add_data(
+            e["family"],
+            e["task"],
+            e["instruction"],
+            wandb.Image(e["target"]),
+            wandb.Image(e["generated"]),
+            *[e["scores"].get(k) for k in metric_names],
+        )
     run.log({key: table})
 
 
@@ -154,8 +198,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if cfg.image_size is None and pipe.default_size is None:
             raise SystemExit(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
         size = cfg.image_size or pipe.default_size[0]
-    results, examples = evaluate_shapes(pipe, cfg.families, cfg.samples_per_family, size, cfg.num_inference_steps,
-                                        cfg.guidance_scale, cfg.img_guidance_scale, cfg.batch_size, cfg.seed)
+    results, examples = evaluate_shapes(
+        pipe,
+        cfg.families,
+        cfg.samples_per_family,
+        size,
+        cfg.num_inference_steps,
+        cfg.guidance_scale,
+        cfg.img_guidance_scale,
+        cfg.batch_size,
+        cfg.seed,
+    )
     settings = asdict(cfg) | {"image_size": size, "steps_trained": pipe.module.steps_trained if pipe else None}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

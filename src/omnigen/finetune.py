@@ -47,7 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODES = ("full", "lora")
-ADAPTER_CONFIG, ADAPTER_WEIGHTS, EXTRA_WEIGHTS = "adapter_config.json", "adapter_model.safetensors", "omnigen_trainable.safetensors"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS, EXTRA_WEIGHTS = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "omnigen_trainable.safetensors",
+)
 PEFT_PREFIX = "base_model.model."  # how peft.PeftModel names the wrapped model's tensors in adapter files
 
 
@@ -66,11 +70,15 @@ class FineTune:
         if self.mode not in MODES:
             raise ValueError(f"finetune mode must be one of {MODES}, got {self.mode!r}")
         if self.mode == "lora" and (self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
-            raise ValueError(f"LoRA needs rank >= 1, alpha > 0, dropout in [0, 1); got {self.lora_rank}, "
-                             f"{self.lora_alpha}, {self.lora_dropout}")
+            raise ValueError(
+                f"LoRA needs rank >= 1, alpha > 0, dropout in [0, 1); got {self.lora_rank}, "
+                f"{self.lora_alpha}, {self.lora_dropout}"
+            )
         if self.mode == "full" and self.trainable:
-            raise ValueError("`trainable` adds to the adapters in mode=lora; in mode=full everything trains already "
-                             "(use `freeze` to exclude)")
+            raise ValueError(
+                "`trainable` adds to the adapters in mode=lora; in mode=full everything trains already "
+                "(use `freeze` to exclude)"
+            )
         self.trainable, self.freeze = list(self.trainable), list(self.freeze)
         if not isinstance(self.target_modules, str):
             self.target_modules = list(self.target_modules)
@@ -88,8 +96,10 @@ class FineTune:
         set_trainable(transformer, self.mode == "full", self.trainable, self.freeze)
         out = transformer.final_layer.linear.weight
         if self.mode == "lora" and not out.requires_grad and not out.any():
-            log.warning("the final layer is zero (a fresh model) and frozen: no gradient reaches the adapters. "
-                        "Initialise from trained weights (init_from) or add 'final_layer.*' to `trainable`")
+            log.warning(
+                "the final layer is zero (a fresh model) and frozen: no gradient reaches the adapters. "
+                "Initialise from trained weights (init_from) or add 'final_layer.*' to `trainable`"
+            )
 
 
 # ---- trainable parameters ---------------------------------------------------------------------
@@ -108,8 +118,10 @@ def match(patterns: list[str], names: list[str], what: str) -> set[str]:
     for pattern in patterns:
         hits = {n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(plain_name(n), pattern)}
         if not hits:
-            raise ValueError(f"{what} pattern {pattern!r} matches no transformer parameter (names look like "
-                             f"{', '.join(names[:3])}, ...)")
+            raise ValueError(
+                f"{what} pattern {pattern!r} matches no transformer parameter (names look like "
+                f"{', '.join(names[:3])}, ...)"
+            )
         log.info("%s pattern %r matches %d parameter tensors", what, pattern, len(hits))
         matched |= hits
     return matched
@@ -139,12 +151,19 @@ def resolve_target_modules(llm: nn.Module, spec: str | list[str]) -> str | list[
     if spec != "attention":
         raise ValueError(f"target_modules must be 'attention', 'all-linear' or a list of module names, got {spec!r}")
     attention = [name for name, m in llm.named_modules() if "attention" in type(m).__name__.lower()]
-    found = {name: m for name, m in llm.named_modules() if isinstance(m, nn.Linear)
-             and any(name.startswith(a + ".") for a in attention)}
+    found = {
+        name: m
+        for name, m in llm.named_modules()
+        if isinstance(m, nn.Linear) and any(name.startswith(a + ".") for a in attention)
+    }
     if not found:
-        raise ValueError(f"no Linear layer inside an attention module of {type(llm).__name__}: pass target_modules explicitly")
+        raise ValueError(
+            f"no Linear layer inside an attention module of {type(llm).__name__}: pass target_modules explicitly"
+        )
     leaves = sorted({name.rsplit(".", 1)[-1] for name in found})
-    same_leaf = {name for name, m in llm.named_modules() if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in leaves}
+    same_leaf = {
+        name for name, m in llm.named_modules() if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in leaves
+    }
     return leaves if same_leaf == set(found) else sorted(found)  # full names where a leaf name also occurs elsewhere
 
 
@@ -152,8 +171,13 @@ def add_lora(llm: nn.Module, rank: int, alpha: float, dropout: float, target_mod
     """Wrap the target Linear layers of `llm` with LoRA adapters (lora_B = 0: the output is unchanged)."""
     if has_lora(llm):
         raise ValueError("this backbone already has LoRA adapters")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                        target_modules=resolve_target_modules(llm, target_modules))
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        bias="none",
+        target_modules=resolve_target_modules(llm, target_modules),
+    )
     inject_adapter_in_model(config, llm)
     log.info("LoRA rank %d (alpha %g) on %d layers (%s)", rank, alpha, len(lora_layers(llm)), config.target_modules)
     return config
@@ -195,8 +219,11 @@ def save_lora(module: OmniGenLitModule, out_dir: str | Path) -> Path:
     llm.peft_config["default"].save_pretrained(str(out_dir))
     state = {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(llm).items()}
     save_file(state, str(out_dir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    extra = {k: v.detach().cpu().contiguous() for k, v in module.transformer.named_parameters()
-             if v.requires_grad and not is_adapter(k)}
+    extra = {
+        k: v.detach().cpu().contiguous()
+        for k, v in module.transformer.named_parameters()
+        if v.requires_grad and not is_adapter(k)
+    }
     if extra:
         save_file(extra, str(out_dir / EXTRA_WEIGHTS), metadata={"format": "pt"})
     return out_dir
@@ -211,12 +238,19 @@ def load_lora(module: OmniGenLitModule, path: str | Path, merge: bool = False) -
     llm, transformer = module.transformer.llm, module.transformer
     config = LoraConfig.from_pretrained(str(path))
     state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(path / ADAPTER_WEIGHTS)).items()}
-    add_lora(llm, config.r, config.lora_alpha, config.lora_dropout,
-             config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules))
+    add_lora(
+        llm,
+        config.r,
+        config.lora_alpha,
+        config.lora_dropout,
+        config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules),
+    )
     expected = set(get_peft_model_state_dict(llm))
     if set(state) != expected:
-        raise ValueError(f"{path}'s adapters do not fit this backbone: missing {sorted(expected - set(state))[:5]}, "
-                         f"unexpected {sorted(set(state) - expected)[:5]}")
+        raise ValueError(
+            f"{path}'s adapters do not fit this backbone: missing {sorted(expected - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - expected)[:5]}"
+        )
     set_peft_model_state_dict(llm, state)
     trainable = []
     if (path / EXTRA_WEIGHTS).is_file():
@@ -229,8 +263,14 @@ def load_lora(module: OmniGenLitModule, path: str | Path, merge: bool = False) -
                 own[k].copy_(v)
         trainable = sorted(extra)
     target = config.target_modules if isinstance(config.target_modules, str) else sorted(config.target_modules)
-    module.finetune = FineTune(mode="lora", lora_rank=config.r, lora_alpha=config.lora_alpha,
-                               lora_dropout=config.lora_dropout, target_modules=target, trainable=trainable)
+    module.finetune = FineTune(
+        mode="lora",
+        lora_rank=config.r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=target,
+        trainable=trainable,
+    )
     set_trainable(transformer, False, trainable, [])
     return merge_lora(module) if merge else module
 
@@ -256,8 +296,10 @@ def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
         raise FileNotFoundError(f"init_from: no such file or directory {path}")
     state = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
     if any(is_adapter(k) for k in state):
-        raise ValueError(f"{path} holds LoRA adapters: merge them first (OmniGenPipeline.from_checkpoint(path, "
-                         "merge_lora=True).save_pretrained(...)) and initialise from that")
+        raise ValueError(
+            f"{path} holds LoRA adapters: merge them first (OmniGenPipeline.from_checkpoint(path, "
+            "merge_lora=True).save_pretrained(...)) and initialise from that"
+        )
     transformer.load_state_dict(state, strict=True)
     log.info("initialised the transformer from %s", path)
 
@@ -271,13 +313,26 @@ def warn_config_mismatch(transformer: OmniGen, release_dir: Path) -> None:
     config = release_backbone_config(json.loads((release_dir / "config.json").read_text()))
     theirs = AutoConfig.for_model(config.pop("model_type"), **config).to_dict()  # normalised as ours was
     ours = transformer.llm.config.to_dict()
-    keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "vocab_size", "max_position_embeddings", "rope_parameters")
+    keys = (
+        "model_type",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "max_position_embeddings",
+        "rope_parameters",
+    )
     differ = [k for k in keys if ours.get(k) != theirs.get(k)]
     if differ:
-        log.warning("the backbone's config differs from %s/config.json in %s: use model/backbone=omnigen_v1 "
-                    "(model.backbone.release_dir=%s) to build the release's architecture", release_dir,
-                    ", ".join(differ), release_dir)
+        log.warning(
+            "the backbone's config differs from %s/config.json in %s: use model/backbone=omnigen_v1 "
+            "(model.backbone.release_dir=%s) to build the release's architecture",
+            release_dir,
+            ", ".join(differ),
+            release_dir,
+        )
 
 
 def adapter_state(module: OmniGenLitModule) -> dict[str, Tensor]:
@@ -285,5 +340,14 @@ def adapter_state(module: OmniGenLitModule) -> dict[str, Tensor]:
     return {k: v for k, v in module.state_dict().items() if is_adapter(k)}
 
 
-__all__ = ["FineTune", "add_lora", "adapter_state", "has_lora", "load_initial_weights", "load_lora", "merge_lora",
-           "save_lora", "set_trainable"]
+__all__ = [
+    "FineTune",
+    "add_lora",
+    "adapter_state",
+    "has_lora",
+    "load_initial_weights",
+    "load_lora",
+    "merge_lora",
+    "save_lora",
+    "set_trainable",
+]

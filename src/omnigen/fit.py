@@ -29,8 +29,10 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 if not Path(CONFIG_DIR).is_dir():
-    raise ImportError(f"omnigen's configs are not at {CONFIG_DIR}: install the source checkout in editable mode "
-                      "(pip install -e .), as README.md does")
+    raise ImportError(
+        f"omnigen's configs are not at {CONFIG_DIR}: install the source checkout in editable mode "
+        "(pip install -e .), as README.md does"
+    )
 
 
 def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
@@ -40,8 +42,10 @@ def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
         if node is None:
             continue
         if "_target_" not in node:
-            raise ValueError(f"{group}.{name} has no _target_: a config sets fields of an entry that is not selected "
-                             f"({OmegaConf.to_yaml(node).strip()})")
+            raise ValueError(
+                f"{group}.{name} has no _target_: a config sets fields of an entry that is not selected "
+                f"({OmegaConf.to_yaml(node).strip()})"
+            )
         objects.append(instantiate(node, _convert_="all"))
     return objects
 
@@ -49,10 +53,16 @@ def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
 def warn_if_bf16_is_slow_here(trainer_cfg: DictConfig) -> None:
     """The CPU trainer autocasts to bf16 (1.7x per step where oneDNN has AVX-512 bf16 kernels); a CPU without
     them runs bf16 through slow fallbacks, so say so and how to train in fp32 instead."""
-    if (trainer_cfg.get("accelerator") == "cpu" and "bf16" in str(trainer_cfg.get("precision"))
-            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        log.warning("trainer.precision=%s on a CPU without AVX-512 bf16 support is slower than fp32: "
-                    "add trainer.precision=32-true", trainer_cfg.precision)
+    if (
+        trainer_cfg.get("accelerator") == "cpu"
+        and "bf16" in str(trainer_cfg.get("precision"))
+        and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        log.warning(
+            "trainer.precision=%s on a CPU without AVX-512 bf16 support is slower than fp32: "
+            "add trainer.precision=32-true",
+            trainer_cfg.precision,
+        )
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -60,8 +70,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.model, _convert_="all")
     module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     # Everything but the hydra node (present only when tests compose with return_hydra_config).
-    module.run_config = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                         for k, v in cfg.items() if k != "hydra"}
+    module.run_config = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
     datamodule = instantiate(cfg.data, _convert_="all")
     callbacks = instantiate_group(cfg, "callbacks")
     # Weight averaging first: at the end of training it swaps the average into the module, so the callbacks after

@@ -51,11 +51,21 @@ def main(argv: list[str] | None = None) -> list[Path]:
     cfg = parse_cli(GenerateConfig, argv, "omnigen.generate", 'ckpt=path/last.ckpt prompt="a red circle"')
     prompt = cfg.prompt if isinstance(cfg.prompt, str) else [str(p) for p in cfg.prompt]
     pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
-    images = pipe(prompt, input_images=cfg.input_images or None, height=cfg.height, width=cfg.width,
-                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                  img_guidance_scale=cfg.img_guidance_scale, negative_prompt=cfg.negative_prompt, seed=cfg.seed,
-                  use_kv_cache=cfg.use_kv_cache, use_input_image_size_as_output=cfg.use_input_image_size_as_output,
-                  max_input_image_size=cfg.max_input_image_size, progress=cfg.progress)
+    images = pipe(
+        prompt,
+        input_images=cfg.input_images or None,
+        height=cfg.height,
+        width=cfg.width,
+        num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=cfg.guidance_scale,
+        img_guidance_scale=cfg.img_guidance_scale,
+        negative_prompt=cfg.negative_prompt,
+        seed=cfg.seed,
+        use_kv_cache=cfg.use_kv_cache,
+        use_input_image_size_as_output=cfg.use_input_image_size_as_output,
+        max_input_image_size=cfg.max_input_image_size,
+        progress=cfg.progress,
+    )
     paths = output_paths(cfg.out, len(images))
     for image, path in zip(images, paths, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)

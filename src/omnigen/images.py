@@ -27,7 +27,9 @@ def grid(rows: list[list[Image.Image | None]], cell: int, pad: int = 2) -> Image
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
             if image is not None:
-                canvas.paste(image.resize((cell, cell), Image.NEAREST), (pad + j * (cell + pad), pad + i * (cell + pad)))
+                canvas.paste(
+                    image.resize((cell, cell), Image.NEAREST), (pad + j * (cell + pad), pad + i * (cell + pad))
+                )
     return canvas
 
 
@@ -40,11 +42,11 @@ def compare_generated(grids: dict[str, Image.Image], cell: int, pad: int = 2) ->
         raise ValueError(f"grids of different samples: heights {[g.height for g in grids.values()]}")
     columns = [first] + [g.crop((g.width - cell - 2 * pad, 0, g.width, g.height)) for g in others]
     per_line = max(1, cell // 6)  # ~6 px per character of the default font: longer labels wrap
-    lines = {label: [label[i:i + per_line] for i in range(0, len(label), per_line)] or [""] for label in grids}
+    lines = {label: [label[i : i + per_line] for i in range(0, len(label), per_line)] or [""] for label in grids}
     strip = 11 * max(len(wrapped) for wrapped in lines.values()) + 1
     canvas = Image.new("RGB", (sum(c.width for c in columns), first.height + strip), (255, 255, 255))
     draw, x = ImageDraw.Draw(canvas), 0
-    for i, (label, column) in enumerate(zip(grids, columns)):
+    for i, (label, column) in enumerate(zip(grids, columns, strict=True)):
         canvas.paste(column, (x, strip))
         label_x = x + column.width - cell - pad if i == 0 else x + pad
         draw.multiline_text((label_x, 0), "\n".join(lines[label]), fill=(0, 0, 0), spacing=1)

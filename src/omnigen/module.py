@@ -21,8 +21,16 @@ from omnigen.model.masks.base import MaskStrategy
 from omnigen.model.omnigen import OmniGen
 from omnigen.model.positions import PositionScheme
 from omnigen.model.vae.base import VAE
-from omnigen.processor import (DEFAULT_TEMPLATE, OmniGenProcessor, PackedBatch, Prompt, PromptBatch, drop_images, drop_text,
-                               tokenizer_to_files)
+from omnigen.processor import (
+    DEFAULT_TEMPLATE,
+    OmniGenProcessor,
+    PackedBatch,
+    Prompt,
+    PromptBatch,
+    drop_images,
+    drop_text,
+    tokenizer_to_files,
+)
 
 CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
 CHECKPOINT_FORMAT = 1
@@ -41,15 +49,30 @@ def size_groups(images: Tensor | list[Tensor]) -> list[tuple[list[int], Tensor]]
 
 
 class OmniGenLitModule(LightningModule):
-    def __init__(self, vae: VAE, backbone: nn.Module, mask: MaskStrategy, weighting: LossWeighting,
-                 timesteps: TimestepSampler, tokenizer: PreTrainedTokenizerBase,
-                 optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
-                 patch_size: int = 2, pos_embed_max_size: int = 192, prompt_template: str = DEFAULT_TEMPLATE,
-                 max_condition_tokens: int | None = None, text_dropout: float = 0.1, image_dropout: float = 0.1,
-                 seed: int = 0, finetune: FineTune | None = None, pack_tokens: int | None = None,
-                 compile_backbone: bool = False, positions: PositionScheme | None = None,
-                 modulate_layers: bool = False, prediction: str = "velocity") -> None:
+    def __init__(
+        self,
+        vae: VAE,
+        backbone: nn.Module,
+        mask: MaskStrategy,
+        weighting: LossWeighting,
+        timesteps: TimestepSampler,
+        tokenizer: PreTrainedTokenizerBase,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        patch_size: int = 2,
+        pos_embed_max_size: int = 192,
+        prompt_template: str = DEFAULT_TEMPLATE,
+        max_condition_tokens: int | None = None,
+        text_dropout: float = 0.1,
+        image_dropout: float = 0.1,
+        seed: int = 0,
+        finetune: FineTune | None = None,
+        pack_tokens: int | None = None,
+        compile_backbone: bool = False,
+        positions: PositionScheme | None = None,
+        modulate_layers: bool = False,
+        prediction: str = "velocity",
+    ) -> None:
         super().__init__()
         if pack_tokens is not None and pack_tokens < 1:
             raise ValueError(f"pack_tokens must be a positive token budget per row or null, got {pack_tokens}")
@@ -57,11 +80,13 @@ class OmniGenLitModule(LightningModule):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
         if len(tokenizer) > backbone.config.vocab_size:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the backbone's vocabulary is "
-                             f"{backbone.config.vocab_size}")
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the backbone's vocabulary is {backbone.config.vocab_size}"
+            )
         self.vae = vae
-        self.transformer = OmniGen(backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size, positions,
-                                   modulate_layers, prediction)
+        self.transformer = OmniGen(
+            backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size, positions, modulate_layers, prediction
+        )
         self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.finetune)
         if finetune is not None:
             finetune.apply(self.transformer)
@@ -121,25 +146,38 @@ class OmniGenLitModule(LightningModule):
         return h * w
 
     def tokenize(self, instructions: list[str], latents: list[list[Tensor]]) -> list[Prompt]:
-        return [self.processor.tokenize(text, [self.transformer.patch_grid(z) for z in zs])
-                for text, zs in zip(instructions, latents, strict=True)]
+        return [
+            self.processor.tokenize(text, [self.transformer.patch_grid(z) for z in zs])
+            for text, zs in zip(instructions, latents, strict=True)
+        ]
 
-    def prepare(self, instructions: list[str], latents: list[list[Tensor]], output: Tensor) -> tuple[PromptBatch, list[Tensor]]:
+    def prepare(
+        self, instructions: list[str], latents: list[list[Tensor]], output: Tensor
+    ) -> tuple[PromptBatch, list[Tensor]]:
         """Tokenise a batch, left-padded -> (prompt batch, input latents in span order); `output` is
         any latent of the output's size. Sampling uses this layout: its prefix is kv-cacheable."""
-        batch = self.processor.batch(self.tokenize(instructions, latents), self.transformer.patch_grid(output), self.device)
+        batch = self.processor.batch(
+            self.tokenize(instructions, latents), self.transformer.patch_grid(output), self.device
+        )
         return batch, [latents[b][i] for b, i in batch.image_order]
 
-    def prepare_packed(self, instructions: list[str], latents: list[list[Tensor]],
-                       outputs: list[Tensor]) -> tuple[PackedBatch, list[Tensor]]:
+    def prepare_packed(
+        self, instructions: list[str], latents: list[list[Tensor]], outputs: list[Tensor]
+    ) -> tuple[PackedBatch, list[Tensor]]:
         """Tokenise a batch and pack it `pack_tokens` to a row (one per row when None); `outputs`
         are latents of each sample's output size, which may differ."""
-        batch = self.processor.pack(self.tokenize(instructions, latents), [self.transformer.patch_grid(z) for z in outputs],
-                                    self.pack_tokens, self.device, self.pair_cost)
+        batch = self.processor.pack(
+            self.tokenize(instructions, latents),
+            [self.transformer.patch_grid(z) for z in outputs],
+            self.pack_tokens,
+            self.device,
+            self.pair_cost,
+        )
         return batch, [latents[b][i] for b, i in batch.image_order]
 
-    def drop_conditions(self, instructions: list[str], images: list[list[Tensor]],
-                        generator: torch.Generator | None = None) -> tuple[list[str], list[list[Tensor]]]:
+    def drop_conditions(
+        self, instructions: list[str], images: list[list[Tensor]], generator: torch.Generator | None = None
+    ) -> tuple[list[str], list[list[Tensor]]]:
         """CFG dropout, independently per sample: text (keep placeholders) and images (and their
         placeholders); both dropped gives the unconditional prompt. `images` may be latents."""
         device = generator.device if generator is not None else None
@@ -166,25 +204,41 @@ class OmniGenLitModule(LightningModule):
             mean, std = self.moments(images)  # (G, C, h, w) each, from (G, 3, H, W) in [-1, 1]
             x = self.vae.draw(mean, std, g)
             noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-            group = zip(index, interpolate(x, noise, t[index]), velocity_target(x, noise),
-                        self.weighting.weights(mean, [references[i] for i in index]), strict=True)
+            group = zip(
+                index,
+                interpolate(x, noise, t[index]),
+                velocity_target(x, noise),
+                self.weighting.weights(mean, [references[i] for i in index]),
+                strict=True,
+            )
             for i, *values in group:
                 x_t[i], targets[i], weights[i] = values
         prompt, latents = self.prepare_packed(instructions, inputs, x_t)  # x_t: only its shapes are read
         one_size = len({x.shape for x in x_t}) == 1
-        pred = self.transformer.forward_packed(torch.stack(x_t) if one_size else x_t, t, prompt, latents)  # (B, C, h, w) or list
-        per_sample = torch.stack([(w * (p.float() - v.float()).pow(2)).mean()
-                                  for p, v, w in zip(pred, targets, weights, strict=True)])  # (B,)
+        pred = self.transformer.forward_packed(
+            torch.stack(x_t) if one_size else x_t, t, prompt, latents
+        )  # (B, C, h, w) or list
+        per_sample = torch.stack(
+            [(w * (p.float() - v.float()).pow(2)).mean() for p, v, w in zip(pred, targets, weights, strict=True)]
+        )  # (B,)
         loss = per_sample.mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step} "
-                                     f"(tasks in batch: {sorted(set(batch['task']))})")
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at step {self.global_step} "
+                f"(tasks in batch: {sorted(set(batch['task']))})"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log_groups("train/loss", per_sample.detach(),  # family/task: depth, segmentation are in two families
-                        [f"{f}/{t}" for f, t in zip(batch["family"], batch["task"], strict=True)])
+        self.log_groups(
+            "train/loss",
+            per_sample.detach(),  # family/task: depth, segmentation are in two families
+            [f"{f}/{t}" for f, t in zip(batch["family"], batch["task"], strict=True)],
+        )
         bins = (t.detach() * TIMESTEP_BINS).long().clamp(max=TIMESTEP_BINS - 1).tolist()  # which quarter of [0, 1]
-        self.log_groups("train/loss_t", per_sample.detach(),
-                        [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins])
+        self.log_groups(
+            "train/loss_t",
+            per_sample.detach(),
+            [f"{b / TIMESTEP_BINS:.2f}-{(b + 1) / TIMESTEP_BINS:.2f}" for b in bins],
+        )
         self.log("train/padding_waste", prompt.padding_waste, batch_size=size)  # share of row slots that are padding
         self.last_batch_tokens = prompt.num_tokens  # for the throughput callback
         for name, value in (batch.get("data_stats") or {}).items():  # running totals from the DataModule
@@ -220,14 +274,19 @@ class OmniGenLitModule(LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+        }
 
     # ---- self-describing checkpoints ------------------------------------------------------
     def architecture_config(self) -> dict[str, Any]:
         """The model config with the VAE and backbone replaced by weight-free rebuilds."""
         if self.model_config is None:
-            raise RuntimeError("this module was built without `config`, so its checkpoint cannot describe it; "
-                               "build it through omnigen.fit or set module.model_config")
+            raise RuntimeError(
+                "this module was built without `config`, so its checkpoint cannot describe it; "
+                "build it through omnigen.fit or set module.model_config"
+            )
         config = dict(self.model_config)
         config["vae"] = self.vae.architecture_config()
         config["backbone"] = backbone_architecture_config(self.transformer.llm)

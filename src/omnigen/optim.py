@@ -15,8 +15,13 @@ if TYPE_CHECKING:
     from omnigen.curriculum import Curriculum
 
 
-def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 0, total_steps: int | None = None,
-                  min_lr_ratio: float = 1.0, curriculum: Curriculum | None = None) -> LambdaLR:
+def warmup_cosine(
+    optimizer: Optimizer,
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    min_lr_ratio: float = 1.0,
+    curriculum: Curriculum | None = None,
+) -> LambdaLR:
     """Linear warm-up to the base lr, then a cosine decay to min_lr_ratio · lr at total_steps.
 
     min_lr_ratio = 1 (the default) keeps the lr constant after warm-up. With a `curriculum`, the
@@ -25,8 +30,10 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int = 0, total_steps: int 
     if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
     if min_lr_ratio < 1.0 and (total_steps is None or total_steps <= warmup_steps):
-        raise ValueError(f"a cosine decay (min_lr_ratio={min_lr_ratio}) needs total_steps > warmup_steps={warmup_steps}, "
-                         f"got {total_steps} (epoch-based runs: set trainer.max_steps or scheduler.total_steps)")
+        raise ValueError(
+            f"a cosine decay (min_lr_ratio={min_lr_ratio}) needs total_steps > warmup_steps={warmup_steps}, "
+            f"got {total_steps} (epoch-based runs: set trainer.max_steps or scheduler.total_steps)"
+        )
 
     base = optimizer.param_groups[0]["lr"]
     if curriculum is not None and base <= 0:
@@ -63,19 +70,30 @@ class MuonAdamW(Optimizer):
     first (a curriculum stage's lr is AdamW's; Muon's moves in proportion).
     """
 
-    def __init__(self, params: Iterable[tuple[str, Tensor]], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, muon_lr: float = 0.02, momentum: float = 0.95,
-                 muon_weight_decay: float = 0.0, hidden: str = ".layers.") -> None:
+    def __init__(
+        self,
+        params: Iterable[tuple[str, Tensor]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        muon_lr: float = 0.02,
+        momentum: float = 0.95,
+        muon_weight_decay: float = 0.0,
+        hidden: str = ".layers.",
+    ) -> None:
         named = list(params)
         if not all(isinstance(item, tuple) and len(item) == 2 for item in named):
             raise TypeError("MuonAdamW chooses Muon's weights by name: pass module.named_parameters()")
         muon = [(name, p) for name, p in named if p.ndim == 2 and hidden in name]
         adamw = [(name, p) for name, p in named if not (p.ndim == 2 and hidden in name)]
         if not muon:
-            raise ValueError(f"no 2-D parameter has {hidden!r} in its name, so Muon would train nothing; "
-                             f"names seen: {[name for name, _ in named][:5]}...")
-        self.muon = torch.optim.Muon(muon, lr=muon_lr, momentum=momentum, weight_decay=muon_weight_decay,
-                                     adjust_lr_fn="original")
+            raise ValueError(
+                f"no 2-D parameter has {hidden!r} in its name, so Muon would train nothing; "
+                f"names seen: {[name for name, _ in named][:5]}..."
+            )
+        self.muon = torch.optim.Muon(
+            muon, lr=muon_lr, momentum=momentum, weight_decay=muon_weight_decay, adjust_lr_fn="original"
+        )
         self.adamw = torch.optim.AdamW(adamw, lr=lr, betas=tuple(betas), weight_decay=weight_decay) if adamw else None
         # AdamW's groups first: a curriculum's stage lr replaces the first group's lr and scales the rest alike.
         self.parts = ([self.adamw] if self.adamw is not None else []) + [self.muon]
@@ -108,9 +126,11 @@ class MuonAdamW(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if set(state_dict) != {"muon", "adamw"}:
-            raise ValueError("this optimiser state is not MuonAdamW's (its keys: "
-                             f"{sorted(state_dict)[:4]}): resume a run with the optimiser it was trained with, "
-                             "e.g. model.optimizer._target_=torch.optim.AdamW ~model.optimizer.muon_lr")
+            raise ValueError(
+                "this optimiser state is not MuonAdamW's (its keys: "
+                f"{sorted(state_dict)[:4]}): resume a run with the optimiser it was trained with, "
+                "e.g. model.optimizer._target_=torch.optim.AdamW ~model.optimizer.muon_lr"
+            )
         self.muon.load_state_dict(state_dict["muon"])
         if self.adamw is not None:
             self.adamw.load_state_dict(state_dict["adamw"])

@@ -48,8 +48,9 @@ def verdict(difference: dict[str, float], expect: str | None = None) -> str:
     return f"{'supported' if found == expect else 'refuted'}: {found}"
 
 
-def pairs_with_control(arms: dict[str, list[Run]], control: str, seed: Callable[[Run], str],
-                       what: str = "arm") -> dict[str, list[tuple[Run, Run]]]:
+def pairs_with_control(
+    arms: dict[str, list[Run]], control: str, seed: Callable[[Run], str], what: str = "arm"
+) -> dict[str, list[tuple[Run, Run]]]:
     """Every arm but the control -> its (run, control's run) pairs on the seeds the two share; at least
     two per arm. `seed` names a run's seed; `what` is the word for an arm in messages."""
     if control not in arms:
@@ -61,17 +62,23 @@ def pairs_with_control(arms: dict[str, list[Run]], control: str, seed: Callable[
             continue
         pairs[arm] = [(run, baseline[s]) for run in runs if (s := seed(run)) in baseline]
         if len(pairs[arm]) < 2:
-            raise ValueError(f"{what} {arm!r} shares {len(pairs[arm])} seed(s) with the control {control!r}: pair at "
-                             "least two by seed (run directories named ..._s<seed>)")
+            raise ValueError(
+                f"{what} {arm!r} shares {len(pairs[arm])} seed(s) with the control {control!r}: pair at "
+                "least two by seed (run directories named ..._s<seed>)"
+            )
     return pairs
 
 
-def difference_lines(control: str, differences: dict[str, dict[str, dict[str, Any]]],
-                     expect: dict[str, str] | None = None) -> list[str]:
+def difference_lines(
+    control: str, differences: dict[str, dict[str, dict[str, Any]]], expect: dict[str, str] | None = None
+) -> list[str]:
     """Markdown lines for {arm: {metric: paired_interval}}: the mean, its interval and the verdict
     (against the hypothesis `expect[arm]`, 'better' or 'worse', where one is given)."""
     lines = ["", f"Paired differences against `{control}` (mean [95 % t interval] over seeds):", ""]
     for arm, by_metric in differences.items():
-        lines += [f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
-                  f"({verdict(d, (expect or {}).get(arm))})" for key, d in by_metric.items()]
+        lines += [
+            f"- {arm}, {key}: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
+            f"({verdict(d, (expect or {}).get(arm))})"
+            for key, d in by_metric.items()
+        ]
     return lines

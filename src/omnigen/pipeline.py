@@ -40,8 +40,9 @@ class OmniGenPipeline:
         self.warned_no_cache = False  # said once per pipeline, not at every generate call
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = False,
-                        weights: str = "default") -> OmniGenPipeline:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", merge_lora: bool = False, weights: str = "default"
+    ) -> OmniGenPipeline:
         """From a Lightning checkpoint (`*.ckpt`) or a directory written by `save_pretrained`. A LoRA
         fine-tune loads with its adapters (unmerged) unless `merge_lora`. With EMA (callbacks=ema) the
         averaged weights load; weights="raw" takes the raw training weights."""
@@ -91,12 +92,24 @@ class OmniGenPipeline:
         return None
 
     # ---- the user-facing call ---------------------------------------------------------
-    def __call__(self, prompt: str | list[str], input_images: list[ImageInput] | list[list[ImageInput]] | None = None,
-                 height: int | None = None, width: int | None = None, num_inference_steps: int = 50,
-                 guidance_scale: float = 3.0, img_guidance_scale: float = 1.6, negative_prompt: str = "",
-                 seed: int | None = None, generator: torch.Generator | None = None, use_kv_cache: bool = True,
-                 use_input_image_size_as_output: bool = False, max_input_image_size: int = 1024,
-                 progress: bool = True, output_type: str = "pil") -> list[Image.Image] | Tensor:
+    def __call__(
+        self,
+        prompt: str | list[str],
+        input_images: list[ImageInput] | list[list[ImageInput]] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 3.0,
+        img_guidance_scale: float = 1.6,
+        negative_prompt: str = "",
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        use_kv_cache: bool = True,
+        use_input_image_size_as_output: bool = False,
+        max_input_image_size: int = 1024,
+        progress: bool = True,
+        output_type: str = "pil",
+    ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
         or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
@@ -108,13 +121,29 @@ class OmniGenPipeline:
             raise ValueError("pass either seed or generator, not both")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         per_prompt = self._group_images(prompts, input_images, isinstance(prompt, str))
-        images = [[self.prepare_input_image(im, max_input_image_size, f"prompt {b}, input image {i + 1}")
-                   for i, im in enumerate(ims)] for b, ims in enumerate(per_prompt)]
+        images = [
+            [
+                self.prepare_input_image(im, max_input_image_size, f"prompt {b}, input image {i + 1}")
+                for i, im in enumerate(ims)
+            ]
+            for b, ims in enumerate(per_prompt)
+        ]
         height, width = self._output_size(images, height, width, use_input_image_size_as_output)
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
-        out = self.generate(prompts, images, height, width, num_inference_steps, guidance_scale, img_guidance_scale,
-                            negative_prompt, generator, use_kv_cache, progress)
+        out = self.generate(
+            prompts,
+            images,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            img_guidance_scale,
+            negative_prompt,
+            generator,
+            use_kv_cache,
+            progress,
+        )
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
     @staticmethod
@@ -123,18 +152,25 @@ class OmniGenPipeline:
             return [[] for _ in prompts]
         if single:
             return [list(input_images)]
-        if len(input_images) != len(prompts) or not all(ims is None or isinstance(ims, (list, tuple)) for ims in input_images):
-            raise ValueError(f"with {len(prompts)} prompts, input_images must be a list of {len(prompts)} lists "
-                             "(one per prompt; None or [] for none)")
+        if len(input_images) != len(prompts) or not all(
+            ims is None or isinstance(ims, (list, tuple)) for ims in input_images
+        ):
+            raise ValueError(
+                f"with {len(prompts)} prompts, input_images must be a list of {len(prompts)} lists "
+                "(one per prompt; None or [] for none)"
+            )
         return [list(ims or []) for ims in input_images]
 
-    def _output_size(self, images: list[list[Tensor]], height: int | None, width: int | None,
-                     from_input: bool) -> tuple[int, int]:
+    def _output_size(
+        self, images: list[list[Tensor]], height: int | None, width: int | None, from_input: bool
+    ) -> tuple[int, int]:
         if from_input:
             sizes = {tuple(ims[0].shape[-2:]) for ims in images if ims}
             if len(sizes) != 1 or not all(images):
-                raise ValueError("use_input_image_size_as_output needs every prompt to have input images whose first "
-                                 f"image has one common size; got sizes {sorted(sizes)}")
+                raise ValueError(
+                    "use_input_image_size_as_output needs every prompt to have input images whose first "
+                    f"image has one common size; got sizes {sorted(sizes)}"
+                )
             return sizes.pop()
         if height is None or width is None:
             if self.default_size is None:
@@ -154,8 +190,10 @@ class OmniGenPipeline:
         if isinstance(image, np.ndarray):
             image = from_array(image)
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"{name}: expected a PIL image, path, (H, W, 3) uint8 array or (3, H, W) tensor, got "
-                             f"{getattr(image, 'shape', type(image).__name__)}")
+            raise ValueError(
+                f"{name}: expected a PIL image, path, (H, W, 3) uint8 array or (3, H, W) tensor, got "
+                f"{getattr(image, 'shape', type(image).__name__)}"
+            )
         h, w = image.shape[-2:]
         if max(h, w) > max_size:
             scale = max_size / max(h, w)
@@ -169,14 +207,24 @@ class OmniGenPipeline:
         if (crop_h, crop_w) != (h, w):
             log.info("%s: centre-cropped %d×%d to %d×%d (a multiple of %d pixels)", name, h, w, crop_h, crop_w, f)
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
-        return image[:, top:top + crop_h, left:left + crop_w].float()
+        return image[:, top : top + crop_h, left : left + crop_w].float()
 
     # ---- tensor-level sampling ---------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: list[str], input_images: list[list[Tensor]] | None = None, height: int = 32,
-                 width: int = 32, num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                 img_guidance_scale: float = 1.6, negative_prompt: str = "", generator: torch.Generator | None = None,
-                 use_kv_cache: bool = True, progress: bool = False) -> Tensor:
+    def generate(
+        self,
+        prompts: list[str],
+        input_images: list[list[Tensor]] | None = None,
+        height: int = 32,
+        width: int = 32,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 3.0,
+        img_guidance_scale: float = 1.6,
+        negative_prompt: str = "",
+        generator: torch.Generator | None = None,
+        use_kv_cache: bool = True,
+        progress: bool = False,
+    ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]."""
         module = self.module
         module.check_size(height, width)
@@ -197,8 +245,9 @@ class OmniGenPipeline:
         noise = torch.randn(n, module.vae.latent_channels, height // f, width // f, generator=generator)
         noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
         batch, ordered = module.prepare(texts, latents, noise)
-        velocity = self.velocity_fn(batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale,
-                                    use_kv_cache)
+        velocity = self.velocity_fn(
+            batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
+        )
         bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
 
         def step(x: Tensor, t: Tensor) -> Tensor:
@@ -212,8 +261,16 @@ class OmniGenPipeline:
             bar.close()
         return module.vae.decode(latent).clamp(-1, 1)
 
-    def velocity_fn(self, batch: PromptBatch, latents: list[Tensor], branches: int, with_images: bool,
-                    guidance_scale: float, img_guidance_scale: float, use_kv_cache: bool) -> VelocityFn:
+    def velocity_fn(
+        self,
+        batch: PromptBatch,
+        latents: list[Tensor],
+        branches: int,
+        with_images: bool,
+        guidance_scale: float,
+        img_guidance_scale: float,
+        use_kv_cache: bool,
+    ) -> VelocityFn:
         """The guided velocity of `branches` stacked prompt groups ([cond | image-cond | uncond])."""
         transformer = self.module.transformer
         if use_kv_cache and not transformer.mask.prefix_independent:
@@ -221,10 +278,17 @@ class OmniGenPipeline:
                 log.warning("%r lets the condition see later tokens: sampling without the kv-cache", transformer.mask)
                 self.warned_no_cache = True
             use_kv_cache = False
-        cache = transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout) if use_kv_cache else None
+        cache = (
+            transformer.cache_prefix(batch.input_ids, batch.image_token_mask, latents, batch.layout)
+            if use_kv_cache
+            else None
+        )
         # The same at every step; a cached step runs only the queries from the time token on.
-        mask = transformer.attention_mask(batch.layout, transformer.x_embedder.proj.weight.dtype,
-                                          batch.layout.prefix_length if cache is not None else 0)
+        mask = transformer.attention_mask(
+            batch.layout,
+            transformer.x_embedder.proj.weight.dtype,
+            batch.layout.prefix_length if cache is not None else 0,
+        )
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             x, t = x.repeat(branches, 1, 1, 1), t.repeat(branches)  # (branches·B, C, h, w), (branches·B,)

@@ -54,24 +54,32 @@ class PretrainLMConfig:
 
 def backbone_config(backbone: str) -> dict:
     """The `config` dict of a backbone YAML (a random-init HF backbone, as the presets build it)."""
-    path = Path(backbone) if backbone.endswith(".yaml") else Path(CONFIG_DIR) / "model" / "backbone" / f"{backbone}.yaml"
+    path = (
+        Path(backbone) if backbone.endswith(".yaml") else Path(CONFIG_DIR) / "model" / "backbone" / f"{backbone}.yaml"
+    )
     if not path.is_file():
         raise FileNotFoundError(f"no backbone config {path}")
     config = OmegaConf.to_container(OmegaConf.load(path).get("config"))
     if not isinstance(config, dict) or "model_type" not in config:
-        raise ValueError(f"{path} has no `config:` with a model_type (a pretrained backbone cannot be pre-trained here)")
+        raise ValueError(
+            f"{path} has no `config:` with a model_type (a pretrained backbone cannot be pre-trained here)"
+        )
     return config
 
 
-def prompt_batch(processor: OmniGenProcessor, indices: range, seed: int, families: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_batch(
+    processor: OmniGenProcessor, indices: range, seed: int, families: dict[str, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels), (B, L) each: templated prompts without their images, right-padded; labels
     are -100 on padding (HF shifts them by one inside the model)."""
-    rows = [processor.tokenize(drop_images(sample_at(i, seed, families, 16).instruction), []).input_ids for i in indices]
+    rows = [
+        processor.tokenize(drop_images(sample_at(i, seed, families, 16).instruction), []).input_ids for i in indices
+    ]
     length = max(map(len, rows))
     ids = torch.full((len(rows), length), processor.tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), length), -100, dtype=torch.long)
     for b, row in enumerate(rows):
-        ids[b, :len(row)] = labels[b, :len(row)] = torch.tensor(row)
+        ids[b, : len(row)] = labels[b, : len(row)] = torch.tensor(row)
     return ids, labels
 
 
@@ -94,8 +102,10 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
     tokenizer = load_tokenizer(None)
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"the Shapes-X2I tokenizer has {tokenizer.vocab_size} tokens, the backbone's vocabulary "
-                         f"{model.config.vocab_size}")
+        raise ValueError(
+            f"the Shapes-X2I tokenizer has {tokenizer.vocab_size} tokens, the backbone's vocabulary "
+            f"{model.config.vocab_size}"
+        )
     processor = OmniGenProcessor(tokenizer)
     held_out = prompt_batch(processor, range(cfg.held_out), cfg.seed + EVAL_SEED_OFFSET, cfg.families)
     before = held_out_loss(model, held_out)
@@ -103,8 +113,9 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps))
     start, losses = time.perf_counter(), []
     for step in range(cfg.steps):
-        ids, labels = prompt_batch(processor, range(step * cfg.batch_size, (step + 1) * cfg.batch_size), cfg.seed,
-                                   cfg.families)
+        ids, labels = prompt_batch(
+            processor, range(step * cfg.batch_size, (step + 1) * cfg.batch_size), cfg.seed, cfg.families
+        )
         loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"language-model loss is {loss.item()} at step {step}")
@@ -117,8 +128,13 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
         if step % 50 == 0 or step == cfg.steps - 1:
             log.info("step %d: loss %.4f", step, loss.item())
     seconds = time.perf_counter() - start
-    record = {"settings": asdict(cfg), "seconds": seconds, "held_out_loss_before": before,
-              "held_out_loss_after": held_out_loss(model, held_out), "train_loss": losses}
+    record = {
+        "settings": asdict(cfg),
+        "seconds": seconds,
+        "held_out_loss_before": before,
+        "held_out_loss_after": held_out_loss(model, held_out),
+        "train_loss": losses,
+    }
     with atomic_directory(cfg.out, cfg.overwrite) as tmp:
         model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp / "tokenizer")

@@ -23,8 +23,10 @@ WRAPPED_IMAGE_TAG = re.compile(r"<img><\|image_(\d+)\|></img>")
 MALFORMED_TAG = re.compile(r"<\|image_(?!\d+\|>)[^>]*>")
 DEFAULT_TEMPLATE = "<|user|>\n{instruction}<|end|>\n<|assistant|>\n"
 # The released OmniGen-v1's prompt (Phi-3 chat format); use it with the released weights.
-RELEASE_TEMPLATE = ("<|user|>\nGenerate an image according to the following instructions\n{instruction}<|end|>\n"
-                    "<|assistant|>\n<|diffusion|>")
+RELEASE_TEMPLATE = (
+    "<|user|>\nGenerate an image according to the following instructions\n{instruction}<|end|>\n"
+    "<|assistant|>\n<|diffusion|>"
+)
 
 
 class PromptError(ValueError):
@@ -149,8 +151,13 @@ def drop_images(instruction: str) -> str:
 
 
 class OmniGenProcessor:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: str = DEFAULT_TEMPLATE,
-                 max_condition_tokens: int | None = None, add_bos: bool = True) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        template: str = DEFAULT_TEMPLATE,
+        max_condition_tokens: int | None = None,
+        add_bos: bool = True,
+    ) -> None:
         if "{instruction}" not in template:
             raise ValueError(f"prompt template must contain '{{instruction}}', got {template!r}")
         if tokenizer.pad_token_id is None:
@@ -164,14 +171,16 @@ class OmniGenProcessor:
     def tokenize(self, instruction: str, image_grids: list[Grid]) -> Prompt:
         """image_grids[i]: input image i + 1's patch tokens, as their (rows, columns) or only their count
         (position schemes with image axes need the grid)."""
-        image_token_counts, widths = zip(*map(grid_tokens, image_grids)) if image_grids else ((), ())
+        image_token_counts, widths = zip(*map(grid_tokens, image_grids), strict=True) if image_grids else ((), ())
         ids = placeholder_ids(instruction)
         unique = sorted(set(ids))
         if unique != list(range(1, len(unique) + 1)):
             raise PromptError(f"image ids must be 1..n without gaps, got {unique} in {instruction!r}")
         if len(unique) != len(image_token_counts):
-            raise PromptError(f"instruction references {len(unique)} image(s) but {len(image_token_counts)} were given: "
-                              f"{instruction!r}")
+            raise PromptError(
+                f"instruction references {len(unique)} image(s) but {len(image_token_counts)} were given: "
+                f"{instruction!r}"
+            )
         chunks = IMAGE_TAG.split(self.template.format(instruction=instruction))  # text, id, text, id, ..., text
         input_ids = [self.tokenizer.bos_token_id] if self.add_bos and self.tokenizer.bos_token_id is not None else []
         spans = []
@@ -185,8 +194,10 @@ class OmniGenProcessor:
             input_ids += [self.tokenizer.pad_token_id] * image_token_counts[index]
             spans.append((start, len(input_ids), index))
         if self.max_condition_tokens is not None and len(input_ids) > self.max_condition_tokens:
-            raise PromptError(f"prompt has {len(input_ids)} condition tokens, over the limit of "
-                              f"{self.max_condition_tokens}: {instruction[:80]!r}")
+            raise PromptError(
+                f"prompt has {len(input_ids)} condition tokens, over the limit of "
+                f"{self.max_condition_tokens}: {instruction[:80]!r}"
+            )
         return Prompt(input_ids, spans, tuple(widths))
 
     def batch(self, prompts: list[Prompt], output: Grid, device: torch.device | str = "cpu") -> PromptBatch:
@@ -208,24 +219,31 @@ class OmniGenProcessor:
             input_ids[b, pad:] = torch.tensor(prompt.input_ids, dtype=torch.long)
             valid[b, :pad] = False
             for k, (start, end, index) in enumerate(prompt.image_spans, start=1):
-                image_mask[b, pad + start:pad + end] = True
-                span_ids[b, pad + start:pad + end] = k
-                widths[b, pad + start:pad + end] = prompt.image_widths[index] if prompt.image_widths else 0
+                image_mask[b, pad + start : pad + end] = True
+                span_ids[b, pad + start : pad + end] = k
+                widths[b, pad + start : pad + end] = prompt.image_widths[index] if prompt.image_widths else 0
                 order.append((b, index))
-            span_ids[b, prefix + 1:] = len(prompt.image_spans) + 1  # the output image is the last span
-            widths[b, prefix + 1:] = output_width
+            span_ids[b, prefix + 1 :] = len(prompt.image_spans) + 1  # the output image is the last span
+            widths[b, prefix + 1 :] = output_width
         layout = SequenceLayout(span_ids.to(device), valid.to(device), num_output_tokens, span_widths=widths.to(device))
         return PromptBatch(input_ids.to(device), image_mask.to(device), layout, order)
 
-    def pack(self, prompts: list[Prompt], outputs: list[Grid], max_tokens: int | None = None,
-             device: torch.device | str = "cpu", pair_cost: float = 0.0) -> PackedBatch:
+    def pack(
+        self,
+        prompts: list[Prompt],
+        outputs: list[Grid],
+        max_tokens: int | None = None,
+        device: torch.device | str = "cpu",
+        pair_cost: float = 0.0,
+    ) -> PackedBatch:
         """Pack `[condition | time | output]` of each prompt into rows of at most `max_tokens`
         (None: one sample per row; `pair_cost`: see `balanced_rows`); rows are right-padded to the longest.
         `outputs`: each sample's output tokens, as a grid or a count."""
         if not prompts or len(prompts) != len(outputs):
-            raise ValueError(f"pack needs one output size per prompt, got {len(prompts)} prompts and "
-                             f"{len(outputs)} sizes")
-        output_tokens, output_widths = (list(column) for column in zip(*map(grid_tokens, outputs)))
+            raise ValueError(
+                f"pack needs one output size per prompt, got {len(prompts)} prompts and {len(outputs)} sizes"
+            )
+        output_tokens, output_widths = (list(column) for column in zip(*map(grid_tokens, outputs), strict=True))
         if min(output_tokens) < 1 or pair_cost < 0:
             raise ValueError(f"output_tokens must all be >= 1 and pair_cost >= 0, got {output_tokens} and {pair_cost}")
         lengths = [len(p.input_ids) + 1 + n for p, n in zip(prompts, output_tokens, strict=True)]
@@ -245,21 +263,28 @@ class OmniGenProcessor:
                 input_ids[r, start:condition_end] = torch.tensor(prompt.input_ids, dtype=torch.long)
                 for first, last, index in prompt.image_spans:
                     span += 1
-                    image_mask[r, start + first:start + last] = True
-                    span_ids[r, start + first:start + last] = span
-                    widths[r, start + first:start + last] = prompt.image_widths[index] if prompt.image_widths else 0
+                    image_mask[r, start + first : start + last] = True
+                    span_ids[r, start + first : start + last] = span
+                    widths[r, start + first : start + last] = prompt.image_widths[index] if prompt.image_widths else 0
                     order.append((i, index))
                 span += 1
-                span_ids[r, condition_end + 1:end] = span  # the output image
-                widths[r, condition_end + 1:end] = output_widths[i]
+                span_ids[r, condition_end + 1 : end] = span  # the output image
+                widths[r, condition_end + 1 : end] = output_widths[i]
                 valid[r, start:end], segment_ids[r, start:end] = True, segment
                 time_index[i] = r * length + condition_end
                 outputs[i] = torch.arange(condition_end + 1, end) + r * length
                 start = end
         layout = SequenceLayout(span_ids.to(device), valid.to(device), 0, segment_ids.to(device), widths.to(device))
-        return PackedBatch(input_ids.to(device), image_mask.to(device), layout, order,
-                           torch.tensor(time_index, device=device), torch.cat(outputs).to(device), list(output_tokens),
-                           lengths)
+        return PackedBatch(
+            input_ids.to(device),
+            image_mask.to(device),
+            layout,
+            order,
+            torch.tensor(time_index, device=device),
+            torch.cat(outputs).to(device),
+            list(output_tokens),
+            lengths,
+        )
 
 
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:

@@ -44,7 +44,6 @@ def name_keys(keys: set[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-
 def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
     for name in RELEASE_WEIGHTS:
         path = release_dir / name
@@ -58,12 +57,17 @@ def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
     raise FileNotFoundError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}")
 
 
-def release_backbone(release_dir: str, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False) -> torch.nn.Module:
+def release_backbone(
+    release_dir: str, attn_implementation: str = "sdpa", gradient_checkpointing: bool = False
+) -> torch.nn.Module:
     """The release's Phi-3 (its config.json, random weights) as a backbone plugin, for fine-tuning it
     (configs/model/backbone/omnigen_v1.yaml); its checkpoints record the config, not this path."""
     config = json.loads((Path(release_dir) / "config.json").read_text())
-    return build_hf_backbone(config=release_backbone_config(config), attn_implementation=attn_implementation,
-                             gradient_checkpointing=gradient_checkpointing)
+    return build_hf_backbone(
+        config=release_backbone_config(config),
+        attn_implementation=attn_implementation,
+        gradient_checkpointing=gradient_checkpointing,
+    )
 
 
 def load_release_state(transformer: OmniGen, state: dict[str, Tensor], what: str) -> None:
@@ -72,8 +76,10 @@ def load_release_state(transformer: OmniGen, state: dict[str, Tensor], what: str
     check_keys(set(own), set(state), f"{what}'s weights", optional=frozenset({"pos_embed"}))
     wrong = {k for k, v in state.items() if v.shape != own[k].shape}
     if wrong:
-        raise ValueError(f"{what}: shape mismatch against the model's config: " + "; ".join(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5]))
+        raise ValueError(
+            f"{what}: shape mismatch against the model's config: "
+            + "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5])
+        )
     weights = {k: v.float() for k, v in state.items()}
     if "pos_embed" in state:
         weights["pos_embed"] = checked_pos_embed(state["pos_embed"], own["pos_embed"])
@@ -89,7 +95,10 @@ def release_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
     config = {k: v for k, v in config.items() if k not in CONFIG_BOOKKEEPING}
     rope = config.get("rope_scaling")
     if isinstance(rope, dict) and "original_max_position_embeddings" in config:
-        config["rope_scaling"] = {"original_max_position_embeddings": config["original_max_position_embeddings"], **rope}
+        config["rope_scaling"] = {
+            "original_max_position_embeddings": config["original_max_position_embeddings"],
+            **rope,
+        }
     return config
 
 
@@ -101,26 +110,49 @@ def check_keys(expected: set[str], found: set[str], what: str, optional: frozens
         raise ValueError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
 
 
-def release_model_config(release_dir: Path, vae: AutoencoderKLVAE, llm: torch.nn.Module, patch_size: int,
-                         pos_grid: int) -> dict[str, Any]:
+def release_model_config(
+    release_dir: Path, vae: AutoencoderKLVAE, llm: torch.nn.Module, patch_size: int, pos_grid: int
+) -> dict[str, Any]:
     """A config that rebuilds the imported module (as configs/model/paper.yaml would describe it);
     the training entries are the paper's and only matter for fine-tuning."""
     return {
-        "_target_": "omnigen.module.OmniGenLitModule", "vae": vae.architecture_config(),
-        "backbone": backbone_architecture_config(llm), "mask": {"_target_": "omnigen.model.masks.omnigen.OmniGenMask"},
+        "_target_": "omnigen.module.OmniGenLitModule",
+        "vae": vae.architecture_config(),
+        "backbone": backbone_architecture_config(llm),
+        "mask": {"_target_": "omnigen.model.masks.omnigen.OmniGenMask"},
         "tokenizer": {"_target_": "omnigen.processor.load_tokenizer", "path": str(release_dir)},
-        "weighting": {"_target_": "omnigen.flow.weighting.edit_region.EditRegionWeighting", "threshold": 0.05,
-                      "clip_min": 5.0, "clip_max": 64.0, "norm": "l2"},
+        "weighting": {
+            "_target_": "omnigen.flow.weighting.edit_region.EditRegionWeighting",
+            "threshold": 0.05,
+            "clip_min": 5.0,
+            "clip_max": 64.0,
+            "norm": "l2",
+        },
         "timesteps": {"_target_": "omnigen.flow.timesteps.logit_normal.LogitNormalTimesteps", "mean": 0.0, "std": 1.0},
-        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999],
-                      "weight_decay": 0.0}, "scheduler": None,
-        "patch_size": patch_size, "pos_embed_max_size": pos_grid, "prompt_template": RELEASE_TEMPLATE,
-        "max_condition_tokens": None, "text_dropout": 0.1, "image_dropout": 0.1, "seed": 0,
+        "optimizer": {
+            "_target_": "torch.optim.AdamW",
+            "_partial_": True,
+            "lr": 1e-4,
+            "betas": [0.9, 0.999],
+            "weight_decay": 0.0,
+        },
+        "scheduler": None,
+        "patch_size": patch_size,
+        "pos_embed_max_size": pos_grid,
+        "prompt_template": RELEASE_TEMPLATE,
+        "max_condition_tokens": None,
+        "text_dropout": 0.1,
+        "image_dropout": 0.1,
+        "seed": 0,
     }
 
 
-def import_release(release_dir: str | Path, vae_path: str | Path | None = None, attn_implementation: str = "sdpa",
-                   overrides: dict[str, Any] | None = None) -> OmniGenLitModule:
+def import_release(
+    release_dir: str | Path,
+    vae_path: str | Path | None = None,
+    attn_implementation: str = "sdpa",
+    overrides: dict[str, Any] | None = None,
+) -> OmniGenLitModule:
     """The released OmniGen-v1 directory as an OmniGenLitModule (float32, eval mode).
 
     `vae_path` (a local diffusers AutoencoderKL directory, e.g. SDXL's) takes precedence over the
@@ -131,14 +163,18 @@ def import_release(release_dir: str | Path, vae_path: str | Path | None = None, 
         raise FileNotFoundError(f"{release_dir} has no config.json (the Phi-3 config of an OmniGen-v1 release)")
     vae_dir = Path(vae_path) if vae_path is not None else release_dir / "vae"
     if not vae_dir.is_dir():
-        raise FileNotFoundError(f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
-                                "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)")
+        raise FileNotFoundError(
+            f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
+            "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)"
+        )
     state = read_release_weights(release_dir)
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
     log.info("release weights in %s; loading them as float32", "/".join(dtypes))
 
-    llm = build_hf_backbone(config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
-                            attn_implementation=attn_implementation)
+    llm = build_hf_backbone(
+        config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
+        attn_implementation=attn_implementation,
+    )
     hidden = llm.config.hidden_size
     embedder = state.get("x_embedder.proj.weight")
     if embedder is None or embedder.dim() != 4:
@@ -153,12 +189,19 @@ def import_release(release_dir: str | Path, vae_path: str | Path | None = None, 
 
     vae = AutoencoderKLVAE(pretrained_path=str(vae_dir))
     if vae.latent_channels != in_channels:
-        raise ValueError(f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
-                         f"take {in_channels}")
+        raise ValueError(
+            f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
+            f"take {in_channels}"
+        )
     tokenizer = load_release_tokenizer(release_dir)
     config = release_model_config(release_dir, vae, llm, patch_size, pos_grid) | (overrides or {})
-    module = instantiate({k: v for k, v in config.items() if k not in ("vae", "backbone", "tokenizer")},
-                         vae=vae, backbone=llm, tokenizer=tokenizer, _convert_="all")
+    module = instantiate(
+        {k: v for k, v in config.items() if k not in ("vae", "backbone", "tokenizer")},
+        vae=vae,
+        backbone=llm,
+        tokenizer=tokenizer,
+        _convert_="all",
+    )
     module.model_config = config
     module.run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
 
@@ -183,7 +226,8 @@ def checked_pos_embed(saved: Tensor, computed: Tensor) -> Tensor:
     tolerance = 1e-5 if saved.dtype == torch.float32 else 1e-2
     diff = (saved.float() - computed).abs().max().item()
     if diff > tolerance:
-        raise ValueError(f"pos_embed differs from the 2D sin-cos table omnigen computes by {diff:.3g}: "
-                         "this checkpoint's position embedding is not the release's")
+        raise ValueError(
+            f"pos_embed differs from the 2D sin-cos table omnigen computes by {diff:.3g}: "
+            "this checkpoint's position embedding is not the release's"
+        )
     return saved.float() if saved.dtype == torch.float32 else computed
-

@@ -4,7 +4,8 @@
         --arm omnigen=runs/mask_omnigen_s0,runs/mask_omnigen_s1 --arm causal=runs/mask_causal_s0,runs/mask_causal_s1
 
 Each run directory is a fit's `hydra.run.dir` with `eval/results.json` (python -m omnigen.evaluate
-... out=<run>/eval; or name an evaluation directory inside the run, e.g. <run>/eval_step600), `csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
+... out=<run>/eval; or name an evaluation directory inside the run, e.g. <run>/eval_step600),
+`csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
 fit's wall time). Writes `results.json` (every seed's numbers and the aggregates), `results.md`
 (mean ± sample standard deviation over seeds) and `plot.png` (headline metrics per arm, training
 loss per arm). Arms named by step numbers (--arm 600=... --arm 1200=...) plot as learning curves.
@@ -44,21 +45,30 @@ def read_run(path: Path) -> dict[str, Any]:
     if not results_file.is_file():
         results_file, run = path / "eval" / "results.json", path
     if not results_file.is_file():
-        raise FileNotFoundError(f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)")
+        raise FileNotFoundError(
+            f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)"
+        )
     results = json.loads(results_file.read_text())
     steps = results["settings"].get("steps_trained")
     loss = []
     metrics_file = run / "csv" / "version_0" / "metrics.csv"
     if metrics_file.is_file():  # up to the evaluated checkpoint: the run may have gone on after it
         with metrics_file.open() as f:
-            loss = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f)
-                    if r.get("train/loss") and (steps is None or int(r["step"]) <= steps)]
+            loss = [
+                (int(r["step"]), float(r["train/loss"]))
+                for r in csv.DictReader(f)
+                if r.get("train/loss") and (steps is None or int(r["step"]) <= steps)
+            ]
     seconds = run / "fit_seconds"
-    return {"run": str(run), "evaluation": str(results_file.parent),
-            "results": {k: v for k, v in results["results"].items() if k != "per_task"},
-            "per_task": results["results"].get("per_task", {}),
-            "steps_trained": steps,
-            "loss": loss, "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None}
+    return {
+        "run": str(run),
+        "evaluation": str(results_file.parent),
+        "results": {k: v for k, v in results["results"].items() if k != "per_task"},
+        "per_task": results["results"].get("per_task", {}),
+        "steps_trained": steps,
+        "loss": loss,
+        "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None,
+    }
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -76,13 +86,17 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 def headline_metrics(runs: list[dict[str, Any]]) -> list[str]:
     """family/metric keys of HEADLINE that every run evaluated."""
-    return [f"{family}/{m}" for family, names in HEADLINE.items() for m in names
-            if all(m in r["results"].get(family, {}) for r in runs)]
+    return [
+        f"{family}/{m}"
+        for family, names in HEADLINE.items()
+        for m in names
+        if all(m in r["results"].get(family, {}) for r in runs)
+    ]
 
 
 def final_loss(loss: list[tuple[int, float]]) -> float:
     """Mean training loss over the last tenth of the logged steps (single batches are noisy)."""
-    tail = [v for _, v in loss[-max(1, len(loss) // 10):]]
+    tail = [v for _, v in loss[-max(1, len(loss) // 10) :]]
     return sum(tail) / len(tail)
 
 
@@ -112,8 +126,9 @@ def digits(key: str) -> int:
     return 1 if key.endswith("psnr") else 3
 
 
-def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str],
-                   expect: dict[str, str]) -> dict[str, dict[str, Any]]:
+def versus_control(
+    read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str], expect: dict[str, str]
+) -> dict[str, dict[str, Any]]:
     """arm -> {metric: paired_interval of (arm - control) over the seeds the two share, with its verdict
     (against the hypothesis expect[arm] where there is one)}."""
     pairs = pairs_with_control(read, control, lambda run: seed_of(Path(run["run"])))
@@ -126,10 +141,15 @@ def versus_control(read: dict[str, list[dict[str, Any]]], control: str, metrics:
     return differences
 
 
-def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
-             references: dict[str, dict[str, Any]] | None = None,
-             differences: dict[str, dict[str, Any]] | None = None, control: str | None = None,
-             expect: dict[str, str] | None = None) -> str:
+def markdown(
+    table: dict[str, dict[str, Any]],
+    metrics: list[str],
+    seeds: int,
+    references: dict[str, dict[str, Any]] | None = None,
+    differences: dict[str, dict[str, Any]] | None = None,
+    control: str | None = None,
+    expect: dict[str, str] | None = None,
+) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for label, results in (references or {}).items():
         cells = [f"{score(results, key):.{digits(key)}f}" for key in metrics]
@@ -141,8 +161,10 @@ def markdown(table: dict[str, dict[str, Any]], metrics: list[str], seeds: int,
         wall = f"{row['fit_seconds']['mean']:.0f}" if row["fit_seconds"] else "–"
         loss = f"{row['final_loss']['mean']:.4f} ± {row['final_loss']['sd']:.4f}" if row["final_loss"] else "–"
         lines.append(f"| {arm} | {' | '.join(cells)} | {loss} | {wall} |")
-    lines.append(f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
-                 "Final train loss: the mean of the last tenth of logged steps.")
+    lines.append(
+        f"\nMean ± sample standard deviation over {seeds} seeds; every seed's value is in results.json. "
+        "Final train loss: the mean of the last tenth of logged steps."
+    )
     if differences:
         lines += difference_lines(control, differences, expect)
     return "\n".join(lines) + "\n"
@@ -153,8 +175,13 @@ def draw_losses(ax: Any, arms: dict[str, list[dict[str, Any]]]) -> None:
     for i, (arm, runs) in enumerate(arms.items()):
         for k, run in enumerate(runs):
             if run["loss"]:
-                ax.plot(*smooth(run["loss"]), color=f"C{i}", alpha=0.9 if k == 0 else 0.5,
-                        label=arm if k == 0 else None, linewidth=1)
+                ax.plot(
+                    *smooth(run["loss"]),
+                    color=f"C{i}",
+                    alpha=0.9 if k == 0 else 0.5,
+                    label=arm if k == 0 else None,
+                    linewidth=1,
+                )
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (10-point mean)")
     ax.set_yscale("log")  # the first steps fall by 10x; the differences that matter are late
@@ -167,8 +194,10 @@ def point_value(point: str) -> float:
     """The training step or minute an evaluation directory is named for (eval_step600 -> 600)."""
     match = re.search(r"(\d+(?:\.\d+)?)$", point)
     if match is None:
-        raise ValueError(f"--curve names evaluation directories ending in their step or minute "
-                         f"(eval_step600, eval_minute_10), got {point!r}")
+        raise ValueError(
+            f"--curve names evaluation directories ending in their step or minute "
+            f"(eval_step600, eval_minute_10), got {point!r}"
+        )
     return float(match.group(1))
 
 
@@ -176,8 +205,12 @@ def point_label(point: str) -> str:
     return point.removeprefix("eval_").replace("_", " ")
 
 
-def curve_markdown(curve: dict[str, dict[str, dict[str, Any]]], metrics: list[str],
-                   differences: dict[str, dict[str, dict[str, Any]]] | None, control: str | None) -> str:
+def curve_markdown(
+    curve: dict[str, dict[str, dict[str, Any]]],
+    metrics: list[str],
+    differences: dict[str, dict[str, dict[str, Any]]] | None,
+    control: str | None,
+) -> str:
     """The learning curve (every arm's mean at every evaluation) and, with a control, the paired
     differences at every evaluation."""
     points = list(curve)
@@ -188,18 +221,31 @@ def curve_markdown(curve: dict[str, dict[str, dict[str, Any]]], metrics: list[st
             cells = [f"{curve[p][arm][key]['mean']:.{digits(key)}f}" for p in points]
             lines.append(f"| {arm} | {key} | {' | '.join(cells)} |")
     if differences:
-        lines += ["", f"Paired differences against `{control}` at each evaluation (mean [95 % t interval], verdict):",
-                  "", head, "|---" * (len(points) + 2) + "|"]
+        lines += [
+            "",
+            f"Paired differences against `{control}` at each evaluation (mean [95 % t interval], verdict):",
+            "",
+            head,
+            "|---" * (len(points) + 2) + "|",
+        ]
         for arm in differences[points[0]]:
             for key in metrics:
-                cells = [f"{d['mean']:+.{digits(key)}f} [{d['low']:+.{digits(key)}f}, {d['high']:+.{digits(key)}f}] "
-                         f"{d['verdict']}" for d in (differences[p][arm][key] for p in points)]
+                cells = [
+                    f"{d['mean']:+.{digits(key)}f} [{d['low']:+.{digits(key)}f}, {d['high']:+.{digits(key)}f}] "
+                    f"{d['verdict']}"
+                    for d in (differences[p][arm][key] for p in points)
+                ]
                 lines.append(f"| {arm} | {key} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(read_at: dict[str, dict[str, list[dict[str, Any]]]], metrics: list[str],
-                references: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot_curves(
+    read_at: dict[str, dict[str, list[dict[str, Any]]]],
+    metrics: list[str],
+    references: dict[str, dict[str, Any]],
+    path: Path,
+    title: str,
+) -> None:
     """Every arm's learning curve on one figure: a panel per metric (mean over seeds, the band spans the
     seeds), the reference rows as dashed lines, and the training losses."""
     import matplotlib
@@ -212,12 +258,12 @@ def plot_curves(read_at: dict[str, dict[str, list[dict[str, Any]]]], metrics: li
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     points = list(read_at)
     xs = [point_value(p) for p in points]
-    for ax, key in zip(axes.flat, metrics):
+    for ax, key in zip(axes.flat, metrics, strict=False):
         for i, arm in enumerate(read_at[points[0]]):
             values = [[score(r["results"], key) for r in read_at[p][arm]] for p in points]
             ax.plot(xs, [sum(v) / len(v) for v in values], color=f"C{i}", marker="o", label=arm, linewidth=1.2)
             ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=f"C{i}", alpha=0.15)
-        for (label, results), style in zip(references.items(), (":", "--")):
+        for (label, results), style in zip(references.items(), (":", "--"), strict=False):
             if not (key.endswith("psnr") and label.startswith("ceiling")):  # 100 dB would flatten the axis
                 ax.axhline(score(results, key), color="grey", linestyle=style, linewidth=1, label=label)
         ax.set_title(key, fontsize=9)
@@ -228,7 +274,7 @@ def plot_curves(read_at: dict[str, dict[str, list[dict[str, Any]]]], metrics: li
         draw_losses(axes.flat[len(metrics)], runs)
     else:
         axes.flat[len(metrics)].axis("off")  # no training logs kept with these runs
-    for ax in list(axes.flat)[len(metrics) + 1:]:
+    for ax in list(axes.flat)[len(metrics) + 1 :]:
         ax.axis("off")
     fig.suptitle(f"{title}: mean over seeds, band = range of seeds", fontsize=10)
     fig.tight_layout()
@@ -239,12 +285,13 @@ def plot_curves(read_at: dict[str, dict[str, list[dict[str, Any]]]], metrics: li
 def smooth(points: list[tuple[int, float]], window: int = 10) -> tuple[list[int], list[float]]:
     steps = [s for s, _ in points]
     values = [v for _, v in points]
-    windows = [values[max(0, i - window + 1):i + 1] for i in range(len(values))]
+    windows = [values[max(0, i - window + 1) : i + 1] for i in range(len(values))]
     return steps, [sum(w) / len(w) for w in windows]
 
 
-def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]], metrics: list[str], path: Path,
-         title: str) -> None:
+def plot(
+    arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]], metrics: list[str], path: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a training box
@@ -263,8 +310,9 @@ def plot(arms: dict[str, list[dict[str, Any]]], table: dict[str, dict[str, Any]]
         width = 0.8 / len(table)
         for i, (arm, row) in enumerate(table.items()):
             xs = [j + i * width for j in range(len(scores))]
-            bars.bar(xs, [row[m]["mean"] for m in scores], width, yerr=[row[m]["sd"] for m in scores], label=arm,
-                     capsize=2)
+            bars.bar(
+                xs, [row[m]["mean"] for m in scores], width, yerr=[row[m]["sd"] for m in scores], label=arm, capsize=2
+            )
         bars.set_xticks([j + 0.4 - width / 2 for j in range(len(scores))], scores, rotation=40, ha="right", fontsize=7)
     bars.set_ylim(0, 1)
     bars.set_title("metrics (mean ± sd over seeds)")
@@ -299,9 +347,17 @@ def example_comparisons(read: dict[str, list[dict[str, Any]]], out: Path) -> lis
     return written
 
 
-def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = None, title: str = "",
-           control: str | None = None, floor: Path | None = None, ceiling: Path | None = None,
-           curve: list[str] | None = None, expect: dict[str, str] | None = None) -> dict[str, Any]:
+def report(
+    arms: dict[str, list[Path]],
+    out: Path,
+    metrics: list[str] | None = None,
+    title: str = "",
+    control: str | None = None,
+    floor: Path | None = None,
+    ceiling: Path | None = None,
+    curve: list[str] | None = None,
+    expect: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Read every run, write results.json / results.md / plot.png under out, return the aggregate table.
     `control`: the arm the others are compared with, seed by seed, against the hypotheses `expect`
     ({arm: 'better' | 'worse'}); `floor` / `ceiling`: evaluation directories of the untrained model and of
@@ -310,7 +366,9 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
     if not arms or any(not runs for runs in arms.values()):
         raise ValueError("every arm needs at least one run directory")
     expect = expect or {}
-    if bad := {arm: d for arm, d in expect.items() if arm not in arms or arm == control or d not in ("better", "worse")}:
+    if bad := {
+        arm: d for arm, d in expect.items() if arm not in arms or arm == control or d not in ("better", "worse")
+    }:
         raise ValueError(f"--expect is ARM=better or ARM=worse for an arm other than the control, got {bad}")
     points = curve or [""]
     for point in curve or []:
@@ -324,18 +382,32 @@ def report(arms: dict[str, list[Path]], out: Path, metrics: list[str] | None = N
         raise ValueError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
     aggregated = {p: aggregate(read_at[p], metrics) for p in points}
     table = aggregated[points[-1]]
-    references = {label: read_run(path)["results"] for label, path in
-                  (("floor: untrained", floor), ("ceiling: ground truth", ceiling)) if path is not None}
+    references = {
+        label: read_run(path)["results"]
+        for label, path in (("floor: untrained", floor), ("ceiling: ground truth", ceiling))
+        if path is not None
+    }
     by_point = {p: versus_control(read_at[p], control, metrics, expect) for p in points} if control else None
     differences = by_point[points[-1]] if by_point else None
     out.mkdir(parents=True, exist_ok=True)
     seeds = min(len(runs) for runs in read.values())
-    (out / "results.json").write_text(json.dumps(
-        {"arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()}, "evaluated": points[-1] or "eval",
-         "table": table, "references": references, "control": control, "expect": expect,
-         "vs_control": differences, "curve": aggregated if curve else None,
-         "vs_control_curve": by_point if curve else None,
-         "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()}}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "arms": {arm: [str(r) for r in runs] for arm, runs in arms.items()},
+                "evaluated": points[-1] or "eval",
+                "table": table,
+                "references": references,
+                "control": control,
+                "expect": expect,
+                "vs_control": differences,
+                "curve": aggregated if curve else None,
+                "vs_control_curve": by_point if curve else None,
+                "per_task": {arm: [r["per_task"] for r in runs] for arm, runs in read.items()},
+            },
+            indent=2,
+        )
+    )
     text = markdown(table, metrics, seeds, references, differences, control, expect)
     if curve:
         text += curve_markdown(aggregated, metrics, by_point, control)
@@ -363,19 +435,33 @@ def named_runs(specs: list[str], parser: argparse.ArgumentParser, flag: str) -> 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="where results.json, results.md and plot.png go")
-    parser.add_argument("--arm", action="append", required=True, metavar="NAME=RUN[,RUN...]",
-                        help="one arm of the comparison: its name and its run directories (one per seed)")
+    parser.add_argument(
+        "--arm",
+        action="append",
+        required=True,
+        metavar="NAME=RUN[,RUN...]",
+        help="one arm of the comparison: its name and its run directories (one per seed)",
+    )
     parser.add_argument("--metrics", nargs="*", default=None, help="family/metric keys (default: the headline ones)")
     parser.add_argument("--title", default="")
     parser.add_argument("--control", help="the arm the others are compared with, seed by seed (paired t intervals)")
     parser.add_argument("--floor", type=Path, help="an evaluation of the untrained model: the floor row")
     parser.add_argument("--ceiling", type=Path, help="an evaluation of the ground truth (evaluate ground_truth=true)")
-    parser.add_argument("--curve", nargs="+", metavar="EVAL_DIR",
-                        help="evaluation directories inside every run, in training order (eval_step600 eval_step1200 "
-                             "...): every arm's learning curve; the table and the verdicts are the last one's")
-    parser.add_argument("--expect", action="append", default=[], metavar="ARM=better|worse",
-                        help="a hypothesis: the arm does better (or worse) than the control; each difference is "
-                             "then supported, refuted or inconclusive")
+    parser.add_argument(
+        "--curve",
+        nargs="+",
+        metavar="EVAL_DIR",
+        help="evaluation directories inside every run, in training order (eval_step600 eval_step1200 "
+        "...): every arm's learning curve; the table and the verdicts are the last one's",
+    )
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="ARM=better|worse",
+        help="a hypothesis: the arm does better (or worse) than the control; each difference is "
+        "then supported, refuted or inconclusive",
+    )
     args = parser.parse_args(argv)
     expect = {}
     for spec in args.expect:
@@ -383,8 +469,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not sep:
             parser.error(f"--expect is ARM=better|worse, got {spec!r}")
         expect[arm] = direction
-    table = report(named_runs(args.arm, parser, "--arm"), args.out, args.metrics, args.title,
-                   args.control, args.floor, args.ceiling, args.curve, expect)
+    table = report(
+        named_runs(args.arm, parser, "--arm"),
+        args.out,
+        args.metrics,
+        args.title,
+        args.control,
+        args.floor,
+        args.ceiling,
+        args.curve,
+        expect,
+    )
     print((args.out / "results.md").read_text())
     return table
 

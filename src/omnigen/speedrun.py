@@ -28,14 +28,25 @@ from omnigen.report import named_runs
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
 TARGETS: dict[str, list[tuple[str, float]]] = {
-    "T1": [("text_to_image/object", 0.9), ("text_to_image/colour", 0.9), ("text_to_image/position", 0.9),
-           ("mixed_modal/unchanged_psnr", 25.0)],
+    "T1": [
+        ("text_to_image/object", 0.9),
+        ("text_to_image/colour", 0.9),
+        ("text_to_image/position", 0.9),
+        ("mixed_modal/unchanged_psnr", 25.0),
+    ],
     "T2": [("text_to_image/exact_scene", 0.6), ("mixed_modal/edit_correct", 0.8)],
 }
 # count (exactly as many shapes as the prompt names) sits beside object / colour / position because
 # those match each named shape to its best detection, so extra copies of a shape raise them.
-METRICS = ["text_to_image/object", "text_to_image/colour", "text_to_image/position", "text_to_image/count",
-           "text_to_image/exact_scene", "mixed_modal/edit_correct", "mixed_modal/unchanged_psnr"]
+METRICS = [
+    "text_to_image/object",
+    "text_to_image/colour",
+    "text_to_image/position",
+    "text_to_image/count",
+    "text_to_image/exact_scene",
+    "mixed_modal/edit_correct",
+    "mixed_modal/unchanged_psnr",
+]
 REPORTED_MINUTES = (5.0, 30.0)
 EVAL_DIR = re.compile(r"eval_minute_(\d+(?:\.\d+)?)$")
 
@@ -61,12 +72,20 @@ def time_to(target: str, curve: dict[float, dict[str, float]]) -> float:
 
 def read_scores(results_file: Path) -> dict[str, float]:
     results = json.loads(results_file.read_text())["results"]
-    return {f"{family}/{name}": value for family, scores in results.items() if family != "per_task"
-            for name, value in scores.items()}
+    return {
+        f"{family}/{name}": value
+        for family, scores in results.items()
+        if family != "per_task"
+        for name, value in scores.items()
+    }
 
 
-def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | None = None,
-              minutes: tuple[float, ...] = REPORTED_MINUTES) -> dict[str, Any]:
+def summarise(
+    rows: dict[str, list[Path]],
+    control: str | None,
+    ceiling: Path | None = None,
+    minutes: tuple[float, ...] = REPORTED_MINUTES,
+) -> dict[str, Any]:
     """Per row: time to each target, metrics at the reported minutes, the mean curve, and paired
     differences against `control`, at each of `minutes`. `references`: the floor (the first row's untrained minute-0
     models) and the ceiling (`ceiling`, an evaluation of the ground truth)."""
@@ -75,30 +94,48 @@ def summarise(rows: dict[str, list[Path]], control: str | None, ceiling: Path | 
     floor_runs = curves[control or next(iter(curves))]
     records["references"] = {
         "floor": {m: statistics.fmean(c[0.0][m] for c in floor_runs) for m in METRICS}
-        if all(0.0 in c for c in floor_runs) else None,
+        if all(0.0 in c for c in floor_runs)
+        else None,
         "ceiling": {m: v for m, v in read_scores(ceiling / "results.json").items() if m in METRICS}
-        if ceiling is not None else None}
+        if ceiling is not None
+        else None,
+    }
     for name, runs in curves.items():
         row = {"runs": [str(r) for r in rows[name]]}
         for target in TARGETS:  # None: not reached within the evaluated minutes
             times = [time_to(target, curve) for curve in runs]
-            row[target] = {key: finite(value) for key, value in (("median", statistics.median(times)), ("min", min(times)),
-                                                                  ("max", max(times)))} | {"seeds": list(map(finite, times))}
+            row[target] = {
+                key: finite(value)
+                for key, value in (("median", statistics.median(times)), ("min", min(times)), ("max", max(times)))
+            } | {"seeds": list(map(finite, times))}
         for minute in minutes:
-            row[f"at_{minute:g}"] = {m: statistics.fmean(c[minute][m] for c in runs) if all(minute in c for c in runs)
-                                     else None for m in METRICS}
-        row["curve"] = {m: {str(minute): statistics.fmean(c[minute][m] for c in runs if minute in c)
-                            for minute in sorted({k for c in runs for k in c})} for m in METRICS}
-        row["per_seed"] = {str(run): {str(minute): {m: scores[m] for m in METRICS} for minute, scores in curve.items()}
-                           for run, curve in zip(rows[name], runs, strict=True)}
+            row[f"at_{minute:g}"] = {
+                m: statistics.fmean(c[minute][m] for c in runs) if all(minute in c for c in runs) else None
+                for m in METRICS
+            }
+        row["curve"] = {
+            m: {
+                str(minute): statistics.fmean(c[minute][m] for c in runs if minute in c)
+                for minute in sorted({k for c in runs for k in c})
+            }
+            for m in METRICS
+        }
+        row["per_seed"] = {
+            str(run): {str(minute): {m: scores[m] for m in METRICS} for minute, scores in curve.items()}
+            for run, curve in zip(rows[name], runs, strict=True)
+        }
         records[name] = row
     if control is not None:
         seeded = {name: list(zip(map(seed_of, rows[name]), runs, strict=True)) for name, runs in curves.items()}
         for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items():
             records[name]["vs_control"] = {
-                f"{metric}@{minute:g}": paired_interval([c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs])
-                for minute in minutes for metric in METRICS
-                if all(minute in c and minute in k for (_, c), (_, k) in pairs)}
+                f"{metric}@{minute:g}": paired_interval(
+                    [c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs]
+                )
+                for minute in minutes
+                for metric in METRICS
+                if all(minute in c and minute in k for (_, c), (_, k) in pairs)
+            }
     return records
 
 
@@ -113,22 +150,30 @@ def minutes_text(value: float | None) -> str:
 def markdown(records: dict[str, Any], control: str | None, minutes: tuple[float, ...] = REPORTED_MINUTES) -> str:
     short = [m.split("/")[1] for m in METRICS]
     at = " / ".join(f"@{m:g}" for m in minutes)
-    lines = ["| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} {at}" for s in short) + " |",
-             "|---" * (3 + len(METRICS)) + "|"]
-    for label, scores in (("floor: untrained (minute 0)", records["references"]["floor"]),
-                          ("ceiling: ground truth", records["references"]["ceiling"])):
+    lines = [
+        "| row | T1 min (range) | T2 min (range) | " + " | ".join(f"{s} {at}" for s in short) + " |",
+        "|---" * (3 + len(METRICS)) + "|",
+    ]
+    for label, scores in (
+        ("floor: untrained (minute 0)", records["references"]["floor"]),
+        ("ceiling: ground truth", records["references"]["ceiling"]),
+    ):
         if scores is not None:
             lines.append(f"| {label} | — | — | " + " | ".join(f"{scores[m]:.2f}" for m in METRICS) + " |")
     for name, row in ((n, r) for n, r in records.items() if n != "references"):
-        cells = [name] + [f"{minutes_text(row[t]['median'])} ({minutes_text(row[t]['min'])}–{minutes_text(row[t]['max'])})"
-                          for t in TARGETS]
+        cells = [name] + [
+            f"{minutes_text(row[t]['median'])} ({minutes_text(row[t]['min'])}–{minutes_text(row[t]['max'])})"
+            for t in TARGETS
+        ]
         for metric in METRICS:
             values = [row[f"at_{m:g}"][metric] for m in minutes]
             cells.append(" / ".join("—" if v is None else f"{v:.2f}" for v in values))
         lines.append("| " + " | ".join(cells) + " |")
     if control is not None:
-        lines += difference_lines(control, {name: row["vs_control"] for name, row in records.items()
-                                            if name != "references" and "vs_control" in row})
+        lines += difference_lines(
+            control,
+            {name: row["vs_control"] for name, row in records.items() if name != "references" and "vs_control" in row},
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -142,9 +187,9 @@ def plot(records: dict[str, Any], path: Path) -> None:
 
     bounds = {metric: bound for conditions in TARGETS.values() for metric, bound in conditions}
     fig, axes = plt.subplots(2, 4, figsize=(17, 7))
-    for ax in axes.flat[len(METRICS):]:
+    for ax in axes.flat[len(METRICS) :]:
         ax.axis("off")
-    for ax, metric in zip(axes.flat, METRICS):  # the metrics, then the blank panels
+    for ax, metric in zip(axes.flat, METRICS, strict=False):  # the metrics, then the blank panels
         for name, row in ((n, r) for n, r in records.items() if n != "references"):
             minutes = sorted(row["curve"][metric], key=float)
             ax.plot([float(m) for m in minutes], [row["curve"][metric][m] for m in minutes], marker="o", label=name)
@@ -161,20 +206,32 @@ def plot(records: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m omnigen.speedrun", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory for records.json and records.md")
-    parser.add_argument("--row", action="append", required=True, metavar="NAME=RUN,RUN,...",
-                        help="a records-table row and its runs, one per seed (same seeds in every row)")
+    parser.add_argument(
+        "--row",
+        action="append",
+        required=True,
+        metavar="NAME=RUN,RUN,...",
+        help="a records-table row and its runs, one per seed (same seeds in every row)",
+    )
     parser.add_argument("--control", help="the row the others are compared with, seed by seed")
-    parser.add_argument("--minutes", default=",".join(f"{m:g}" for m in REPORTED_MINUTES),
-                        help="the training minutes whose metrics the table gives (and pairs), comma-separated")
-    parser.add_argument("--ceiling", help="an evaluation of the ground truth (python -m omnigen.evaluate "
-                                          "ground_truth=true ... out=DIR): the table's ceiling row")
+    parser.add_argument(
+        "--minutes",
+        default=",".join(f"{m:g}" for m in REPORTED_MINUTES),
+        help="the training minutes whose metrics the table gives (and pairs), comma-separated",
+    )
+    parser.add_argument(
+        "--ceiling",
+        help="an evaluation of the ground truth (python -m omnigen.evaluate "
+        "ground_truth=true ... out=DIR): the table's ceiling row",
+    )
     args = parser.parse_args(argv)
     try:
         minutes = tuple(float(m) for m in args.minutes.split(","))
     except ValueError:
         parser.error(f"--minutes takes comma-separated numbers, got {args.minutes!r}")
-    records = summarise(named_runs(args.row, parser, "--row"), args.control,
-                        Path(args.ceiling) if args.ceiling else None, minutes)
+    records = summarise(
+        named_runs(args.row, parser, "--row"), args.control, Path(args.ceiling) if args.ceiling else None, minutes
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))

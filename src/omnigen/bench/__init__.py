@@ -65,30 +65,50 @@ def print_table(rows: list[dict[str, float]]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m omnigen.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m omnigen.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("benchmark", choices=["kv_cache", "loader", "packing", "train_step", "sampling"])
     parser.add_argument("--ckpt", help="a checkpoint or exported directory; default: the fit config's model, random")
     parser.add_argument("--override", action="append", default=[], help="a fit-config override, e.g. model=tiny")
     parser.add_argument("--size", type=int, default=32, help="output and input image side, pixels")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps per sample (default: kv_cache 20, sampling 50)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="Euler steps per sample (default: kv_cache 20, sampling 50)"
+    )
     parser.add_argument("--guidance", type=float, default=2.0, help="text guidance scale (kv_cache, sampling)")
     parser.add_argument("--img-guidance", type=float, default=1.5, help="image guidance scale (kv_cache, sampling)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each variant (median reported)")
     parser.add_argument("--batch", type=int, default=1, help="prompts per call")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index] (kv_cache, train_step, sampling)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                        help="float32, or autocast to bfloat16/float16 with fp32 weights (kv_cache, train_step, sampling)")
-    parser.add_argument("--compile", choices=["none", "ours", "both"], default="none",
-                        help="train_step, sampling: torch.compile our LLM, or both sides' transformers "
-                             "(compiling happens in the uncounted warm-up)")
-    parser.add_argument("--memory", action="store_true",
-                        help="on the CPU, also measure each side's peak resident memory (train_step, sampling; "
-                             "always measured on CUDA)")
-    parser.add_argument("--pack-tokens", type=int, default=1024,
-                        help="train_step, packing: our sequence-packing budget per row (model.pack_tokens)")
-    parser.add_argument("--batches", type=int, default=20, help="loader: batches per timed repeat; packing: batches read")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="float32, or autocast to bfloat16/float16 with fp32 weights (kv_cache, train_step, sampling)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "ours", "both"],
+        default="none",
+        help="train_step, sampling: torch.compile our LLM, or both sides' transformers "
+        "(compiling happens in the uncounted warm-up)",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="on the CPU, also measure each side's peak resident memory (train_step, sampling; "
+        "always measured on CUDA)",
+    )
+    parser.add_argument(
+        "--pack-tokens",
+        type=int,
+        default=1024,
+        help="train_step, packing: our sequence-packing budget per row (model.pack_tokens)",
+    )
+    parser.add_argument(
+        "--batches", type=int, default=20, help="loader: batches per timed repeat; packing: batches read"
+    )
     parser.add_argument("--workers", type=int, default=0, help="loader: DataLoader worker processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the settings and rows to this JSON file")
     return parser
@@ -102,8 +122,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     except ValueError as e:
         parser.error(str(e))
     if args.benchmark in ("loader", "packing") and (device.type != "cpu" or args.dtype != "float32"):
-        parser.error(f"{args.benchmark} reads the fit config's DataModule on the CPU: "
-                     "--device and --dtype are for kv_cache, train_step and sampling")
+        parser.error(
+            f"{args.benchmark} reads the fit config's DataModule on the CPU: "
+            "--device and --dtype are for kv_cache, train_step and sampling"
+        )
     if (args.memory or args.compile != "none") and args.benchmark not in ("train_step", "sampling"):
         parser.error("--memory and --compile are for train_step and sampling")
     if args.steps is None:
@@ -118,11 +140,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         rows = packing.run(args.override, args.batches, args.pack_tokens)
     else:
         module = build_module(args, device)
-        sampled = (f", {args.steps} steps, guidance {args.guidance}/{args.img_guidance} (text/image)"
-                   if args.benchmark in DEFAULT_STEPS else "")
-        print(f"{args.benchmark}: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, {device}, "
-              f"{args.dtype}, {torch.get_num_threads()} threads, compiled: {args.compile}, "
-              f"{sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M transformer parameters{sampled}")
+        sampled = (
+            f", {args.steps} steps, guidance {args.guidance}/{args.img_guidance} (text/image)"
+            if args.benchmark in DEFAULT_STEPS
+            else ""
+        )
+        print(
+            f"{args.benchmark}: {args.size}x{args.size}, batch {args.batch}, {args.repeats} repeats, {device}, "
+            f"{args.dtype}, {torch.get_num_threads()} threads, compiled: {args.compile}, "
+            f"{sum(p.numel() for p in module.transformer.parameters()) / 1e6:.2f}M transformer parameters{sampled}"
+        )
         if args.benchmark == "kv_cache":
             rows = kv_cache.run(OmniGenPipeline(module), args, device)
         else:
@@ -130,5 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     print_table(rows)
     if args.json:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"settings": settings | {"threads": torch.get_num_threads()}, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps({"settings": settings | {"threads": torch.get_num_threads()}, "rows": rows}, indent=2)
+        )
     return rows

@@ -44,9 +44,13 @@ def random_module(overrides: list[str]) -> OmniGenLitModule:
 
 def build_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
     """--ckpt's module, else the fit config's with random weights, on `device`. The benchmarks that run diffusers'
-    side beside ours (train_step, sampling) take 1-D positions, the only scheme its transformer expresses (tiny: omni)."""
-    overrides = ["model/positions=sequential", *args.override] if args.benchmark in ("train_step", "sampling") \
+    side beside ours (train_step, sampling) take 1-D positions, the only scheme its transformer expresses
+    (tiny: omni)."""
+    overrides = (
+        ["model/positions=sequential", *args.override]
+        if args.benchmark in ("train_step", "sampling")
         else args.override
+    )
     module = load_module(args.ckpt) if args.ckpt else random_module(overrides)
     return module.to(device)
 
@@ -75,8 +79,9 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def alternate(calls: dict[str, Callable[[], Tensor]], repeats: int,
-              device: torch.device) -> tuple[dict[str, float], dict[str, Tensor], dict[str, float]]:
+def alternate(
+    calls: dict[str, Callable[[], Tensor]], repeats: int, device: torch.device
+) -> tuple[dict[str, float], dict[str, Tensor], dict[str, float]]:
     """Each call once per repeat, the order reversed every repeat so machine noise hits all alike;
     repeat 0 warms up (allocator, thread pools, kernels) and is not counted. Returns the median
     seconds and the last output of each call and, on CUDA, its peak allocated MiB above what was
@@ -85,7 +90,7 @@ def alternate(calls: dict[str, Callable[[], Tensor]], repeats: int,
     outputs: dict[str, Tensor] = {}
     peaks: dict[str, float] = {}
     for r in range(repeats + 1):
-        for name in list(calls)[::1 if r % 2 else -1]:
+        for name in list(calls)[:: 1 if r % 2 else -1]:
             if device.type == "cuda":
                 before = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
@@ -103,8 +108,11 @@ def memory_columns(peaks: dict[str, float] | None) -> dict[str, float]:
     """The peak-memory columns of a row (none when memory was not measured)."""
     if not peaks:
         return {}
-    return {"ours peak MiB": peaks["ours"], "diffusers peak MiB": peaks["diffusers"],
-            "diffusers / ours memory": peaks["diffusers"] / peaks["ours"]}
+    return {
+        "ours peak MiB": peaks["ours"],
+        "diffusers peak MiB": peaks["diffusers"],
+        "diffusers / ours memory": peaks["diffusers"] / peaks["ours"],
+    }
 
 
 def matmul_flops_per_s(repeats: int, device: torch.device, dtype: str) -> float:
@@ -126,7 +134,9 @@ def diffusers_transformer(module: OmniGenLitModule, device: torch.device) -> tor
     from diffusers import OmniGenTransformer2DModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        return OmniGenTransformer2DModel.from_pretrained(write_diffusers_transformer(module.transformer, tmp)).to(device)
+        return OmniGenTransformer2DModel.from_pretrained(write_diffusers_transformer(module.transformer, tmp)).to(
+            device
+        )
 
 
 def input_images(n: int, size: int, batch: int, seed: int = 0) -> list[list[Tensor]]:

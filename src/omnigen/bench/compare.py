@@ -34,7 +34,9 @@ from omnigen.module import OmniGenLitModule
 SIDES = ("ours", "diffusers")
 
 
-def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+def compare(
+    bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespace, device: torch.device
+) -> list[dict[str, float]]:
     """One row per `bench_rows(bench)`: info, both medians, speed-up = diffusers / ours, peak memory
     (CUDA, or the CPU with --memory) and the largest difference between the outputs."""
     loaded = compiled(bench.setup(module, SIDES, device), module, args.compile)
@@ -43,10 +45,17 @@ def compare(bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespac
     for i, n in enumerate(bench_rows(bench)):
         info, calls = bench.row(module, loaded, n, args, device)
         times, outputs, cuda_peaks = alternate(calls, args.repeats, device)
-        rows.append({"input images": n, **info, "ours s": times["ours"], "diffusers s": times["diffusers"],
-                     "speed-up": times["diffusers"] / times["ours"],
-                     **memory_columns(cuda_peaks or (rss[i] if rss else None)),
-                     "max |diff|": (outputs["ours"].float() - outputs["diffusers"].float()).abs().max().item()})
+        rows.append(
+            {
+                "input images": n,
+                **info,
+                "ours s": times["ours"],
+                "diffusers s": times["diffusers"],
+                "speed-up": times["diffusers"] / times["ours"],
+                **memory_columns(cuda_peaks or (rss[i] if rss else None)),
+                "max |diff|": (outputs["ours"].float() - outputs["diffusers"].float()).abs().max().item(),
+            }
+        )
     return rows
 
 
@@ -88,8 +97,10 @@ def peak_rss_mib(call: Callable[[], Tensor]) -> float:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
     except OSError as e:
-        raise RuntimeError(f"cannot reset the resident-set high-water mark ({e}); CPU peak memory needs Linux's "
-                           "/proc/self/clear_refs: run without --memory") from e
+        raise RuntimeError(
+            f"cannot reset the resident-set high-water mark ({e}); CPU peak memory needs Linux's "
+            "/proc/self/clear_refs: run without --memory"
+        ) from e
     call()
     return _status_mib("VmHWM") - before
 
@@ -114,8 +125,10 @@ def cpu_peaks(args: argparse.Namespace) -> list[dict[str, float]]:
     print(f"measuring CPU peak memory: one fresh interpreter per side ({', '.join(SIDES)})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         outs = {side: Path(tmp) / f"{side}.json" for side in SIDES}
-        children = {side: subprocess.Popen([sys.executable, "-c", code, side, str(out), json.dumps(settings)])
-                    for side, out in outs.items()}
+        children = {
+            side: subprocess.Popen([sys.executable, "-c", code, side, str(out), json.dumps(settings)])
+            for side, out in outs.items()
+        }
         failed = {side: status for side, child in children.items() if (status := child.wait())}
         if failed:
             raise RuntimeError(f"CPU memory measurement failed (exit status per side: {failed}; the error is above)")

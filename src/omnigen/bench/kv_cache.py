@@ -17,13 +17,31 @@ def run(pipe: OmniGenPipeline, args: argparse.Namespace, device: torch.device) -
 
         def sample(cached: bool, images=images, n=n) -> torch.Tensor:
             with autocast(device, args.dtype):
-                return pipe.generate([PROMPTS[n]] * args.batch, images, args.size, args.size, args.steps, args.guidance,
-                                     args.img_guidance, generator=torch.Generator().manual_seed(0), use_kv_cache=cached)
+                return pipe.generate(
+                    [PROMPTS[n]] * args.batch,
+                    images,
+                    args.size,
+                    args.size,
+                    args.steps,
+                    args.guidance,
+                    args.img_guidance,
+                    generator=torch.Generator().manual_seed(0),
+                    use_kv_cache=cached,
+                )
 
-        times, outputs, _ = alternate({"kv-cache": lambda: sample(True), "no cache": lambda: sample(False)},
-                                      args.repeats, device)
+        times, outputs, _ = alternate(
+            {"kv-cache": lambda: sample(True), "no cache": lambda: sample(False)}, args.repeats, device
+        )
         prefix, output = prompt_tokens(pipe.module, n, args.size)
-        rows.append({"input images": n, "prefix tokens": prefix, "output tokens": output, "no cache s": times["no cache"],
-                     "kv-cache s": times["kv-cache"], "speed-up": times["no cache"] / times["kv-cache"],
-                     "max |diff|": (outputs["kv-cache"] - outputs["no cache"]).abs().max().item()})
+        rows.append(
+            {
+                "input images": n,
+                "prefix tokens": prefix,
+                "output tokens": output,
+                "no cache s": times["no cache"],
+                "kv-cache s": times["kv-cache"],
+                "speed-up": times["no cache"] / times["kv-cache"],
+                "max |diff|": (outputs["kv-cache"] - outputs["no cache"]).abs().max().item(),
+            }
+        )
     return rows

@@ -37,5 +37,13 @@ def run(overrides: list[str], batches: int, repeats: int, workers: int) -> list[
         times["training"].append(time.perf_counter() - start)
     loader_rate = samples / statistics.median(times["loader"])
     train_rate = samples / statistics.median(times["training"])
-    return [{"data": type(data).__name__, "workers": workers, "batch": len(ready[0]["instruction"]),
-             "loader samples/s": loader_rate, "training samples/s": train_rate, "loader / training": loader_rate / train_rate}]
+    return [
+        {
+            "data": type(data).__name__,
+            "workers": workers,
+            "batch": len(ready[0]["instruction"]),
+            "loader samples/s": loader_rate,
+            "training samples/s": train_rate,
+            "loader / training": loader_rate / train_rate,
+        }
+    ]

@@ -33,8 +33,13 @@ def run(overrides: list[str], batches: int, pack_tokens: int) -> list[dict[str, 
     figures: dict[str, list[float]] = defaultdict(list)
     for batch in itertools.islice(data.train_dataloader(), batches):
         # Only the latents' shapes matter for the layout: no VAE pass.
-        inputs = [[torch.zeros(channels, im.shape[-2] // f, im.shape[-1] // f) for im in ims] for ims in batch["input_images"]]
-        outputs = [module.num_tokens(torch.zeros(channels, im.shape[-2] // f, im.shape[-1] // f)) for im in batch["output_image"]]
+        inputs = [
+            [torch.zeros(channels, im.shape[-2] // f, im.shape[-1] // f) for im in ims] for ims in batch["input_images"]
+        ]
+        outputs = [
+            module.num_tokens(torch.zeros(channels, im.shape[-2] // f, im.shape[-1] // f))
+            for im in batch["output_image"]
+        ]
         prompts = module.tokenize(batch["instruction"], inputs)
         padded = module.processor.pack(prompts, outputs, None)
         figures["sizes"].append(len({tuple(im.shape[-2:]) for im in batch["output_image"]}))
@@ -44,11 +49,23 @@ def run(overrides: list[str], batches: int, pack_tokens: int) -> list[dict[str, 
             figures[f"{policy} after"].append(100 * packed.padding_waste)
             figures[f"{policy} rows"].append(packed.input_ids.shape[0])
             # compute saved is always estimated for dense attention, which is what runs on the CPU
-            figures[f"{policy} saved"].append(estimated_compute(padded, dense_cost) / estimated_compute(packed, dense_cost))
+            figures[f"{policy} saved"].append(
+                estimated_compute(padded, dense_cost) / estimated_compute(packed, dense_cost)
+            )
     median = {name: statistics.median(values) for name, values in figures.items()}
-    return [{"data": type(data).__name__, "batches": len(figures["before"]), "batch": len(batch["instruction"]),
-             "output sizes per batch": median["sizes"], "rows chosen for": policy,
-             "padding one per row %": median["before"], "padding packed %": median[f"{policy} after"],
-             "max padding packed %": max(figures[f"{policy} after"]), "rows one per row": len(batch["instruction"]),
-             "rows packed": median[f"{policy} rows"], "dense compute saved x": median[f"{policy} saved"]}
-            for policy in ("dense", "padding")]
+    return [
+        {
+            "data": type(data).__name__,
+            "batches": len(figures["before"]),
+            "batch": len(batch["instruction"]),
+            "output sizes per batch": median["sizes"],
+            "rows chosen for": policy,
+            "padding one per row %": median["before"],
+            "padding packed %": median[f"{policy} after"],
+            "max padding packed %": max(figures[f"{policy} after"]),
+            "rows one per row": len(batch["instruction"]),
+            "rows packed": median[f"{policy} rows"],
+            "dense compute saved x": median[f"{policy} saved"],
+        }
+        for policy in ("dense", "padding")
+    ]

@@ -6,9 +6,9 @@ processed inputs on, as pipelines/omnigen/pipeline_omnigen.py (0.42) writes it: 
 (FlowMatchEulerDiscreteScheduler as OmniGen-v1-diffusers configures it: one train timestep,
 inverted sigmas, so t = 0 is noise as ours) on sigmas linspace(1, 0, N + 1)[:N], which it
 inverts to t_i = i/N -- our uniform schedule -- and passes as `timestep` unchanged, as
-omnigen.convert.diffusers_inputs passes our t (its OmniGen embeds t in [0, 1], 0 = noise); rows stacked [cond | uncond | image-cond] (no
-image-cond row for text-only prompts), its CFG formula, the whole sequence recomputed every step
-(no kv-cache), and the attention mask and positions built by its OmniGenCollator. The prompts are
+omnigen.convert.diffusers_inputs passes our t (its OmniGen embeds t in [0, 1], 0 = noise); rows stacked
+[cond | uncond | image-cond] (no image-cond row for text-only prompts), its CFG formula, the whole sequence
+recomputed every step (no kv-cache), and the attention mask and positions built by its OmniGenCollator. The prompts are
 tokenised by our processor (the same prepared prompts on both sides) and both sides draw the
 same initial noise, so the final images should agree to float rounding.
 
@@ -36,9 +36,17 @@ from omnigen.processor import drop_text
 
 
 @torch.no_grad()
-def diffusers_generate(module: OmniGenLitModule, transformer: torch.nn.Module, prompts: list[str],
-                       images: list[list[Tensor]], size: int, steps: int, guidance_scale: float, img_guidance_scale: float,
-                       generator: torch.Generator) -> Tensor:
+def diffusers_generate(
+    module: OmniGenLitModule,
+    transformer: torch.nn.Module,
+    prompts: list[str],
+    images: list[list[Tensor]],
+    size: int,
+    steps: int,
+    guidance_scale: float,
+    img_guidance_scale: float,
+    generator: torch.Generator,
+) -> Tensor:
     """diffusers' OmniGen sampling loop -> (B, 3, size, size) images in [-1, 1] (see the module docstring)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.omnigen.pipeline_omnigen import retrieve_timesteps
@@ -53,8 +61,12 @@ def diffusers_generate(module: OmniGenLitModule, transformer: torch.nn.Module, p
     texts = prompts + [""] * n + ([drop_text(p) for p in prompts] if use_img_cfg else [])
     latents_in = inputs + [[] for _ in range(n)] + (inputs if use_img_cfg else [])
     f = module.vae.downsample_factor
-    latents = randn_tensor((n, transformer.config.in_channels, size // f, size // f), generator=generator,
-                           device=device, dtype=torch.float32)  # drawn on the generator's device, as ours
+    latents = randn_tensor(
+        (n, transformer.config.in_channels, size // f, size // f),
+        generator=generator,
+        device=device,
+        dtype=torch.float32,
+    )  # drawn on the generator's device, as ours
 
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, invert_sigmas=True)
     timesteps, _ = retrieve_timesteps(scheduler, steps, device, sigmas=np.linspace(1, 0, steps + 1)[:steps])
@@ -66,7 +78,7 @@ def diffusers_generate(module: OmniGenLitModule, transformer: torch.nn.Module, p
     for key in ("hidden_states", "timestep", "attention_mask", "position_ids"):
         del fixed[key]
     collator = OmniGenCollator()
-    padding = batch.layout.valid[:, :batch.layout.prefix_length].long().cpu()  # (rows, Lc)
+    padding = batch.layout.valid[:, : batch.layout.prefix_length].long().cpu()  # (rows, Lc)
     outputs = [batch.layout.num_output_tokens] * len(texts)
     mask, _ = collator.create_mask(padding, outputs)  # (rows, L, L)
     mask = collator.adjust_attention_for_input_images(mask, fixed["input_image_sizes"])
@@ -75,8 +87,9 @@ def diffusers_generate(module: OmniGenLitModule, transformer: torch.nn.Module, p
     branches = 3 if use_img_cfg else 2
     for t in timesteps:
         model_input = torch.cat([latents] * branches).to(transformer.dtype)  # (branches·B, C, h, w)
-        velocity = transformer(hidden_states=model_input, timestep=t.expand(model_input.shape[0]), return_dict=False,
-                               **fixed)[0]
+        velocity = transformer(
+            hidden_states=model_input, timestep=t.expand(model_input.shape[0]), return_dict=False, **fixed
+        )[0]
         if use_img_cfg:
             cond, uncond, img_cond = torch.split(velocity, len(velocity) // 3, dim=0)
             velocity = uncond + img_guidance_scale * (img_cond - uncond) + guidance_scale * (cond - img_cond)
@@ -89,25 +102,36 @@ def diffusers_generate(module: OmniGenLitModule, transformer: torch.nn.Module, p
 
 def setup(module: OmniGenLitModule, sides: Iterable[str], device: torch.device) -> dict[str, object]:
     """Our pipeline and/or diffusers' transformer on the same weights."""
-    return {side: OmniGenPipeline(module) if side == "ours" else diffusers_transformer(module, device).eval()
-            for side in sides}
+    return {
+        side: OmniGenPipeline(module) if side == "ours" else diffusers_transformer(module, device).eval()
+        for side in sides
+    }
 
 
-def row(module: OmniGenLitModule, loaded: dict[str, object], n: int, args: argparse.Namespace,
-        device: torch.device) -> tuple[dict[str, int], dict[str, Callable[[], Tensor]]]:
+def row(
+    module: OmniGenLitModule, loaded: dict[str, object], n: int, args: argparse.Namespace, device: torch.device
+) -> tuple[dict[str, int], dict[str, Callable[[], Tensor]]]:
     """PROMPTS[n] (--batch copies) with n random input images: (token counts, one sampling call per side)."""
     prompts, images = [PROMPTS[n]] * args.batch, input_images(n, args.size, args.batch)
     settings = (args.steps, args.guidance, args.img_guidance)
 
     def ours() -> Tensor:
         with autocast(device, args.dtype):
-            return loaded["ours"].generate(prompts, images, args.size, args.size, *settings,
-                                           generator=torch.Generator().manual_seed(0), use_kv_cache=True)
+            return loaded["ours"].generate(
+                prompts,
+                images,
+                args.size,
+                args.size,
+                *settings,
+                generator=torch.Generator().manual_seed(0),
+                use_kv_cache=True,
+            )
 
     def diffusers() -> Tensor:
         with autocast(device, args.dtype):
-            return diffusers_generate(module, loaded["diffusers"], prompts, images, args.size, *settings,
-                                      torch.Generator().manual_seed(0))
+            return diffusers_generate(
+                module, loaded["diffusers"], prompts, images, args.size, *settings, torch.Generator().manual_seed(0)
+            )
 
     prefix, output = prompt_tokens(module, n, args.size)
     calls = {"ours": ours, "diffusers": diffusers}
@@ -115,6 +139,8 @@ def row(module: OmniGenLitModule, loaded: dict[str, object], n: int, args: argpa
 
 
 def run(module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
-    print("ours: OmniGenPipeline.generate (kv-cache); diffusers: its transformer + scheduler in its pipeline's loop "
-          "(its OmniGenPipeline needs torchvision), the full sequence every step; both end at module.vae.decode")
+    print(
+        "ours: OmniGenPipeline.generate (kv-cache); diffusers: its transformer + scheduler in its pipeline's loop "
+        "(its OmniGenPipeline needs torchvision), the full sequence every step; both end at module.vae.decode"
+    )
     return compare(sys.modules[__name__], module, args, device)

@@ -44,11 +44,14 @@ def setup(module: OmniGenLitModule, sides: Iterable[str], device: torch.device) 
     return {side: model.train() for side, model in models.items()}
 
 
-def row(module: OmniGenLitModule, models: dict[str, nn.Module], n: int | str, args: argparse.Namespace,
-        device: torch.device) -> tuple[dict[str, float], dict[str, Callable[[], Tensor]]]:
+def row(
+    module: OmniGenLitModule, models: dict[str, nn.Module], n: int | str, args: argparse.Namespace, device: torch.device
+) -> tuple[dict[str, float], dict[str, Callable[[], Tensor]]]:
     """One batch of row `n`: (its token counts and padding, one training step per side)."""
     counts = [i % len(PROMPTS) for i in range(args.batch)] if n == "mixed" else [n] * args.batch
-    g = torch.Generator().manual_seed(len(ROWS) if n == "mixed" else n)  # drawn on the CPU: the same batch on any device
+    g = torch.Generator().manual_seed(
+        len(ROWS) if n == "mixed" else n
+    )  # drawn on the CPU: the same batch on any device
     c, side = module.vae.latent_channels, args.size // module.vae.downsample_factor
     x = torch.randn(args.batch, c, side, side, generator=g).to(device)  # (B, C, h, w)
     t = torch.rand(args.batch, generator=g).to(device)  # (B,)
@@ -70,26 +73,35 @@ def row(module: OmniGenLitModule, models: dict[str, nn.Module], n: int | str, ar
             loss.backward()
             model.zero_grad(set_to_none=True)  # each step starts without gradients (its peak memory includes them)
             return velocity.detach()
+
         return call
 
     lengths = padded.layout.valid.sum(dim=1).tolist()
-    info = {"sample tokens": f"{min(lengths)}-{max(lengths)}", "useful flops": training_step_flops(module, lengths),
-            "ours rows": packed.input_ids.shape[0], "padding ours %": 100 * packed.padding_waste,
-            "padding diffusers %": 100 * (1 - padded.layout.valid.float().mean().item())}
+    info = {
+        "sample tokens": f"{min(lengths)}-{max(lengths)}",
+        "useful flops": training_step_flops(module, lengths),
+        "ours rows": packed.input_ids.shape[0],
+        "padding ours %": 100 * packed.padding_waste,
+        "padding diffusers %": 100 * (1 - padded.layout.valid.float().mean().item()),
+    }
     return info, {side: step(side) for side in models}
 
 
 def run(module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
-    print(f"ours packs to {args.pack_tokens} tokens per row, diffusers pads one sample per row; "
-          "% matmul peak counts useful work only")
+    print(
+        f"ours packs to {args.pack_tokens} tokens per row, diffusers pads one sample per row; "
+        "% matmul peak counts useful work only"
+    )
     # The machine's matmul throughput before and after the rows, the better of the two: a busy
     # moment during one measurement would otherwise inflate every percentage.
     peaks = [matmul_flops_per_s(2 * args.repeats + 1, device, args.dtype)]
     rows = compare(sys.modules[__name__], module, args, device)
     peaks.append(matmul_flops_per_s(2 * args.repeats + 1, device, args.dtype))
     peak = max(peaks)
-    print(f"measured {args.dtype} matmul throughput on {device}: {', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s "
-          f"(before, after the rows); percentages use {peak / 1e9:.1f}")
+    print(
+        f"measured {args.dtype} matmul throughput on {device}: {', '.join(f'{p / 1e9:.1f}' for p in peaks)} GFLOP/s "
+        f"(before, after the rows); percentages use {peak / 1e9:.1f}"
+    )
     for row in rows:
         flops = row.pop("useful flops")
         for side in ("ours", "diffusers"):

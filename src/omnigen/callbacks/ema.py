@@ -33,6 +33,8 @@ class PowerEMAWeightAveraging(WeightAveraging):
         # the average is a full, unsharded copy updated from the module's own parameters: under FSDP
         # those are shards, so it would average the wrong tensors
         if isinstance(trainer.strategy, FSDPStrategy):
-            raise ValueError("callbacks.ema (an EMA of the full weights) does not support trainer=fsdp: "
-                             "add callbacks=default to train without it")
+            raise ValueError(
+                "callbacks.ema (an EMA of the full weights) does not support trainer=fsdp: "
+                "add callbacks=default to train without it"
+            )
         super().setup(trainer, pl_module, stage)

@@ -61,6 +61,7 @@ class WallClockCheckpoint(Callback):
         self.saved[minute] = {"step": trainer.global_step, "train_seconds": round(elapsed, 2)}
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            (self.dirpath / "wall_clock.json").write_text(json.dumps(
-                {checkpoint_name(m): record for m, record in self.saved.items()}, indent=1))
+            (self.dirpath / "wall_clock.json").write_text(
+                json.dumps({checkpoint_name(m): record for m, record in self.saved.items()}, indent=1)
+            )
         log.info("%.1f training minutes at step %d -> %s", minute, trainer.global_step, path)

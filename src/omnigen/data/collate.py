@@ -20,8 +20,10 @@ def to_tensor(image: Image.Image) -> Tensor:
 def collate_samples(samples: list[X2ISample], mixed_sizes: bool = False) -> dict[str, Any]:
     sizes = {s.output_image.size for s in samples}
     if len(sizes) != 1 and not mixed_sizes:
-        raise ValueError(f"a batch must share one output size, got {sorted(sizes)} (bucket the samples by size, "
-                         "or data.mixed_sizes=true: training packs any sizes)")
+        raise ValueError(
+            f"a batch must share one output size, got {sorted(sizes)} (bucket the samples by size, "
+            "or data.mixed_sizes=true: training packs any sizes)"
+        )
     outputs = [to_tensor(s.output_image) for s in samples]
     return {
         "instruction": [s.instruction for s in samples],

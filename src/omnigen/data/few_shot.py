@@ -24,8 +24,12 @@ def renumber(instruction: str, offset: int) -> str:
     return IMAGE_TAG.sub(lambda m: f"<|image_{int(m.group(1)) + offset}|>", instruction)
 
 
-def make_episode(examples: list[X2ISample], query: X2ISample, example_template: str = EXAMPLE_TEMPLATE,
-                 query_template: str = QUERY_TEMPLATE) -> X2ISample:
+def make_episode(
+    examples: list[X2ISample],
+    query: X2ISample,
+    example_template: str = EXAMPLE_TEMPLATE,
+    query_template: str = QUERY_TEMPLATE,
+) -> X2ISample:
     """One sample whose instruction shows `examples` (input images, instruction, output) before `query`."""
     parts, images = [], []
     for example in examples:
@@ -37,10 +41,16 @@ def make_episode(examples: list[X2ISample], query: X2ISample, example_template: 
     offset = len(images)
     parts.append(query_template.format(instruction=renumber(query.instruction, offset)))
     return X2ISample(
-        instruction=" ".join(parts), input_images=images + query.input_images, output_image=query.output_image,
-        family="few_shot", task=query.task, key=f"{query.key} with examples {', '.join(e.key for e in examples)}",
-        spec=query.spec, edit_source=None if query.edit_source is None else query.edit_source + offset,
-        notes=query.notes + [n for e in examples for n in e.notes])
+        instruction=" ".join(parts),
+        input_images=images + query.input_images,
+        output_image=query.output_image,
+        family="few_shot",
+        task=query.task,
+        key=f"{query.key} with examples {', '.join(e.key for e in examples)}",
+        spec=query.spec,
+        edit_source=None if query.edit_source is None else query.edit_source + offset,
+        notes=query.notes + [n for e in examples for n in e.notes],
+    )
 
 
 class EpisodeBuilder:
@@ -51,7 +61,9 @@ class EpisodeBuilder:
 
     def __init__(self, shots: int = 1, pool_size: int = 8) -> None:
         if shots < 1 or pool_size < shots:
-            raise ValueError(f"few-shot needs shots >= 1 and pool_size >= shots, got shots={shots}, pool_size={pool_size}")
+            raise ValueError(
+                f"few-shot needs shots >= 1 and pool_size >= shots, got shots={shots}, pool_size={pool_size}"
+            )
         self.shots, self.pool_size = shots, pool_size
 
     def __call__(self, records: Iterator[X2ISample | Skipped], stats: Counter[str]) -> Iterator[X2ISample | Skipped]:
@@ -62,7 +74,7 @@ class EpisodeBuilder:
                 continue
             pool = pools[record.task]
             if len(pool) >= self.shots:
-                yield make_episode(list(pool)[-self.shots:], record)
+                yield make_episode(list(pool)[-self.shots :], record)
             else:
                 stats["few_shot_warmup"] += 1
             pool.append(record)

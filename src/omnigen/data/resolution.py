@@ -42,13 +42,17 @@ class Resolution:
     @property
     def grid(self) -> int:
         if self.multiple is None:
-            raise RuntimeError("Resolution.multiple (pixels per token) is not set: the DataModule sets it from the "
-                               "model at setup, or pass data.resolution.multiple")
+            raise RuntimeError(
+                "Resolution.multiple (pixels per token) is not set: the DataModule sets it from the "
+                "model at setup, or pass data.resolution.multiple"
+            )
         return self.multiple
 
     def buckets(self) -> list[tuple[int, int]]:
         """(height, width) per aspect: on the token grid, at most size² pixels, as close to the aspect as it allows."""
-        return sorted({(self._floor(self.size * math.sqrt(a)), self._floor(self.size / math.sqrt(a))) for a in self.aspects})
+        return sorted(
+            {(self._floor(self.size * math.sqrt(a)), self._floor(self.size / math.sqrt(a))) for a in self.aspects}
+        )
 
     def _floor(self, pixels: float) -> int:
         return max(self.grid, int(pixels) // self.grid * self.grid)
@@ -73,8 +77,12 @@ class Resolution:
             scale = min(1.0, self.max_input_size / max(image.width, image.height))
             h, w = int(image.height * scale) // self.grid * self.grid, int(image.width * scale) // self.grid * self.grid
             if h == 0 or w == 0:
-                raise BadSample("empty_image", sample.key, f"input image {i + 1} ({image.width}×{image.height}) is smaller "
-                                                           f"than one token ({self.grid}×{self.grid} pixels)")
+                raise BadSample(
+                    "empty_image",
+                    sample.key,
+                    f"input image {i + 1} ({image.width}×{image.height}) is smaller "
+                    f"than one token ({self.grid}×{self.grid} pixels)",
+                )
             inputs.append(cover_crop(image, h, w))
         sample.input_images = inputs
         return sample

@@ -19,8 +19,20 @@ TASKS: dict[str, tuple[str, ...]] = {
     "mixed_modal": ("edit", "try_on", "style", "motion", "mixed"),
     "subject_driven": ("subject",),
     "visual_condition": ("canny", "hed", "depth", "skeleton", "bbox", "segmentation"),
-    "cv_tasks": ("deblur", "derain", "denoise", "inpaint", "outpaint", "colourise", "low_light",
-                 "edges", "depth", "pose", "segmentation", "referring"),
+    "cv_tasks": (
+        "deblur",
+        "derain",
+        "denoise",
+        "inpaint",
+        "outpaint",
+        "colourise",
+        "low_light",
+        "edges",
+        "depth",
+        "pose",
+        "segmentation",
+        "referring",
+    ),
     # Episodes of k example pairs + a query: the task is the query's, of any family above.
     "few_shot": (),
 }
@@ -100,7 +112,9 @@ def check_task(family: str, task: str, key: str) -> None:
         raise BadSample("unknown_task", key, f"unknown task family {family!r}; known: {', '.join(FAMILIES)}")
     known = {t for tasks in TASKS.values() for t in tasks} if family == "few_shot" else set(TASKS[family])
     if task.split("/")[0] not in known:
-        raise BadSample("unknown_task", key, f"unknown task {task!r} for family {family!r}; known: {', '.join(sorted(known))}")
+        raise BadSample(
+            "unknown_task", key, f"unknown task {task!r} for family {family!r}; known: {', '.join(sorted(known))}"
+        )
 
 
 def check_family_inputs(sample: X2ISample, family: str | None = None) -> None:
@@ -113,9 +127,13 @@ def check_family_inputs(sample: X2ISample, family: str | None = None) -> None:
         return
     needs = f"exactly {low}" if low == high else f"≥{low}" if high is None else f"{low}..{high}"
     fits = [f for f, (a, b) in INPUT_COUNTS.items() if f != "few_shot" and a <= n and (b is None or n <= b)]
-    raise BadSample("wrong_family", sample.key, f"a valid record, but it needs {needs} input image(s) for {family} "
-                                                f"and has {n}; it fits {' or '.join(fits) or 'no family'}: give it "
-                                                f"to that family's DataModule or set its \"family\"")
+    raise BadSample(
+        "wrong_family",
+        sample.key,
+        f"a valid record, but it needs {needs} input image(s) for {family} "
+        f"and has {n}; it fits {' or '.join(fits) or 'no family'}: give it "
+        f'to that family\'s DataModule or set its "family"',
+    )
 
 
 def as_rgb(image: Image.Image, name: str, sample: X2ISample) -> Image.Image:
@@ -139,11 +157,18 @@ def validate(sample: X2ISample) -> X2ISample:
     except PromptError as error:
         raise BadSample("image_count", sample.key, f"instruction: {error}") from None
     if sorted(set(ids)) != list(range(1, len(sample.input_images) + 1)):
-        raise BadSample("image_count", sample.key, f"instruction references images {sorted(set(ids))} but "
-                                                   f"{len(sample.input_images)} input image(s) were given")
+        raise BadSample(
+            "image_count",
+            sample.key,
+            f"instruction references images {sorted(set(ids))} but "
+            f"{len(sample.input_images)} input image(s) were given",
+        )
     if sample.edit_source is not None and not 0 <= sample.edit_source < len(sample.input_images):
-        raise BadSample("image_count", sample.key, f"edit_source={sample.edit_source} but there are "
-                                                   f"{len(sample.input_images)} input image(s)")
+        raise BadSample(
+            "image_count",
+            sample.key,
+            f"edit_source={sample.edit_source} but there are {len(sample.input_images)} input image(s)",
+        )
     sample.input_images = [as_rgb(im, f"input image {i + 1}", sample) for i, im in enumerate(sample.input_images)]
     sample.output_image = as_rgb(sample.output_image, "output image", sample)
     return sample

@@ -27,8 +27,15 @@ class ShapesX2IDataset(Dataset):
     size of the stage its optimizer step is in (step i // samples_per_step): the same samples, at a
     lower resolution first."""
 
-    def __init__(self, families: dict[str, float], image_size: int, seed: int, length: int,
-                 curriculum: Curriculum | None = None, samples_per_step: int = 1) -> None:
+    def __init__(
+        self,
+        families: dict[str, float],
+        image_size: int,
+        seed: int,
+        length: int,
+        curriculum: Curriculum | None = None,
+        samples_per_step: int = 1,
+    ) -> None:
         self.source = ShapesSource(families, image_size, seed, length)  # validates the families here, not in a worker
         self.image_size, self.curriculum, self.samples_per_step = image_size, curriculum, samples_per_step
 
@@ -45,8 +52,9 @@ class ShapesX2IDataset(Dataset):
         if size == self.image_size:
             return sample
         resize = lambda image: image.resize((size, size), Image.BICUBIC, reducing_gap=None)  # noqa: E731
-        return replace(sample, input_images=[resize(im) for im in sample.input_images],
-                       output_image=resize(sample.output_image))
+        return replace(
+            sample, input_images=[resize(im) for im in sample.input_images], output_image=resize(sample.output_image)
+        )
 
 
 class StreamSampler(DistributedSampler):
@@ -67,20 +75,35 @@ class StreamSampler(DistributedSampler):
 
 
 class ShapesX2IDataModule(LightningDataModule):
-    def __init__(self, families: dict[str, float] | None = None, image_size: int = 32, batch_size: int = 32,
-                 num_workers: int = 0, seed: int = 0, length: int = 1_000_000, curriculum: Curriculum | None = None) -> None:
+    def __init__(
+        self,
+        families: dict[str, float] | None = None,
+        image_size: int = 32,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        length: int = 1_000_000,
+        curriculum: Curriculum | None = None,
+    ) -> None:
         super().__init__()
         self.families = dict(families) if families is not None else {"text_to_image": 0.5, "mixed_modal": 0.5}
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.seed, self.length = seed, length
         if curriculum is not None:  # stages here change the resolution only (the mixture DataModule does the rest)
-            bad = [stage.name or str(i) for i, stage in enumerate(curriculum.stages)
-                   if stage.batch_size != batch_size or stage.mix is not None or stage.resolution_mode is not None
-                   or stage.image_size > image_size]
+            bad = [
+                stage.name or str(i)
+                for i, stage in enumerate(curriculum.stages)
+                if stage.batch_size != batch_size
+                or stage.mix is not None
+                or stage.resolution_mode is not None
+                or stage.image_size > image_size
+            ]
             if bad:
-                raise ValueError(f"curriculum stage(s) {bad}: Shapes-X2I stages keep the batch size ({batch_size}), "
-                                 f"the family mix and the resolution mode, and draw at most at image_size={image_size} "
-                                 "(data=mixture takes any stage)")
+                raise ValueError(
+                    f"curriculum stage(s) {bad}: Shapes-X2I stages keep the batch size ({batch_size}), "
+                    f"the family mix and the resolution mode, and draw at most at image_size={image_size} "
+                    "(data=mixture takes any stage)"
+                )
         self.train_set = ShapesX2IDataset(self.families, image_size, seed, length, curriculum)
 
     def setup(self, stage: str | None = None) -> None:
@@ -91,17 +114,27 @@ class ShapesX2IDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Called after a resumed checkpoint is restored: skip the batches it already trained on.
         trainer = self.trainer
-        rank, world, accumulate = ((trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches)
-                                   if trainer is not None else (0, 1, 1))
+        rank, world, accumulate = (
+            (trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches)
+            if trainer is not None
+            else (0, 1, 1)
+        )
         consumed = trainer.global_step * accumulate if trainer is not None else 0
         if consumed * self.batch_size * world >= self.length:
-            raise ValueError(f"the run has consumed {consumed} batches of {self.batch_size} on {world} rank(s), past "
-                             f"the stream's {self.length} samples; raise data.length")
+            raise ValueError(
+                f"the run has consumed {consumed} batches of {self.batch_size} on {world} rank(s), past "
+                f"the stream's {self.length} samples; raise data.length"
+            )
         self.train_set.samples_per_step = self.batch_size * world * accumulate  # an index's optimizer step
-        return DataLoader(self.train_set, batch_size=self.batch_size, drop_last=True,
-                          sampler=StreamSampler(consumed * self.batch_size * world, self.length, rank, world),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=collate_samples)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            drop_last=True,
+            sampler=StreamSampler(consumed * self.batch_size * world, self.length, rank, world),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_samples,
+        )
 
     def preview_samples(self, n: int) -> list[dict[str, Any]]:
         """n held-out samples cycling through the families with a non-zero ratio (for sample grids)."""

@@ -42,8 +42,9 @@ class FamilyStream:
     sources: list[Source]
     few_shot: EpisodeBuilder | None = None
 
-    def records(self, part: int, num_parts: int, epoch: int, shuffle: bool, seed: int,
-                stats: Counter[str]) -> Iterator[X2ISample | Skipped]:
+    def records(
+        self, part: int, num_parts: int, epoch: int, shuffle: bool, seed: int, stats: Counter[str]
+    ) -> Iterator[X2ISample | Skipped]:
         def checked() -> Iterator[X2ISample | Skipped]:
             for source in self.sources:
                 for record in source.read(part, num_parts, epoch, shuffle, seed):
@@ -53,8 +54,10 @@ class FamilyStream:
 
     def check(self, sample: X2ISample, source: Source) -> X2ISample | Skipped:
         if self.few_shot is None and sample.family != self.family:
-            raise ValueError(f"source {source.name!r} gives {sample.family!r} samples ({sample.key}) to the "
-                             f"{self.family!r} DataModule: give it to that family's DataModule, or set its family")
+            raise ValueError(
+                f"source {source.name!r} gives {sample.family!r} samples ({sample.key}) to the "
+                f"{self.family!r} DataModule: give it to that family's DataModule, or set its family"
+            )
         try:  # few-shot examples and queries keep their own family, and so its input counts
             check_family_inputs(sample)
         except BadSample as bad:
@@ -63,10 +66,19 @@ class FamilyStream:
 
 
 class X2IStream(IterableDataset):
-    def __init__(self, families: dict[str, FamilyStream], ratios: dict[str, float] | None, batch_size: int,
-                 resolution: Resolution, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
-                 checker: Callable[[X2ISample], None] | None = None, curriculum: Curriculum | None = None,
-                 mixed_sizes: bool = False) -> None:
+    def __init__(
+        self,
+        families: dict[str, FamilyStream],
+        ratios: dict[str, float] | None,
+        batch_size: int,
+        resolution: Resolution,
+        shuffle: bool = True,
+        seed: int = 0,
+        on_bad: str = "skip",
+        checker: Callable[[X2ISample], None] | None = None,
+        curriculum: Curriculum | None = None,
+        mixed_sizes: bool = False,
+    ) -> None:
         if on_bad not in ("skip", "error"):
             raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
         if ratios is not None and set(ratios) != set(families):
@@ -92,12 +104,15 @@ class X2IStream(IterableDataset):
         index = self.curriculum.index_at(batch_index // self.accumulate)
         stage = self.curriculum.stages[index]
         self.current_batch_size = stage.batch_size
-        self.resolution = replace(self.base_resolution, size=stage.image_size,
-                                  mode=stage.resolution_mode or self.base_resolution.mode)
+        self.resolution = replace(
+            self.base_resolution, size=stage.image_size, mode=stage.resolution_mode or self.base_resolution.mode
+        )
         if stage.mix is not None:
             if self.ratios is None or set(stage.mix) != set(self.ratios):
-                raise ValueError(f"stage {index} mix {sorted(stage.mix)} must name the mixture's families "
-                                 f"{sorted(self.ratios or {})}")
+                raise ValueError(
+                    f"stage {index} mix {sorted(stage.mix)} must name the mixture's families "
+                    f"{sorted(self.ratios or {})}"
+                )
             self.current_ratios = stage.mix
         else:
             self.current_ratios = self.ratios
@@ -140,8 +155,9 @@ class X2IStream(IterableDataset):
     def batch(self, samples: list[X2ISample], stats: Counter[str], messages: list[str]) -> dict:
         return collate_samples(samples, self.mixed_sizes) | {"data_stats": counts_only(stats, messages)["data_stats"]}
 
-    def samples(self, part: int, num_parts: int, epoch: int, stats: Counter[str],
-                messages: list[str]) -> Iterator[X2ISample | None]:
+    def samples(
+        self, part: int, num_parts: int, epoch: int, stats: Counter[str], messages: list[str]
+    ) -> Iterator[X2ISample | None]:
         """Records -> usable samples; skips are counted in `stats` (and raised with on_bad='error').
         Yields None after each STATS_FLUSH_RECORDS records in a row without a usable sample."""
         skipped = unusable = 0
@@ -175,8 +191,9 @@ class X2IStream(IterableDataset):
                 stats[f"converted_{note}"] += 1
             yield sample
 
-    def records(self, part: int, num_parts: int, epoch: int,
-                stats: Counter[str]) -> Iterator[tuple[str, X2ISample | Skipped]]:
+    def records(
+        self, part: int, num_parts: int, epoch: int, stats: Counter[str]
+    ) -> Iterator[tuple[str, X2ISample | Skipped]]:
         """(family name, record) pairs of this part."""
         if self.ratios is None:  # one family: one pass over its records is the epoch
             for name, family in self.families.items():
@@ -188,16 +205,22 @@ class X2IStream(IterableDataset):
         passes = dict.fromkeys(names, epoch)
         streams = {n: self.families[n].records(part, num_parts, epoch, self.shuffle, self.seed, stats) for n in names}
         while True:  # a mixture is endless: Lightning's max_steps ends it
-            p = np.asarray([self.current_ratios[n] for n in names], dtype=np.float64)  # a curriculum stage may change it
+            p = np.asarray(
+                [self.current_ratios[n] for n in names], dtype=np.float64
+            )  # a curriculum stage may change it
             name = names[int(rng.choice(len(names), p=p / p.sum()))]
             record = next(streams[name], None)
             if record is None:  # this family's part ran out: its next pass
                 passes[name] += 1
-                streams[name] = self.families[name].records(part, num_parts, passes[name], self.shuffle, self.seed, stats)
+                streams[name] = self.families[name].records(
+                    part, num_parts, passes[name], self.shuffle, self.seed, stats
+                )
                 record = next(streams[name], None)
                 if record is None:
-                    raise ValueError(f"family {name!r} has no records in part {part} of {num_parts} (ranks × workers): "
-                                     "give it more data or shards, or fewer workers")
+                    raise ValueError(
+                        f"family {name!r} has no records in part {part} of {num_parts} (ranks × workers): "
+                        "give it more data or shards, or fewer workers"
+                    )
             yield name, record
 
 
@@ -213,4 +236,3 @@ def on_bad_hint(reason: str) -> str:
     if reason == "wrong_family":
         return "data.on_bad=error stops at the first record this DataModule cannot use"
     return "data.on_bad=error; 'skip' counts and skips bad records"
-

@@ -25,8 +25,9 @@ def euler_sample(velocity: VelocityFn, noise: Tensor, num_steps: int) -> Tensor:
     return x
 
 
-def guided_velocity(cond: Tensor, uncond: Tensor, text_scale: float, image_cond: Tensor | None = None,
-                    image_scale: float = 1.0) -> Tensor:
+def guided_velocity(
+    cond: Tensor, uncond: Tensor, text_scale: float, image_cond: Tensor | None = None, image_scale: float = 1.0
+) -> Tensor:
     """Classifier-free guidance.
 
     Text only: u + s·(c − u). With input images (three branches):

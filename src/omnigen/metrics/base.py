@@ -114,7 +114,7 @@ def classify_kind(mask: np.ndarray, prefer: str | None = None) -> str:
     """
     rows, cols = np.nonzero(mask)
     top, bottom, left, right = rows.min() - 1, rows.max() + 2, cols.min() - 1, cols.max() + 2
-    padded = np.pad(mask, 1)[top + 1:bottom + 1, left + 1:right + 1]
+    padded = np.pad(mask, 1)[top + 1 : bottom + 1, left + 1 : right + 1]
     half0 = max(bottom - top, right - left) / 2 - 1
     y0 = np.arange(top, bottom)[:, None] + 0.5 - (top + bottom) / 2
     x0 = np.arange(left, right)[None, :] + 0.5 - (left + right) / 2
@@ -209,7 +209,7 @@ def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
     out = np.zeros_like(mask)
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            out |= padded[dy:dy + h, dx:dx + w]
+            out |= padded[dy : dy + h, dx : dx + w]
     return out
 
 

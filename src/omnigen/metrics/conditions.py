@@ -75,8 +75,9 @@ def adherence(kind: str, scene: Scene, found: list[Detection], size: int) -> dic
         scores["depth_accuracy"] = float((np.abs(generated - target) <= DEPTH_TOLERANCE).mean())
     else:
         boxes = [bounding_box(d.mask) for d in found]
-        scores["box_iou"] = float(np.mean([max((box_iou(t, b) for b in boxes), default=0.0)
-                                           for t in shape_boxes(truth, len(scene.shapes))]))
+        scores["box_iou"] = float(
+            np.mean([max((box_iou(t, b) for b in boxes), default=0.0) for t in shape_boxes(truth, len(scene.shapes))])
+        )
     return scores
 
 

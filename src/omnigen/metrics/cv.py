@@ -46,11 +46,16 @@ def map_scores(task: str, spec: dict[str, Any], generated: np.ndarray) -> dict[s
     if task == "segmentation":
         pred = nearest_class(generated, _SEGMENTATION_PALETTE)
         classes = kind_classes(truth, [s.kind for s in scene.shapes])
-        return {"seg_miou": mean_iou(pred, classes, len(_SEGMENTATION_PALETTE)),
-                "pixel_accuracy": float((pred == classes).mean())}
+        return {
+            "seg_miou": mean_iou(pred, classes, len(_SEGMENTATION_PALETTE)),
+            "pixel_accuracy": float((pred == classes).mean()),
+        }
     if task == "depth":
         error = np.abs(grey(generated) - depth_map(scene, truth)[..., 0])
-        return {"depth_accuracy": float((error <= DEPTH_TOLERANCE).mean()), "depth_score": float(1 - error.mean() / 255)}
+        return {
+            "depth_accuracy": float((error <= DEPTH_TOLERANCE).mean()),
+            "depth_score": float(1 - error.mean() / 255),
+        }
     index = scene.shapes.index(ShapeSpec.from_dict(spec["object"]))
     return {"mask_iou": iou(grey(generated) > 127, truth == index + 1)}
 

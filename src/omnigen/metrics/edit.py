@@ -58,7 +58,10 @@ def score_edit(spec: dict[str, Any], generated: np.ndarray, target: np.ndarray |
     found = detect(generated, expected_kinds(spec["target"]["shapes"] + [spec["edit"]["object"]]))
     keep = ~edit_region(spec, size)
     value = psnr(generated, target, keep)
-    scores = {"edit_correct": float(edit_correct(spec["edit"], found)),
-              "unchanged_psnr": value, "unchanged_score": psnr_score(value)}
+    scores = {
+        "edit_correct": float(edit_correct(spec["edit"], found)),
+        "unchanged_psnr": value,
+        "unchanged_score": psnr_score(value),
+    }
     target_scores = scene_scores(spec["target"], found, background_name(generated))
     return scores | {f"target_{k}": v for k, v in target_scores.items()}

@@ -69,10 +69,12 @@ def sincos_2d_table(dim: int, grid_size: int, base_size: int = 64) -> Tensor:
 def crop_pos_embed(table: Tensor, grid_size: int, height: int, width: int) -> Tensor:
     """Centre crop of the (1, G², D) table for an height × width patch grid -> (1, h·w, D)."""
     if height > grid_size or width > grid_size:
-        raise ValueError(f"a {height}×{width} patch grid exceeds the position grid {grid_size}×{grid_size}; "
-                         "raise pos_embed_max_size or use smaller images")
+        raise ValueError(
+            f"a {height}×{width} patch grid exceeds the position grid {grid_size}×{grid_size}; "
+            "raise pos_embed_max_size or use smaller images"
+        )
     top, left = (grid_size - height) // 2, (grid_size - width) // 2
-    spatial = table.reshape(1, grid_size, grid_size, -1)[:, top:top + height, left:left + width]  # (1, h, w, D)
+    spatial = table.reshape(1, grid_size, grid_size, -1)[:, top : top + height, left : left + width]  # (1, h, w, D)
     return spatial.reshape(1, height * width, -1)
 
 
@@ -99,7 +101,9 @@ class FinalLayer(nn.Module):
             shift, scale = shift[:, None], scale[:, None]  # (B, 1, D): one sample's t for all its tokens
         else:
             repeats = torch.tensor(tokens_per_sample, device=x.device)
-            shift, scale = (m.repeat_interleave(repeats, dim=0, output_size=x.shape[0]) for m in (shift, scale))  # (ΣN, D)
+            shift, scale = (
+                m.repeat_interleave(repeats, dim=0, output_size=x.shape[0]) for m in (shift, scale)
+            )  # (ΣN, D)
         x = self.norm_final(x) * (1 + scale) + shift  # (B, N, D) or (ΣN, D)
         return self.linear(x)  # (B, N, p*p*C) or (ΣN, p*p*C)
 
@@ -110,4 +114,3 @@ def unpatchify(tokens: Tensor, patch_size: int, channels: int, height: int, widt
     x = tokens.reshape(b, height, width, p, p, channels)  # (B, h, w, p, p, C)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, C, h, p, w, p)
     return x.reshape(b, channels, height * p, width * p)
-

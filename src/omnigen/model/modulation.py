@@ -27,8 +27,10 @@ BLOCKS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 def decoder_layers(llm: nn.Module) -> list[nn.Module]:
     layers = [m for m in llm.modules() if all(isinstance(getattr(m, name, None), nn.Module) for name in BLOCKS)]
     if not layers:
-        raise ValueError(f"{type(llm).__name__} has no decoder layers with {', '.join(BLOCKS)}: adaLN in every layer "
-                         "needs a Llama-family decoder (Llama, Phi-3, Qwen2, Mistral, Gemma)")
+        raise ValueError(
+            f"{type(llm).__name__} has no decoder layers with {', '.join(BLOCKS)}: adaLN in every layer "
+            "needs a Llama-family decoder (Llama, Phi-3, Qwen2, Mistral, Gemma)"
+        )
     return layers
 
 
@@ -37,8 +39,9 @@ class LayerModulation(nn.Module):
         super().__init__()
         layers = decoder_layers(llm)
         # Per layer: shift, scale and gate of the attention block, then of the MLP block.
-        self.modulation = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
-                                        for _ in layers)
+        self.modulation = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size)) for _ in layers
+        )
         for mlp in self.modulation:
             nn.init.zeros_(mlp[1].weight)
             nn.init.zeros_(mlp[1].bias)
@@ -82,7 +85,7 @@ class LayerModulation(nn.Module):
 def left_padded_owner(rows: int, length: int, modulated: int, device: torch.device) -> Tensor:
     """(rows, length): row b owns its last `modulated` tokens (time token and output image), -1 elsewhere."""
     owner = torch.full((rows, length), -1, dtype=torch.long, device=device)
-    owner[:, length - modulated:] = torch.arange(rows, device=device)[:, None]
+    owner[:, length - modulated :] = torch.arange(rows, device=device)[:, None]
     return owner
 
 

@@ -17,7 +17,14 @@ from transformers import DynamicCache
 
 from omnigen.flow.rectified import velocity_from_image
 from omnigen.model.backbone.base import check_backbone
-from omnigen.model.embeddings import FinalLayer, PatchEmbed, TimestepEmbedder, crop_pos_embed, sincos_2d_table, unpatchify
+from omnigen.model.embeddings import (
+    FinalLayer,
+    PatchEmbed,
+    TimestepEmbedder,
+    crop_pos_embed,
+    sincos_2d_table,
+    unpatchify,
+)
 from omnigen.model.masks.base import MaskStrategy, SequenceLayout
 from omnigen.model.modulation import LayerModulation, left_padded_owner, packed_owner
 from omnigen.model.positions import PositionScheme, SequentialPositions
@@ -31,9 +38,17 @@ PREDICTIONS = ("velocity", "image")
 
 
 class OmniGen(nn.Module):
-    def __init__(self, llm: nn.Module, mask: MaskStrategy, in_channels: int, patch_size: int = 2,
-                 pos_embed_max_size: int = 192, positions: PositionScheme | None = None,
-                 modulate_layers: bool = False, prediction: str = "velocity") -> None:
+    def __init__(
+        self,
+        llm: nn.Module,
+        mask: MaskStrategy,
+        in_channels: int,
+        patch_size: int = 2,
+        pos_embed_max_size: int = 192,
+        positions: PositionScheme | None = None,
+        modulate_layers: bool = False,
+        prediction: str = "velocity",
+    ) -> None:
         super().__init__()
         check_backbone(llm)
         if prediction not in PREDICTIONS:
@@ -88,13 +103,23 @@ class OmniGen(nn.Module):
         tokens = [self.embed_image(z[None], self.input_x_embedder)[0] for z in input_latents]  # [(h·w, D), ...]
         num_tokens, num_slots = sum(t.shape[0] for t in tokens), int(image_token_mask.sum())
         if num_tokens != num_slots:
-            raise ValueError(f"{len(tokens)} input latent(s) give {num_tokens} image tokens for {num_slots} placeholder positions")
+            raise ValueError(
+                f"{len(tokens)} input latent(s) give {num_tokens} image tokens for {num_slots} placeholder positions"
+            )
         if not tokens:
             return embeds
         return embeds.masked_scatter(image_token_mask[..., None], torch.cat(tokens).to(embeds.dtype))
 
-    def forward(self, x_t: Tensor, t: Tensor, input_ids: Tensor, image_token_mask: Tensor,
-                input_latents: list[Tensor], layout: SequenceLayout, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        input_ids: Tensor,
+        image_token_mask: Tensor,
+        input_latents: list[Tensor],
+        layout: SequenceLayout,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
         """Velocity of the output image.
 
         x_t: (B, C, H, W) noisy output latent; t: (B,) in [0, 1]; input_ids, image_token_mask:
@@ -105,12 +130,15 @@ class OmniGen(nn.Module):
         if layout.packed:
             raise ValueError("a packed layout goes through forward_packed")
         if layout.prefix_length != input_ids.shape[1]:
-            raise ValueError(f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens")
+            raise ValueError(
+                f"layout prefix {layout.prefix_length} does not match the condition's {input_ids.shape[1]} tokens"
+            )
         condition = self.condition_embeds(input_ids, image_token_mask, input_latents)  # (B, Lc, D)
         return self._velocity(x_t, t, layout, attention_mask, condition=condition)
 
-    def forward_packed(self, x_t: Tensor | list[Tensor], t: Tensor, batch: PackedBatch,
-                       input_latents: list[Tensor]) -> Tensor | list[Tensor]:
+    def forward_packed(
+        self, x_t: Tensor | list[Tensor], t: Tensor, batch: PackedBatch, input_latents: list[Tensor]
+    ) -> Tensor | list[Tensor]:
         """Velocities of samples packed several to a row (see `OmniGenProcessor.pack`).
 
         x_t: the noisy output latents, (S, C, h, w) when they share a size, else a list of each
@@ -118,34 +146,46 @@ class OmniGen(nn.Module):
         the velocities in the same form as x_t.
         """
         if len(x_t) != len(batch.output_tokens) or t.shape != (len(x_t),):
-            raise ValueError(f"{len(x_t)} latents and t {tuple(t.shape)} for a batch of {len(batch.output_tokens)} samples")
+            raise ValueError(
+                f"{len(x_t)} latents and t {tuple(t.shape)} for a batch of {len(batch.output_tokens)} samples"
+            )
         grids = [self.patch_grid(x) for x in x_t]
         if [h * w for h, w in grids] != batch.output_tokens:
-            raise ValueError(f"latents give {[h * w for h, w in grids]} output tokens, the batch was packed for "
-                             f"{batch.output_tokens}")
+            raise ValueError(
+                f"latents give {[h * w for h, w in grids]} output tokens, the batch was packed for "
+                f"{batch.output_tokens}"
+            )
         condition = self.condition_embeds(batch.input_ids, batch.image_token_mask, input_latents)  # (R, L, D)
         rows, length, hidden = condition.shape
         time_tokens = self.time_token(t).to(condition.dtype)  # (S, D)
         if isinstance(x_t, Tensor):  # one patch embedding for the batch
             outputs = [self.embed_image(x_t.to(condition.dtype), self.x_embedder).reshape(-1, hidden)]  # [(S·N, D)]
         else:
-            outputs = [self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t]  # [(N_s, D), ...]
+            outputs = [
+                self.embed_image(x[None].to(condition.dtype), self.x_embedder)[0] for x in x_t
+            ]  # [(N_s, D), ...]
         placed = torch.cat([batch.time_index, batch.output_index])
         sequence = condition.reshape(rows * length, hidden).index_copy(0, placed, torch.cat([time_tokens, *outputs]))
         time_embedding = self.t_embedder(t).to(condition.dtype)  # (S, D)
-        self._modulate(time_embedding, lambda: packed_owner(rows, length, batch.time_index, batch.output_index,
-                                                            batch.output_tokens))
-        out = self.llm(inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
-                       attention_mask=self.attention_mask(batch.layout, condition.dtype),
-                       position_ids=self.positions.position_ids(batch.layout)).last_hidden_state
+        self._modulate(
+            time_embedding,
+            lambda: packed_owner(rows, length, batch.time_index, batch.output_index, batch.output_tokens),
+        )
+        out = self.llm(
+            inputs_embeds=sequence.view(rows, length, hidden),  # (R, L, D)
+            attention_mask=self.attention_mask(batch.layout, condition.dtype),
+            position_ids=self.positions.position_ids(batch.layout),
+        ).last_hidden_state
         out = out.reshape(rows * length, hidden)[batch.output_index]  # (ΣN, D), sample after sample
         tokens = self.final_layer(out, time_embedding.to(out.dtype), batch.output_tokens)  # (ΣN, p*p*C)
         if isinstance(x_t, Tensor):
             h, w = grids[0]
             out = unpatchify(tokens.view(len(x_t), h * w, -1), self.patch_size, self.in_channels, h, w)  # (S, C, H, W)
             return self._as_velocity(out, x_t, t)
-        return [self._as_velocity(unpatchify(tok[None], self.patch_size, self.in_channels, h, w), x[None], t[i:i + 1])[0]
-                for i, (tok, x, (h, w)) in enumerate(zip(tokens.split(batch.output_tokens), x_t, grids, strict=True))]
+        return [
+            self._as_velocity(unpatchify(tok[None], self.patch_size, self.in_channels, h, w), x[None], t[i : i + 1])[0]
+            for i, (tok, x, (h, w)) in enumerate(zip(tokens.split(batch.output_tokens), x_t, grids, strict=True))
+        ]
 
     @property
     def attention_implementation(self) -> str:
@@ -153,7 +193,9 @@ class OmniGen(nn.Module):
         a BlockMask. Others (e.g. flash_attention_2) ignore a 4-D mask, so samples would see each other."""
         name = getattr(self.llm.config, "_attn_implementation", None) or "eager"
         if name not in ATTENTION_WITH_MASKS:
-            raise ValueError(f"backbone attention {name!r} cannot take OmniGen's masks: use one of {ATTENTION_WITH_MASKS}")
+            raise ValueError(
+                f"backbone attention {name!r} cannot take OmniGen's masks: use one of {ATTENTION_WITH_MASKS}"
+            )
         return name
 
     def linear_weights(self) -> int:
@@ -175,8 +217,9 @@ class OmniGen(nn.Module):
             return self.mask.block_mask(layout, query_start)
         return self.mask.dense(layout, dtype)[:, :, query_start:]  # (B, 1, L - query_start, L)
 
-    def cache_prefix(self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor],
-                     layout: SequenceLayout) -> DynamicCache:
+    def cache_prefix(
+        self, input_ids: Tensor, image_token_mask: Tensor, input_latents: list[Tensor], layout: SequenceLayout
+    ) -> DynamicCache:
         """Keys/values of the condition prefix, computed once for all sampling steps.
 
         Only sound when the mask strategy is prefix-independent: then no prefix token sees the
@@ -189,18 +232,26 @@ class OmniGen(nn.Module):
         # A cache without the config: sliding-window layers would drop old prefix keys.
         cache = DynamicCache()
         self._modulate(None)  # the condition is never modulated
-        self.llm(inputs_embeds=condition, attention_mask=self.attention_mask(layout.prefix(), condition.dtype),
-                 position_ids=self.positions.position_ids(layout)[:, :prefix], cache=cache, use_cache=True)
+        self.llm(
+            inputs_embeds=condition,
+            attention_mask=self.attention_mask(layout.prefix(), condition.dtype),
+            position_ids=self.positions.position_ids(layout)[:, :prefix],
+            cache=cache,
+            use_cache=True,
+        )
         return cache
 
-    def forward_cached(self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout,
-                       attention_mask: Tensor | None = None) -> Tensor:
+    def forward_cached(
+        self, x_t: Tensor, t: Tensor, cache: DynamicCache, layout: SequenceLayout, attention_mask: Tensor | None = None
+    ) -> Tensor:
         """Velocity of the output image, running only `[time | output]` against a `cache_prefix` cache.
 
         The cache is cropped back to the prefix afterwards, so it serves the next step unchanged.
         """
         if cache.get_seq_length() != layout.prefix_length:
-            raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, the layout's prefix is {layout.prefix_length}")
+            raise ValueError(
+                f"the cache holds {cache.get_seq_length()} tokens, the layout's prefix is {layout.prefix_length}"
+            )
         self._check_step(x_t, layout, attention_mask, layout.num_output_tokens + 1)  # before the crop below can run
         try:
             return self._velocity(x_t, t, layout, attention_mask, cache=cache)
@@ -212,8 +263,9 @@ class OmniGen(nn.Module):
         if self.layer_modulation is not None:
             self.layer_modulation.use(time_embedding, owner() if time_embedding is not None else None)
 
-    def _check_step(self, x_t: Tensor, layout: SequenceLayout, attention_mask: Tensor | BlockMask | None,
-                    queries: int) -> None:
+    def _check_step(
+        self, x_t: Tensor, layout: SequenceLayout, attention_mask: Tensor | BlockMask | None, queries: int
+    ) -> None:
         """Fail, saying why, when x_t, the layout and the mask for the `queries` tokens run now disagree."""
         h, w = self.patch_grid(x_t)
         if layout.packed:
@@ -221,11 +273,20 @@ class OmniGen(nn.Module):
         if layout.num_output_tokens != h * w:
             raise ValueError(f"layout ({layout.num_output_tokens} output tokens) does not match x_t ({h * w})")
         if attention_mask is not None and attention_mask.shape[-2] != queries:
-            raise ValueError(f"attention_mask has {attention_mask.shape[-2]} query rows for the {queries} tokens run "
-                             "now: build it with attention_mask(layout, dtype, query_start)")
+            raise ValueError(
+                f"attention_mask has {attention_mask.shape[-2]} query rows for the {queries} tokens run "
+                "now: build it with attention_mask(layout, dtype, query_start)"
+            )
 
-    def _velocity(self, x_t: Tensor, t: Tensor, layout: SequenceLayout, attention_mask: Tensor | None,
-                  condition: Tensor | None = None, cache: DynamicCache | None = None) -> Tensor:
+    def _velocity(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        layout: SequenceLayout,
+        attention_mask: Tensor | None,
+        condition: Tensor | None = None,
+        cache: DynamicCache | None = None,
+    ) -> Tensor:
         """Run `[condition | time | output]` (or `[time | output]` after a cached prefix) -> (B, C, H, W).
         Left-padded layouts only: packed batches go through `forward_packed`."""
         h, w = self.patch_grid(x_t)
@@ -241,9 +302,13 @@ class OmniGen(nn.Module):
             attention_mask = self.attention_mask(layout, dtype, start)
         time_embedding = self.t_embedder(t).to(dtype)  # (B, D)
         self._modulate(time_embedding, lambda: left_padded_owner(*sequence.shape[:2], num_output + 1, sequence.device))
-        hidden = self.llm(inputs_embeds=sequence, attention_mask=attention_mask,
-                          position_ids=self.positions.position_ids(layout)[:, start:], cache=cache,
-                          use_cache=cache is not None).last_hidden_state
+        hidden = self.llm(
+            inputs_embeds=sequence,
+            attention_mask=attention_mask,
+            position_ids=self.positions.position_ids(layout)[:, start:],
+            cache=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
         tokens = self.final_layer(hidden[:, -num_output:], time_embedding.to(hidden.dtype))  # (B, N, p*p*C)
         return self._as_velocity(unpatchify(tokens, self.patch_size, self.in_channels, h, w), x_t, t)  # (B, C, H, W)
 

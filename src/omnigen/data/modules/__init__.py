@@ -7,5 +7,13 @@ from omnigen.data.modules.subject_driven import SubjectDrivenDataModule
 from omnigen.data.modules.text_to_image import TextToImageDataModule
 from omnigen.data.modules.visual_condition import VisualConditionDataModule
 
-__all__ = ["CvTasksDataModule", "FewShotDataModule", "MixedModalDataModule", "MixtureDataModule",
-           "SubjectDrivenDataModule", "TextToImageDataModule", "VisualConditionDataModule", "X2IDataModule"]
+__all__ = [
+    "CvTasksDataModule",
+    "FewShotDataModule",
+    "MixedModalDataModule",
+    "MixtureDataModule",
+    "SubjectDrivenDataModule",
+    "TextToImageDataModule",
+    "VisualConditionDataModule",
+    "X2IDataModule",
+]

@@ -36,7 +36,9 @@ class TokenBudget:
     def __call__(self, sample: X2ISample) -> None:
         f = self.pixels_per_token
         try:  # placeholders were validated already: what is left to fail is the token limit
-            self.processor.tokenize(sample.instruction, [(im.height // f) * (im.width // f) for im in sample.input_images])
+            self.processor.tokenize(
+                sample.instruction, [(im.height // f) * (im.width // f) for im in sample.input_images]
+            )
         except PromptError as error:
             raise BadSample("too_many_tokens", sample.key, str(error)) from None
 
@@ -58,8 +60,9 @@ class DataAccounting:
 
     def describe(self) -> str:
         """The counts by reason and the latest skipped records, for an error message."""
-        counts = ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in sorted(self.totals.items())
-                           if k.startswith("skipped_"))
+        counts = ", ".join(
+            f"{k.removeprefix('skipped_')}: {v}" for k, v in sorted(self.totals.items()) if k.startswith("skipped_")
+        )
         return f"({counts or 'nothing skipped'}); latest: " + (" | ".join(self.recent) or "none")
 
     def update(self, stats: dict[str, Any]) -> dict[str, float]:
@@ -70,8 +73,11 @@ class DataAccounting:
         read = skipped + samples
         fraction = skipped / read if read else 0.0
         if read >= self.min_records and (fraction > self.max_skip_fraction or samples == 0):
-            why = (f"over data.max_skip_fraction={self.max_skip_fraction}" if fraction > self.max_skip_fraction
-                   else "not one usable")
+            why = (
+                f"over data.max_skip_fraction={self.max_skip_fraction}"
+                if fraction > self.max_skip_fraction
+                else "not one usable"
+            )
             raise RuntimeError(f"{skipped} of {read} records skipped ({fraction:.1%}), {why} {self.describe()}")
         figures = {f"skipped_{r}": float(self.totals[f"skipped_{r}"]) for r in SKIP_REASONS}
         figures["skipped_fraction"] = fraction
@@ -102,18 +108,30 @@ class AccountedLoader(DataLoader):
             yield item
         if batches == 0:
             totals = self.accounting.totals
-            raise RuntimeError(f"a whole pass over the data formed no batch: {self.accounting.skipped} record(s) "
-                               f"skipped and {totals['samples']} usable so far {self.accounting.describe()}; "
-                               f"sources: {', '.join(s.name for f in self.dataset.families.values() for s in f.sources)}")
+            raise RuntimeError(
+                f"a whole pass over the data formed no batch: {self.accounting.skipped} record(s) "
+                f"skipped and {totals['samples']} usable so far {self.accounting.describe()}; "
+                f"sources: {', '.join(s.name for f in self.dataset.families.values() for s in f.sources)}"
+            )
 
 
 class X2IDataModule(LightningDataModule):
     family = ""  # its samples' input-image counts: schema.INPUT_COUNTS
 
-    def __init__(self, sources: list[Source], batch_size: int = 32, resolution: Resolution | None = None,
-                 num_workers: int = 0, shuffle: bool = True, seed: int = 0, on_bad: str = "skip",
-                 max_skip_fraction: float = 0.05, few_shot: EpisodeBuilder | None = None,
-                 curriculum: Curriculum | None = None, mixed_sizes: bool = False) -> None:
+    def __init__(
+        self,
+        sources: list[Source],
+        batch_size: int = 32,
+        resolution: Resolution | None = None,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        on_bad: str = "skip",
+        max_skip_fraction: float = 0.05,
+        few_shot: EpisodeBuilder | None = None,
+        curriculum: Curriculum | None = None,
+        mixed_sizes: bool = False,
+    ) -> None:
         """`curriculum`: stages whose batch size, image size (the resolution's `size`) and mix replace
         `batch_size`, `resolution.size` and the mixture's ratios at each stage's steps. `mixed_sizes`:
         batches take any output sizes (resolution modes raw/buckets) instead of one size each; the
@@ -147,9 +165,18 @@ class X2IDataModule(LightningDataModule):
         self.checker = TokenBudget(module.processor, module.pixels_per_token)
 
     def stream(self, shuffle: bool | None = None, seed: int | None = None) -> X2IStream:
-        stream = X2IStream(self.family_streams(), self.ratios(), self.batch_size, self.resolution,
-                           self.shuffle if shuffle is None else shuffle, self.seed if seed is None else seed,
-                           self.on_bad, self.checker, self.curriculum, self.mixed_sizes)
+        stream = X2IStream(
+            self.family_streams(),
+            self.ratios(),
+            self.batch_size,
+            self.resolution,
+            self.shuffle if shuffle is None else shuffle,
+            self.seed if seed is None else seed,
+            self.on_bad,
+            self.checker,
+            self.curriculum,
+            self.mixed_sizes,
+        )
         if self.trainer is not None:
             stream.rank, stream.world_size = self.trainer.global_rank, self.trainer.world_size
             stream.accumulate = self.trainer.accumulate_grad_batches
@@ -159,13 +186,17 @@ class X2IDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.trainer is not None and self.trainer.global_step > 0:
-            log.warning("resuming at step %d: the %s stream restarts its epoch from the beginning (only the "
-                        "Shapes-X2I quickstart DataModule resumes at the exact sample)", self.trainer.global_step,
-                        type(self).__name__)
+            log.warning(
+                "resuming at step %d: the %s stream restarts its epoch from the beginning (only the "
+                "Shapes-X2I quickstart DataModule resumes at the exact sample)",
+                self.trainer.global_step,
+                type(self).__name__,
+            )
         # Batches are formed inside the stream (by output size), so the loader does not batch.
         # Persistent workers keep their stream's epoch counter, so each epoch reshuffles.
-        return AccountedLoader(self.stream(), self.accounting, num_workers=self.num_workers,
-                               persistent_workers=self.num_workers > 0)
+        return AccountedLoader(
+            self.stream(), self.accounting, num_workers=self.num_workers, persistent_workers=self.num_workers > 0
+        )
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if "data_stats" in batch:

@@ -13,17 +13,37 @@ from omnigen.data.stream import FamilyStream
 class MixtureDataModule(X2IDataModule):
     family = "mixture"
 
-    def __init__(self, families: dict[str, X2IDataModule], ratios: dict[str, float], batch_size: int = 32,
-                 resolution: Resolution | None = None, num_workers: int = 0, shuffle: bool = True, seed: int = 0,
-                 on_bad: str = "skip", max_skip_fraction: float = 0.05, curriculum: Curriculum | None = None,
-                 mixed_sizes: bool = False) -> None:
+    def __init__(
+        self,
+        families: dict[str, X2IDataModule],
+        ratios: dict[str, float],
+        batch_size: int = 32,
+        resolution: Resolution | None = None,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        on_bad: str = "skip",
+        max_skip_fraction: float = 0.05,
+        curriculum: Curriculum | None = None,
+        mixed_sizes: bool = False,
+    ) -> None:
         """`families`: name -> a family DataModule (its sources, checks and few-shot settings are used;
         batching, resolution, workers and the bad-input policy are the mixture's)."""
         if set(families) != set(ratios):
             raise ValueError(f"ratios {sorted(ratios)} must name exactly the families {sorted(families)}")
         sources = [source for module in families.values() for source in module.sources]
-        super().__init__(sources, batch_size, resolution, num_workers, shuffle, seed, on_bad, max_skip_fraction,
-                         curriculum=curriculum, mixed_sizes=mixed_sizes)
+        super().__init__(
+            sources,
+            batch_size,
+            resolution,
+            num_workers,
+            shuffle,
+            seed,
+            on_bad,
+            max_skip_fraction,
+            curriculum=curriculum,
+            mixed_sizes=mixed_sizes,
+        )
         self.members, self.mix = dict(families), dict(ratios)
 
     def family_streams(self) -> dict[str, FamilyStream]:

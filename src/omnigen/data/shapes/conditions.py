@@ -106,7 +106,7 @@ def inpaint_box(rng: np.random.Generator, scene: Scene, labels: np.ndarray) -> l
         h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
         top = int(rng.integers(max(0, cy - h + 1), min(cy, size - h) + 1))
         left = int(rng.integers(max(0, cx - w + 1), min(cx, size - w) + 1))
-        inside = np.bincount(labels[top:top + h, left:left + w].ravel(), minlength=len(totals))
+        inside = np.bincount(labels[top : top + h, left : left + w].ravel(), minlength=len(totals))
         if not np.any((inside[1:] == totals[1:]) & (totals[1:] > 0)):
             return [top, left, top + h, left + w]
     # Down-right of the centre pixel: the shape extends above and left of it, so stays partly visible.
@@ -114,8 +114,9 @@ def inpaint_box(rng: np.random.Generator, scene: Scene, labels: np.ndarray) -> l
     return [cy, cx, cy + side, cx + side]
 
 
-def _restoration(task: str, rng: np.random.Generator, scene: Scene, clean: np.ndarray,
-                 size: int) -> tuple[np.ndarray, str, dict[str, Any]]:
+def _restoration(
+    task: str, rng: np.random.Generator, scene: Scene, clean: np.ndarray, size: int
+) -> tuple[np.ndarray, str, dict[str, Any]]:
     if task == "deblur":
         sigma = float(pick(rng, BLUR_SIGMAS)) * size / 32
         return gaussian_blur(clean, sigma), CV_TEMPLATES[task], {"kind": "blur", "sigma_px": sigma}
@@ -140,15 +141,19 @@ def make_cv_task(rng: np.random.Generator, image_size: int) -> ShapesSample:
             index = int(rng.integers(len(scene.shapes)))
             output = object_mask(labels, index)
             text = CV_TEMPLATES[task].format(object=scene.shapes[index].name)
-            spec |= {"object": scene.shapes[index].to_dict(), "map": {"type": "mask", "foreground": WHITE, "background": BLACK}}
+            spec |= {
+                "object": scene.shapes[index].to_dict(),
+                "map": {"type": "mask", "foreground": WHITE, "background": BLACK},
+            }
         else:
             kind = CV_MAP_TASKS[task]
             output, text = _map(kind, scene, labels), CV_TEMPLATES[task]
             spec["map"] = {"type": kind, **map_encodings()[kind]}
         return ShapesSample(IMAGE_PREFIX + text, [clean], output, task, "cv_tasks", spec)
     degraded, text, degradation = _restoration(task, rng, scene, clean, image_size)
-    return ShapesSample(IMAGE_PREFIX + text, [degraded], clean, task, "cv_tasks", spec | {"degradation": degradation},
-                        edit_source=0)
+    return ShapesSample(
+        IMAGE_PREFIX + text, [degraded], clean, task, "cv_tasks", spec | {"degradation": degradation}, edit_source=0
+    )
 
 
 MAKERS: dict[str, Callable[[np.random.Generator, int], ShapesSample]] = {

@@ -53,8 +53,10 @@ class Subject:
     def __post_init__(self) -> None:
         object.__setattr__(self, "colours", tuple(self.colours))
         if self.kind not in SHAPE_KINDS or self.pattern not in PATTERNS:
-            raise ValueError(f"Subject needs a kind in {SHAPE_KINDS} and a pattern in {PATTERNS}, "
-                             f"got {self.kind!r}, {self.pattern!r}")
+            raise ValueError(
+                f"Subject needs a kind in {SHAPE_KINDS} and a pattern in {PATTERNS}, "
+                f"got {self.kind!r}, {self.pattern!r}"
+            )
         if len(self.colours) != 2 or self.colours[0] == self.colours[1] or not set(self.colours) <= set(SHAPE_COLOURS):
             raise ValueError(f"Subject.colours must be two distinct shape colours, got {self.colours!r}")
 
@@ -80,8 +82,9 @@ def pattern_masks(subject: Subject, y: np.ndarray, x: np.ndarray, half: float) -
     return covered, covered & second
 
 
-def _paint(image: np.ndarray, subject: Subject, y: np.ndarray, x: np.ndarray, half: float,
-           rows: slice, cols: slice) -> None:
+def _paint(
+    image: np.ndarray, subject: Subject, y: np.ndarray, x: np.ndarray, half: float, rows: slice, cols: slice
+) -> None:
     covered, second = pattern_masks(subject, y, x, half)
     view = image[rows, cols]
     view[covered & ~second] = SHAPE_COLOURS[subject.colours[0]]
@@ -125,7 +128,9 @@ def make_subject_driven(rng: np.random.Generator, image_size: int) -> ShapesSamp
     position = pick(rng, [p for p in POSITIONS if p not in taken])
     subject_phrase = SUBJECT_PHRASE.format(kind=subject.kind, image=image_tag(1), position=position)
     # The subject takes its place in reading order among the described shapes.
-    phrases = sorted([(POSITIONS[position], subject_phrase), *((POSITIONS[s.position], describe_shape(s)) for s in scene.shapes)])
+    phrases = sorted(
+        [(POSITIONS[position], subject_phrase), *((POSITIONS[s.position], describe_shape(s)) for s in scene.shapes)]
+    )
     instruction = SCENE_PHRASE.format(shapes=join_phrases([p for _, p in phrases]), background=scene.background)
     return ShapesSample(
         instruction=instruction,

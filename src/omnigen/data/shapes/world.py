@@ -8,7 +8,7 @@ ground truth (colours are exact palette values, shapes never overlap).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -149,7 +149,7 @@ def _check_size(size: int) -> None:
         raise ValueError(f"image size must be a positive multiple of {SIZE_MULTIPLE}, got {size!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cell_range(index: int, size: int) -> tuple[int, int]:
     # Pixels whose centres fall inside [index/3, (index+1)/3) of the side. The
     # bound is never exactly an integer (2*index*size - 3 is odd), so no ties.
@@ -245,5 +245,7 @@ def describe(scene: Scene) -> str:
 
 def describe_layout(scene: Scene) -> str:
     """Caption without sizes, e.g. 'a red circle at the top left and ... on a white background'."""
-    shapes = join_phrases([LAYOUT_PHRASE.format(colour=s.colour, kind=s.kind, position=s.position) for s in scene.shapes])
+    shapes = join_phrases(
+        [LAYOUT_PHRASE.format(colour=s.colour, kind=s.kind, position=s.position) for s in scene.shapes]
+    )
     return SCENE_PHRASE.format(shapes=shapes, background=scene.background)

@@ -6,5 +6,14 @@ from omnigen.data.sources.jsonl import JsonlSource
 from omnigen.data.sources.shapes import ShapesSource
 from omnigen.data.sources.webdataset import WebDatasetSource
 
-__all__ = ["IndexedSource", "JsonlSource", "ShapesSource", "Source", "WebDatasetSource", "check_part", "checked",
-           "decode_image", "epoch_order"]
+__all__ = [
+    "IndexedSource",
+    "JsonlSource",
+    "ShapesSource",
+    "Source",
+    "WebDatasetSource",
+    "check_part",
+    "checked",
+    "decode_image",
+    "epoch_order",
+]

@@ -28,8 +28,9 @@ class Source(ABC):
     name: str  # for messages and logging
 
     @abstractmethod
-    def read(self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False,
-             seed: int = 0) -> Iterator[X2ISample | Skipped]:
+    def read(
+        self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[X2ISample | Skipped]:
         """Part `part` of `num_parts` of epoch `epoch`'s records (in a seeded shuffled order if `shuffle`).
 
         The order depends only on (seed, epoch), never on the part, so the parts of one epoch are
@@ -58,8 +59,9 @@ class IndexedSource(Source):
     def get(self, index: int) -> X2ISample | Skipped:
         """Record `index` (0-based), validated, or why it was skipped."""
 
-    def read(self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False,
-             seed: int = 0) -> Iterator[X2ISample | Skipped]:
+    def read(
+        self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[X2ISample | Skipped]:
         check_part(part, num_parts, self.name)
         for index in epoch_order(len(self), epoch, shuffle, seed)[part::num_parts]:
             yield self.get(int(index))
@@ -67,8 +69,9 @@ class IndexedSource(Source):
 
 def check_part(part: int, num_parts: int, name: str) -> None:
     if num_parts < 1 or not 0 <= part < num_parts:
-        raise ValueError(f"{name}: part must be in [0, num_parts) with num_parts >= 1, got part={part}, "
-                         f"num_parts={num_parts}")
+        raise ValueError(
+            f"{name}: part must be in [0, num_parts) with num_parts >= 1, got part={part}, num_parts={num_parts}"
+        )
 
 
 def epoch_order(length: int, epoch: int, shuffle: bool, seed: int) -> np.ndarray:
@@ -100,16 +103,21 @@ def decode_image(data: bytes | BinaryIO, key: str, what: str, max_pixels: int | 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(file, formats=IMAGE_FORMATS)  # reads the header only
             if max_pixels is not None and image.width * image.height > max_pixels:
-                raise BadSample("image_too_large", key, f"{what} is {image.width}×{image.height} = "
-                                f"{image.width * image.height} pixels, over max_image_pixels={max_pixels} (not decoded)")
+                raise BadSample(
+                    "image_too_large",
+                    key,
+                    f"{what} is {image.width}×{image.height} = "
+                    f"{image.width * image.height} pixels, over max_image_pixels={max_pixels} (not decoded)",
+                )
             image.load()
     except BadSample:
         raise
     except Image.DecompressionBombError as error:
         raise BadSample("image_too_large", key, f"{what}: {error}") from None
     except UnidentifiedImageError:
-        raise BadSample("corrupt_image", key, f"{what} is not an image in a format read here "
-                                              f"({', '.join(IMAGE_FORMATS)})") from None
+        raise BadSample(
+            "corrupt_image", key, f"{what} is not an image in a format read here ({', '.join(IMAGE_FORMATS)})"
+        ) from None
     except Exception as error:  # noqa: BLE001 - decoders of untrusted bytes raise many types; all mean corrupt
         detail = str(error).replace(repr(file), "the file")  # PIL names the file object, not the file
         raise BadSample("corrupt_image", key, f"{what} cannot be decoded: {type(error).__name__}: {detail}") from None
@@ -131,6 +139,7 @@ def checked(sample: X2ISample) -> X2ISample | Skipped:
 def parse_json_object(text: bytes, key: str, what: str) -> dict[str, Any]:
     """A JSON object, strictly: not valid JSON, not an object, or a key given twice (json keeps the last
     silently, so a record would train on half of what it says) is a bad_json BadSample."""
+
     def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for name, value in pairs:

@@ -22,16 +22,30 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from omnigen.data.schema import MAX_IMAGE_PIXELS, TASKS, BadSample, Skipped, X2ISample, check_task
-from omnigen.data.sources.base import (IndexedSource, check_part, checked, decode_image, epoch_order, parse_json_object,
-                                       read_error)
+from omnigen.data.sources.base import (
+    IndexedSource,
+    check_part,
+    checked,
+    decode_image,
+    epoch_order,
+    parse_json_object,
+    read_error,
+)
 
 
 class JsonlSource(IndexedSource):
     """Records are the non-blank lines of `path`; keys are "<file name>:<1-based line number>"."""
 
-    def __init__(self, path: str | Path, image_root: str | Path | None = None, family: str = "mixed_modal",
-                 task: str | None = None, name: str | None = None, allow_paths_outside_root: bool = False,
-                 max_image_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        image_root: str | Path | None = None,
+        family: str = "mixed_modal",
+        task: str | None = None,
+        name: str | None = None,
+        allow_paths_outside_root: bool = False,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"JSONL file {str(self.path)!r} does not exist or is not a file")
@@ -75,8 +89,9 @@ class JsonlSource(IndexedSource):
         with self.path.open("rb") as file:
             return self._record(file, index)
 
-    def read(self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False,
-             seed: int = 0) -> Iterator[X2ISample | Skipped]:
+    def read(
+        self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[X2ISample | Skipped]:
         check_part(part, num_parts, self.name)
         with self.path.open("rb") as file:  # one handle for the whole part
             for index in epoch_order(len(self), epoch, shuffle, seed)[part::num_parts]:
@@ -107,7 +122,10 @@ class JsonlSource(IndexedSource):
             instruction=instruction,
             input_images=[self._image(p, key, f"input_images[{i}]") for i, p in enumerate(input_paths)],
             output_image=self._image(output_path, key, "output_image"),
-            family=family, task=task, key=key)
+            family=family,
+            task=task,
+            key=key,
+        )
 
     def _default_task(self, family: str) -> str:
         if family == self.family and self.task is not None:
@@ -123,8 +141,12 @@ class JsonlSource(IndexedSource):
             raise BadSample("missing_image", key, f"{what} cannot be resolved: {error}") from None
         what = f"{what} ({path})"
         if not self.allow_paths_outside_root and not path.is_relative_to(self.root):
-            raise BadSample("path_outside_root", key, f"{field} {relative!r} resolves outside the image root "
-                                                      f"{str(self.root)!r} (allow_paths_outside_root=true reads it)")
+            raise BadSample(
+                "path_outside_root",
+                key,
+                f"{field} {relative!r} resolves outside the image root "
+                f"{str(self.root)!r} (allow_paths_outside_root=true reads it)",
+            )
         try:
             if not stat.S_ISREG(os.stat(path).st_mode):  # before the open: opening a FIFO blocks forever
                 raise BadSample("not_a_file", key, f"{what} is not a regular file")

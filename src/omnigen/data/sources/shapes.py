@@ -17,8 +17,14 @@ class ShapesSource(IndexedSource):
     (seed, epoch)) and every epoch holds the same records; a different `seed` gives a different data set.
     """
 
-    def __init__(self, families: dict[str, float], image_size: int = 32, seed: int = 0, length: int = 1_000_000,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        families: dict[str, float],
+        image_size: int = 32,
+        seed: int = 0,
+        length: int = 1_000_000,
+        name: str | None = None,
+    ) -> None:
         family_probabilities(families)  # unknown families or bad ratios fail here, not in a worker
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
@@ -41,4 +47,9 @@ def to_x2i(sample: ShapesSample, key: str) -> X2ISample:
         instruction=sample.instruction,
         input_images=[Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in sample.input_images],
         output_image=Image.fromarray(np.asarray(sample.output_image, dtype=np.uint8)),
-        family=sample.family, task=sample.task, key=key, spec=sample.spec, edit_source=sample.edit_source)
+        family=sample.family,
+        task=sample.task,
+        key=key,
+        spec=sample.spec,
+        edit_source=sample.edit_source,
+    )

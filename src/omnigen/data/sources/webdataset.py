@@ -60,11 +60,19 @@ class WebDatasetSource(Source):
     undecoded records, drawn from with an rng seeded by (seed, epoch, part), so shards of one task still mix.
     """
 
-    def __init__(self, urls: str | list[str], name: str | None = None, shuffle_buffer: int = 100,
-                 max_image_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
+    def __init__(
+        self,
+        urls: str | list[str],
+        name: str | None = None,
+        shuffle_buffer: int = 100,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+    ) -> None:
         self.urls = _expand(urls)
-        self.name = name or (_shard_name(self.urls[0]) if len(self.urls) == 1 else
-                             f"{_shard_name(self.urls[0])}..({len(self.urls)} shards)")
+        self.name = name or (
+            _shard_name(self.urls[0])
+            if len(self.urls) == 1
+            else f"{_shard_name(self.urls[0])}..({len(self.urls)} shards)"
+        )
         if max_image_pixels is not None and max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be >= 1 or null (no limit), got {max_image_pixels}")
         self.shuffle_buffer, self.max_image_pixels = shuffle_buffer, max_image_pixels
@@ -82,19 +90,25 @@ class WebDatasetSource(Source):
                 indexes[directory] = read_index(directory)
             entry = indexes[directory].get(os.path.basename(path))
             if entry is None or entry.get("bytes") != os.path.getsize(path):
-                raise TypeError(f"{self.name}: record count unknown: {path} is not in {directory}/{INDEX_FILE} "
-                                f"(or was rewritten since)")
+                raise TypeError(
+                    f"{self.name}: record count unknown: {path} is not in {directory}/{INDEX_FILE} "
+                    f"(or was rewritten since)"
+                )
             total += int(entry["count"])
         return total
 
-    def read(self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False,
-             seed: int = 0) -> Iterator[X2ISample | Skipped]:
+    def read(
+        self, part: int = 0, num_parts: int = 1, epoch: int = 0, shuffle: bool = False, seed: int = 0
+    ) -> Iterator[X2ISample | Skipped]:
         check_part(part, num_parts, self.name)
         order = np.random.default_rng([seed, epoch]).permutation(len(self.urls)) if shuffle else range(len(self.urls))
         mine = [self.urls[int(j)] for j in order][part::num_parts]
         if not mine:
-            warnings.warn(f"{self.name}: part {part} of {num_parts} gets no shard ({len(self.urls)} shards); "
-                          f"write at least as many shards as ranks × workers", stacklevel=2)
+            warnings.warn(
+                f"{self.name}: part {part} of {num_parts} gets no shard ({len(self.urls)} shards); "
+                f"write at least as many shards as ranks × workers",
+                stacklevel=2,
+            )
         raws = (raw for url in mine for raw in _records(url))
         if shuffle and self.shuffle_buffer > 1:
             raws = _buffer_shuffle(raws, self.shuffle_buffer, np.random.default_rng([seed, epoch, part]))
@@ -161,8 +175,11 @@ def _tar_records(stream: Any, shard: str) -> Iterator[_Raw]:
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - `with tar` below; a stream: pipes and URLs too
     except Exception as error:  # noqa: BLE001 - tarfile, gzip, zlib and the stream each raise their own
-        yield _Raw(shard, "", error=Skipped("bad_json", shard, f"{shard}: not a readable tar shard: "
-                                                               f"{type(error).__name__}: {error}"))
+        yield _Raw(
+            shard,
+            "",
+            error=Skipped("bad_json", shard, f"{shard}: not a readable tar shard: {type(error).__name__}: {error}"),
+        )
         return
     current: _Raw | None = None
     name = ""
@@ -187,8 +204,12 @@ def _tar_records(stream: Any, shard: str) -> Iterator[_Raw]:
             # The record being read when the data ran out (its members so far are not used).
             current = current or _Raw(shard, name)
             reason = "corrupt_image" if name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS else "bad_json"
-            current.error = Skipped(reason, f"{shard}:{current.key}", f"{shard}:{current.key}: shard is truncated "
-                                    f"or corrupt at member {name!r}: {type(error).__name__}: {error}; the rest of the shard is not read")
+            current.error = Skipped(
+                reason,
+                f"{shard}:{current.key}",
+                f"{shard}:{current.key}: shard is truncated "
+                f"or corrupt at member {name!r}: {type(error).__name__}: {error}; the rest of the shard is not read",
+            )
     if current is not None:
         yield current
 
@@ -210,8 +231,9 @@ def _decode(raw: _Raw, max_pixels: int | None) -> X2ISample | Skipped:
     key = f"{raw.shard}:{raw.key}"
     try:
         if raw.oversized:
-            raise BadSample("image_too_large", key, f"member(s) over {MAX_MEMBER_BYTES} bytes, not read: "
-                                                    f"{', '.join(raw.oversized)}")
+            raise BadSample(
+                "image_too_large", key, f"member(s) over {MAX_MEMBER_BYTES} bytes, not read: {', '.join(raw.oversized)}"
+            )
         if "json" not in raw.members:
             raise BadSample("bad_json", key, f"no {raw.key}.json member")
         meta = parse_json_object(raw.members["json"], key, f"{raw.key}.json")
@@ -219,8 +241,9 @@ def _decode(raw: _Raw, max_pixels: int | None) -> X2ISample | Skipped:
             key = f"{key} (from {meta['source_key']})"
         for name, kind in (("instruction", str), ("family", str), ("task", str), ("num_inputs", int)):
             if not isinstance(meta.get(name), kind):
-                raise BadSample("bad_json", key, f"{raw.key}.json field {name!r} must be a {kind.__name__}, "
-                                                 f"got {meta.get(name)!r}")
+                raise BadSample(
+                    "bad_json", key, f"{raw.key}.json field {name!r} must be a {kind.__name__}, got {meta.get(name)!r}"
+                )
         edit_source, notes = meta.get("edit_source"), meta.get("notes") or []
         if edit_source is not None and not isinstance(edit_source, int):
             raise BadSample("bad_json", key, f"{raw.key}.json field 'edit_source' must be an int or null")
@@ -234,8 +257,13 @@ def _decode(raw: _Raw, max_pixels: int | None) -> X2ISample | Skipped:
             instruction=meta["instruction"],
             input_images=[_image(raw, f"input_{i}", key, max_pixels) for i in range(num_inputs)],
             output_image=_image(raw, "output", key, max_pixels),
-            family=meta["family"], task=meta["task"], key=key, spec=meta.get("spec"), edit_source=edit_source,
-            notes=[str(n) for n in notes])
+            family=meta["family"],
+            task=meta["task"],
+            key=key,
+            spec=meta.get("spec"),
+            edit_source=edit_source,
+            notes=[str(n) for n in notes],
+        )
     except BadSample as bad:
         return bad.skipped()
     except Exception as error:  # noqa: BLE001 - one record's failure, whatever it is, must not stop the loader
@@ -244,7 +272,7 @@ def _decode(raw: _Raw, max_pixels: int | None) -> X2ISample | Skipped:
 
 
 def _input_number(suffix: str) -> int:
-    head = suffix.split(".", 1)[0][len("input_"):]
+    head = suffix.split(".", 1)[0][len("input_") :]
     return int(head) if head.isdigit() else -1
 
 

@@ -31,8 +31,15 @@ def is_edit(target: Tensor, reference: Tensor | None) -> bool:
 
 
 class EditRegionWeighting(LossWeighting):
-    def __init__(self, threshold: float = 0.05, clip_min: float = 5.0, clip_max: float = 64.0, norm: str = "l2",
-                 eps: float = 1e-8, margin: int = 0) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.05,
+        clip_min: float = 5.0,
+        clip_max: float = 64.0,
+        norm: str = "l2",
+        eps: float = 1e-8,
+        margin: int = 0,
+    ) -> None:
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if not 0 < clip_min <= clip_max:
@@ -67,5 +74,7 @@ class EditRegionWeighting(LossWeighting):
         return out
 
     def __repr__(self) -> str:
-        return (f"EditRegionWeighting(threshold={self.threshold}, clip_min={self.clip_min}, "
-                f"clip_max={self.clip_max}, norm={self.norm!r}, margin={self.margin})")
+        return (
+            f"EditRegionWeighting(threshold={self.threshold}, clip_min={self.clip_min}, "
+            f"clip_max={self.clip_max}, norm={self.norm!r}, margin={self.margin})"
+        )

@@ -15,8 +15,15 @@ class Backbone(Protocol):
 
     def get_input_embeddings(self) -> nn.Module: ...
 
-    def __call__(self, *, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
-                 use_cache: bool = False, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        *,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor,
+        use_cache: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """inputs_embeds (B, Lq, D); attention_mask (B, 1, Lq, L) additive float (sdpa, eager) or a
         FlexAttention BlockMask (flex_attention), Lq < L after a kv-cached prefix; position_ids (B, Lq).
         Returns an object with `.last_hidden_state` (B, Lq, D)."""

@@ -12,9 +12,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from omnigen.model.backbone.base import check_backbone
 
 
-def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str | None = None,
-                      attn_implementation: str = "sdpa", gradient_checkpointing: bool = False,
-                      embedding_std: float | None = None) -> PreTrainedModel:
+def build_hf_backbone(
+    config: dict[str, Any] | None = None,
+    pretrained_path: str | None = None,
+    attn_implementation: str = "sdpa",
+    gradient_checkpointing: bool = False,
+    embedding_std: float | None = None,
+) -> PreTrainedModel:
     """Exactly one of `config` (a dict with `model_type`, random init) or `pretrained_path`
     (a local HF directory; the LM head, if saved, is dropped) must be given.
 
@@ -27,16 +31,19 @@ def build_hf_backbone(config: dict[str, Any] | None = None, pretrained_path: str
     if (config is None) == (pretrained_path is None):
         raise ValueError("build_hf_backbone needs exactly one of `config` or `pretrained_path`")
     if embedding_std is not None and (pretrained_path is not None or embedding_std <= 0):
-        raise ValueError(f"embedding_std must be > 0 and only re-draws a random init, got {embedding_std} "
-                         f"with pretrained_path={pretrained_path!r}")
+        raise ValueError(
+            f"embedding_std must be > 0 and only re-draws a random init, got {embedding_std} "
+            f"with pretrained_path={pretrained_path!r}"
+        )
     if pretrained_path is not None:
         path = Path(pretrained_path)
         if not path.is_dir():
             raise FileNotFoundError(f"backbone directory not found: {path} (weights load from local paths only)")
         # fp32 whatever the saved dtype (Phi-3 ships bf16): precision is the trainer's choice
         # (autocast), and the embedders around the LLM are fp32.
-        model = AutoModel.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation,
-                                          dtype=torch.float32)
+        model = AutoModel.from_pretrained(
+            str(path), local_files_only=True, attn_implementation=attn_implementation, dtype=torch.float32
+        )
         model.train()  # from_pretrained returns eval mode, where HF skips gradient checkpointing
     else:
         config = dict(config)
@@ -61,8 +68,18 @@ def backbone_architecture_config(model: PreTrainedModel) -> dict[str, Any]:
     """A `_target_` config that rebuilds `model`'s architecture with random weights."""
     config = model.config.to_diff_dict()
     config["model_type"] = model.config.model_type
-    for key in ("_name_or_path", "architectures", "transformers_version", "_attn_implementation_autoset", "dtype", "torch_dtype"):
+    for key in (
+        "_name_or_path",
+        "architectures",
+        "transformers_version",
+        "_attn_implementation_autoset",
+        "dtype",
+        "torch_dtype",
+    ):
         config.pop(key, None)
-    return {"_target_": f"{__name__}.build_hf_backbone", "config": config,
-            "attn_implementation": model.config._attn_implementation,
-            "gradient_checkpointing": bool(model.is_activation_checkpointing)}
+    return {
+        "_target_": f"{__name__}.build_hf_backbone",
+        "config": config,
+        "attn_implementation": model.config._attn_implementation,
+        "gradient_checkpointing": bool(model.is_activation_checkpointing),
+    }

@@ -45,8 +45,9 @@ class SequenceLayout:
         shapes = [self.span_ids.shape, self.valid.shape] + ([self.segment_ids.shape] if self.packed else [])
         shapes += [self.span_widths.shape] if self.span_widths is not None else []
         if len(set(shapes)) != 1 or self.span_ids.dim() != 2:
-            raise ValueError(f"span_ids, valid (and segment_ids, span_widths) must all be (B, L), got "
-                             f"{[tuple(s) for s in shapes]}")
+            raise ValueError(
+                f"span_ids, valid (and segment_ids, span_widths) must all be (B, L), got {[tuple(s) for s in shapes]}"
+            )
         if not 0 <= self.num_output_tokens < self.span_ids.shape[1]:
             raise ValueError(f"num_output_tokens={self.num_output_tokens} does not fit L={self.span_ids.shape[1]}")
         if self.packed and self.num_output_tokens:
@@ -139,8 +140,9 @@ class MaskStrategy(ABC):
         rows, length = layout.span_ids.shape
         index = torch.arange(length, device=layout.span_ids.device)
         head = torch.zeros((), dtype=torch.long, device=index.device)
-        allowed = self.mask_mod(layout)(torch.arange(rows, device=index.device)[:, None, None], head,
-                                        index[None, :, None], index[None, None, :])  # broadcast to (B, L, L)
+        allowed = self.mask_mod(layout)(
+            torch.arange(rows, device=index.device)[:, None, None], head, index[None, :, None], index[None, None, :]
+        )  # broadcast to (B, L, L)
         return allowed.expand(rows, length, length)
 
     def dense(self, layout: SequenceLayout, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -165,8 +167,15 @@ class MaskStrategy(ABC):
         def shifted(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
             return rule(b, h, q + query_start, kv)
 
-        return create_block_mask(shifted, layout.span_ids.shape[0], None, length - query_start, length,
-                                 device=device, _compile=device.type == "cuda")
+        return create_block_mask(
+            shifted,
+            layout.span_ids.shape[0],
+            None,
+            length - query_start,
+            length,
+            device=device,
+            _compile=device.type == "cuda",
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -19,7 +19,7 @@ class PositionScheme(ABC):
     #: False where diffusers' OmniGenTransformer2DModel (1-D RoPE over the sequence) cannot express it.
     diffusers_compatible: bool = False
 
-    def install(self, llm: nn.Module) -> None:
+    def install(self, llm: nn.Module) -> None:  # noqa: B027 (a hook most schemes leave empty)
         """Adapt the LLM's rotary embedding to this scheme's position ids (default: nothing to do)."""
 
     @abstractmethod

@@ -62,9 +62,11 @@ class OmniPositions(PositionScheme):
         if isinstance(rotary, AxialRotary):
             return
         if not isinstance(rotary, nn.Module):
-            raise ValueError(f"the omni position scheme wraps the backbone's `rotary_emb` module, and "
-                             f"{type(llm).__name__} has none (HF decoders of the Llama family have one: Llama, "
-                             "Phi-3, Qwen2, Mistral, Gemma)")
+            raise ValueError(
+                f"the omni position scheme wraps the backbone's `rotary_emb` module, and "
+                f"{type(llm).__name__} has none (HF decoders of the Llama family have one: Llama, "
+                "Phi-3, Qwen2, Mistral, Gemma)"
+            )
         llm.rotary_emb = AxialRotary(rotary)
 
     def position_ids(self, layout: SequenceLayout) -> Tensor:
@@ -76,8 +78,10 @@ class OmniPositions(PositionScheme):
     def _compute(layout: SequenceLayout) -> Tensor:
         image = (layout.span_ids > 0) & layout.valid  # (B, L)
         if layout.span_widths is None or bool((image & (layout.span_widths < 1)).any()):
-            raise ValueError("the omni position scheme needs each image's token grid: tokenize with (rows, "
-                             "columns) per image, not token counts (OmniGenProcessor.tokenize / batch / pack)")
+            raise ValueError(
+                "the omni position scheme needs each image's token grid: tokenize with (rows, "
+                "columns) per image, not token counts (OmniGenProcessor.tokenize / batch / pack)"
+            )
         sequential = layout.position_ids()  # (B, L)
         rows, length = sequential.shape
         # Where each span starts: its smallest sequential position (span ids are unique within a row).
@@ -85,5 +89,8 @@ class OmniPositions(PositionScheme):
         first = first.scatter_reduce(1, layout.span_ids, sequential, reduce="amin").gather(1, layout.span_ids)  # (B, L)
         cell = sequential - first  # (B, L): the token's index in its image, row-major
         width = layout.span_widths.clamp(min=1)
-        return pack_axes(torch.where(image, first, sequential), torch.where(image, cell // width, sequential),
-                         torch.where(image, cell % width, sequential))  # (B, L)
+        return pack_axes(
+            torch.where(image, first, sequential),
+            torch.where(image, cell // width, sequential),
+            torch.where(image, cell % width, sequential),
+        )  # (B, L)

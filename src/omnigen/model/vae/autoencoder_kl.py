@@ -14,8 +14,13 @@ from omnigen.model.vae.base import VAE
 
 
 class AutoencoderKLVAE(VAE):
-    def __init__(self, config: dict[str, Any] | None = None, pretrained_path: str | None = None,
-                 subfolder: str | None = None, sample_posterior: bool = True) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        pretrained_path: str | None = None,
+        subfolder: str | None = None,
+        sample_posterior: bool = True,
+    ) -> None:
         """Exactly one of `config` (an AutoencoderKL config dict, random weights) or
         `pretrained_path` (a local diffusers directory) must be given."""
         super().__init__()
@@ -24,10 +29,13 @@ class AutoencoderKLVAE(VAE):
         if pretrained_path is not None:
             path = Path(pretrained_path)
             if not path.is_dir():
-                raise FileNotFoundError(f"AutoencoderKL directory not found: {path} (weights load from local paths only)")
+                raise FileNotFoundError(
+                    f"AutoencoderKL directory not found: {path} (weights load from local paths only)"
+                )
             # fp32 whatever the saved dtype: precision is the trainer's choice (autocast), not the file's.
-            self.vae = AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, local_files_only=True,
-                                                     torch_dtype=torch.float32)
+            self.vae = AutoencoderKL.from_pretrained(
+                str(path), subfolder=subfolder, local_files_only=True, torch_dtype=torch.float32
+            )
         else:
             self.vae = AutoencoderKL.from_config(dict(config))
         cfg = self.vae.config
@@ -50,5 +58,4 @@ class AutoencoderKLVAE(VAE):
     def architecture_config(self) -> dict[str, Any]:
         # diffusers' bookkeeping keys (_class_name, _diffusers_version, ...) are not architecture.
         config = {k: v for k, v in self.vae.config.items() if not k.startswith("_")}
-        return {"_target_": f"{__name__}.AutoencoderKLVAE", "config": config,
-                "sample_posterior": self.sample_posterior}
+        return {"_target_": f"{__name__}.AutoencoderKLVAE", "config": config, "sample_posterior": self.sample_posterior}
