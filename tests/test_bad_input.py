@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 
 from omnigen.data.modules import MixedModalDataModule, MixtureDataModule, TextToImageDataModule
-from omnigen.data.pack import main as pack_main
-from omnigen.data.pack import pack
 from omnigen.data.resolution import Resolution
 from omnigen.data.schema import BadSample, Skipped, X2ISample
 from omnigen.data.sources import JsonlSource, WebDatasetSource
 from omnigen.data.sources import webdataset as webdataset_module
+from omnigen.data.write_shards import main as pack_main
+from omnigen.data.write_shards import pack
 
 IMG1 = "<img><|image_1|></img>"
 

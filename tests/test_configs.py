@@ -9,7 +9,8 @@ from hydra_utils import EXPERIMENTS, FAST, compose_fit
 from omegaconf import OmegaConf
 
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
-from omnigen.fit import CONFIG_DIR, build, train
+from omnigen.config import CONFIG_DIR
+from omnigen.fit import build, train
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import RELEASE_TEMPLATE

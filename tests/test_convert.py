@@ -11,13 +11,14 @@ import torch
 from conftest import TINY_PHI3, make_module
 from safetensors.torch import save_file
 
-from omnigen.checkpoint import load_module
-from omnigen.convert import diffusers_inputs, export_diffusers, main, write_diffusers_transformer
+from omnigen.checkpoints.diffusers import diffusers_inputs, export_diffusers, write_diffusers_transformer
+from omnigen.checkpoints.native import load_module
+from omnigen.checkpoints.release import import_release
+from omnigen.convert import main
 from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.masks import OmniGenMask, PrefixLMMask
 from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.processor import RELEASE_TEMPLATE
-from omnigen.release import import_release
 
 H, FFN, LAYERS, VOCAB = 64, 128, 2, 128  # the tiny release's Phi-3 sizes
 # config.json as Phi-3-mini-128k (and so OmniGen-v1) writes it: legacy "su" rope_scaling with
@@ -236,7 +237,7 @@ def test_cli_from_release_then_to_diffusers(release, tmp_path, caplog):
     with pytest.raises(FileExistsError, match="--overwrite"):
         main(["from-release", str(release[0]), str(ckpt)])
 
-    with caplog.at_level(logging.WARNING, logger="omnigen.convert"):
+    with caplog.at_level(logging.WARNING, logger="omnigen.checkpoints.diffusers"):
         main(["to-diffusers", str(ckpt), str(tmp_path / "diffusers")])
     assert "BOS id 1" in caplog.text and "pads with id 2" in caplog.text  # the shapes tokenizer breaks both
     assert "pixels per token" not in caplog.text and "template" not in caplog.text
@@ -365,12 +366,12 @@ def test_exported_pipeline_meets_the_assumptions_and_its_scheduler_walks_our_gri
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     module, out = pipeline_export
-    with caplog.at_level(logging.WARNING, logger="omnigen.convert"):
+    with caplog.at_level(logging.WARNING, logger="omnigen.checkpoints.diffusers"):
         export_diffusers(module, tmp_path / "again")
     assert "will not reproduce" not in caplog.text
     module.transformer.mask = PrefixLMMask()  # the transformer takes any mask; the pipeline builds the paper's
     try:
-        with caplog.at_level(logging.WARNING, logger="omnigen.convert"):
+        with caplog.at_level(logging.WARNING, logger="omnigen.checkpoints.diffusers"):
             export_diffusers(module, tmp_path / "prefix_lm")
         assert "trained with PrefixLMMask()" in caplog.text
     finally:
@@ -394,7 +395,9 @@ def omnigen_pipeline_class(monkeypatch, with_images: bool):
         import torchvision  # noqa: F401
     except Exception as error:  # absent, or a build that does not match torch
         if with_images:
-            pytest.skip(f"torchvision unusable ({error!r}): see omnigen.convert's docstring to install it")
+            pytest.skip(
+                f"torchvision unusable ({error!r}): see omnigen.checkpoints.diffusers's docstring to install it"
+            )
         stub = SimpleNamespace(
             Compose=lambda steps: None, Lambda=lambda f: None, ToTensor=lambda: None, Normalize=lambda **kw: None
         )

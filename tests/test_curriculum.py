@@ -6,9 +6,9 @@ import torch
 from hydra_utils import FAST, compose_fit
 from lightning import Callback
 
-from omnigen.curriculum import Curriculum, Stage
+from omnigen.data.curriculum import Curriculum, Stage
 from omnigen.fit import train
-from omnigen.optim import warmup_cosine
+from omnigen.training.optim import warmup_cosine
 
 STAGES = (
     "curriculum.stages=[{name: a, steps: 2, image_size: 16, batch_size: 4, lr: 1.0e-3},"

@@ -3,7 +3,7 @@
 import pytest
 
 from omnigen.data.collate import collate_samples
-from omnigen.data.shapes_module import ShapesX2IDataModule, ShapesX2IDataset
+from omnigen.data.modules.shapes import ShapesX2IDataModule, ShapesX2IDataset
 
 
 def test_loader_yields_training_batches():
@@ -42,7 +42,7 @@ def test_family_ratio_zero_is_never_drawn_and_previews_are_held_out():
 def test_a_curriculum_draws_the_same_samples_at_each_stages_resolution():
     from PIL import Image
 
-    from omnigen.curriculum import Curriculum
+    from omnigen.data.curriculum import Curriculum
 
     stages = [
         {"name": "16px", "steps": 2, "image_size": 16, "batch_size": 4, "lr": 1e-3},
@@ -82,7 +82,7 @@ def test_bad_families_and_mixed_sizes_are_named():
 
 
 def test_stream_sampler_splits_ranks_and_resumes_where_all_ranks_stopped():
-    from omnigen.data.shapes_module import StreamSampler
+    from omnigen.data.modules.shapes import StreamSampler
 
     ranks = [list(StreamSampler(0, 20, rank, 2)) for rank in range(2)]
     assert ranks == [list(range(0, 20, 2)), list(range(1, 20, 2))]

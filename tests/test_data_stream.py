@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from omnigen.data.few_shot import EpisodeBuilder, make_episode, renumber
+from omnigen.data.episodes import EpisodeBuilder, make_episode, renumber
 from omnigen.data.modules import (
     CvTasksDataModule,
     FewShotDataModule,

@@ -11,10 +11,10 @@ from lightning import Callback, Trainer
 from PIL import Image
 
 from omnigen.data.modules import MixedModalDataModule
-from omnigen.data.pack import pack
 from omnigen.data.resolution import Resolution
 from omnigen.data.sources.jsonl import JsonlSource
 from omnigen.data.sources.webdataset import WebDatasetSource
+from omnigen.data.write_shards import pack
 
 INSTRUCTIONS = [
     "make the red circle green",

@@ -17,10 +17,10 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 )
 
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
-from omnigen.checkpoint import read_checkpoint
-from omnigen.checkpoint_io import AtomicCheckpointIO
-from omnigen.distributed import DecoderLayerPolicy, transformer_layer_classes
+from omnigen.checkpoints.atomic_io import AtomicCheckpointIO
+from omnigen.checkpoints.native import read_checkpoint
 from omnigen.fit import build, train
+from omnigen.training.distributed import DecoderLayerPolicy, transformer_layer_classes
 
 TESTS = Path(__file__).resolve().parent
 

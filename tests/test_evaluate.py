@@ -101,7 +101,7 @@ def test_evaluate_asks_for_a_size_the_checkpoint_does_not_record(fitted_checkpoi
 
 
 def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
-    from omnigen.evaluate import evaluate_shapes
+    from omnigen.evaluation import evaluate_shapes
     from omnigen.pipeline import OmniGenPipeline
 
     results, _ = evaluate_shapes(

@@ -14,11 +14,11 @@ import wandb
 from hydra_utils import FAST, compose_fit
 from test_distributed import subprocess_env
 
-import omnigen.checkpoint_io as checkpoint_io
-from omnigen.checkpoint import read_checkpoint
-from omnigen.checkpoint_io import TEMP_SUFFIX, AtomicCheckpointIO
+import omnigen.checkpoints.atomic_io as checkpoint_io
+from omnigen.checkpoints.atomic_io import TEMP_SUFFIX, AtomicCheckpointIO
+from omnigen.checkpoints.native import read_checkpoint
 from omnigen.fit import build, train
-from omnigen.resume import WANDB_ID_FILE, persist_wandb_run_id
+from omnigen.training.resume import WANDB_ID_FILE, persist_wandb_run_id
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

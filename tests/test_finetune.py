@@ -15,10 +15,11 @@ from safetensors.torch import save_file
 from test_convert import KL8, RELEASE_CONFIG, release_weights
 from test_module import shapes_batch
 
-from omnigen.checkpoint import build_module, load_module, read_checkpoint
-from omnigen.finetune import FineTune, adapter_state, has_lora, is_adapter, warn_config_mismatch
+from omnigen.checkpoints.native import load_module, read_checkpoint
 from omnigen.fit import build
+from omnigen.module import build_module
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.training.finetune import FineTune, adapter_state, has_lora, is_adapter, warn_config_mismatch
 
 T2I = "a large red circle at the center on a white background"
 EDIT = "<img><|image_1|></img> make the red circle green"
@@ -182,7 +183,7 @@ def test_adapters_alone_save_and_load_onto_the_base(tokenizer, tmp_path):
 
 
 def test_freeze_patterns_freeze_exactly_the_matched_parameters(tokenizer, caplog):
-    with caplog.at_level(logging.INFO, logger="omnigen.finetune"):
+    with caplog.at_level(logging.INFO, logger="omnigen.training.finetune"):
         module = make_module(tokenizer, finetune=FineTune(freeze=["llm.layers.0.*", "x_embedder.*"]))
     names = dict(module.transformer.named_parameters())
     frozen = {n for n, p in names.items() if not p.requires_grad}
@@ -274,7 +275,7 @@ def test_init_from_a_release_directory_with_the_omnigen_v1_preset(release_dir, t
     # the checkpoint's config rebuilds the structure without the release (init_from is not re-read)
     config = module.architecture_config()
     assert config["finetune"]["init_from"] is None and "release_dir" not in config["backbone"]
-    rebuilt = build_module({"model_config": config}, tokenizer)
+    rebuilt = build_module(config, tokenizer=tokenizer)
     rebuilt.load_state_dict(module.state_dict(), strict=True)
     # a backbone built from another config gets a warning naming the differences
     caplog.clear()
@@ -286,8 +287,12 @@ def test_init_from_a_release_directory_with_the_omnigen_v1_preset(release_dir, t
 def test_init_from_an_omnigen_checkpoint(fitted_checkpoint, tokenizer):
     meta = read_checkpoint(fitted_checkpoint)["omnigen"]
     config = copy.deepcopy(meta["model_config"])
-    config["finetune"] = {"_target_": "omnigen.finetune.FineTune", "mode": "lora", "init_from": str(fitted_checkpoint)}
-    module = build_module({"model_config": config}, tokenizer)
+    config["finetune"] = {
+        "_target_": "omnigen.training.finetune.FineTune",
+        "mode": "lora",
+        "init_from": str(fitted_checkpoint),
+    }
+    module = build_module(config, tokenizer=tokenizer)
     source = load_module(fitted_checkpoint).transformer
     assert torch.equal(
         module.transformer.llm.layers[0].self_attn.o_proj.base_layer.weight,

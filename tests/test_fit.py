@@ -10,7 +10,7 @@ import torch
 from hydra_utils import FAST, compose_fit
 from omegaconf import OmegaConf
 
-from omnigen.checkpoint import load_module, read_checkpoint
+from omnigen.checkpoints.native import load_module, read_checkpoint
 from omnigen.fit import train
 from omnigen.model.masks import CausalMask
 from omnigen.pipeline import OmniGenPipeline

@@ -70,7 +70,7 @@ def test_timestep_samplers():
 def test_warmup_cosine_schedule():
     import torch.nn as nn
 
-    from omnigen.optim import warmup_cosine
+    from omnigen.training.optim import warmup_cosine
 
     opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)
     sched = warmup_cosine(opt, warmup_steps=4, total_steps=12, min_lr_ratio=0.1)

@@ -88,8 +88,8 @@ def test_a_packed_sample_gets_what_it_gets_alone_and_the_modulation_trains(token
 def test_a_fit_with_modulated_layers_loads_and_diffusers_refuses_it(tmp_path):
     from hydra_utils import FAST, compose_fit
 
-    from omnigen.checkpoint import load_module
-    from omnigen.convert import diffusers_transformer_config
+    from omnigen.checkpoints.diffusers import diffusers_transformer_config
+    from omnigen.checkpoints.native import load_module
     from omnigen.fit import train
 
     objects = train(

@@ -5,7 +5,7 @@ import torch
 from conftest import TINY_PHI3, make_module
 
 from omnigen.data.collate import collate_samples
-from omnigen.data.shapes_module import ShapesX2IDataset
+from omnigen.data.modules.shapes import ShapesX2IDataset
 from omnigen.flow.weighting import EditRegionWeighting
 from omnigen.processor import placeholder_ids
 

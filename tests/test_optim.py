@@ -4,9 +4,9 @@ import pytest
 import torch
 from hydra_utils import FAST, compose_fit
 
-from omnigen.curriculum import Curriculum, Stage
+from omnigen.data.curriculum import Curriculum, Stage
 from omnigen.fit import train
-from omnigen.optim import MuonAdamW, warmup_cosine
+from omnigen.training.optim import MuonAdamW, warmup_cosine
 
 MUON = ["logger=csv", "callbacks.sample_grid=null"]  # tiny's default optimiser
 ADAMW = ["model.optimizer._target_=torch.optim.AdamW", "~model.optimizer.muon_lr"]

@@ -13,9 +13,9 @@ import pytest
 from test_sources import GOOD, SHAPES_FAMILIES, write_jsonl
 from webdataset import TarWriter
 
-from omnigen.data.pack import main, pack, png_bytes
 from omnigen.data.schema import Skipped, X2ISample
 from omnigen.data.sources import JsonlSource, ShapesSource, Source, WebDatasetSource
+from omnigen.data.write_shards import main, pack, png_bytes
 
 
 def same_samples(a: X2ISample, b: X2ISample) -> bool:

@@ -9,10 +9,10 @@ from conftest import make_module
 from PIL import Image
 
 from omnigen.data.collate import collate_samples
-from omnigen.data.shapes_module import ShapesX2IDataset
+from omnigen.data.modules.shapes import ShapesX2IDataset
 from omnigen.flow.weighting import EditRegionWeighting
-from omnigen.images import to_pil
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.images import to_pil
 
 EDIT = "<img><|image_1|></img> make the red circle green"
 TWO = "<img><|image_1|></img> and <img><|image_2|></img> a blue square"

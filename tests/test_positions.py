@@ -147,7 +147,7 @@ def test_misuse_is_a_clear_error(tokenizer):
 
 
 def test_diffusers_export_refuses_what_it_cannot_express():
-    from omnigen.convert import diffusers_transformer_config
+    from omnigen.checkpoints.diffusers import diffusers_transformer_config
 
     assert diffusers_transformer_config(model(SequentialPositions()))["num_layers"] == TINY_PHI3["num_hidden_layers"]
     with pytest.raises(ValueError, match="OmniPositions.*1-D position"):
@@ -157,7 +157,7 @@ def test_diffusers_export_refuses_what_it_cannot_express():
 def test_a_fit_with_omni_positions_saves_a_checkpoint_that_samples_with_them(tmp_path):
     from hydra_utils import FAST, compose_fit
 
-    from omnigen.checkpoint import load_module
+    from omnigen.checkpoints.native import load_module
     from omnigen.fit import train
     from omnigen.pipeline import OmniGenPipeline
 

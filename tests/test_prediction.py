@@ -93,8 +93,8 @@ def test_euler_sampling_of_an_image_predicting_model_ends_on_its_last_prediction
 def test_a_bad_prediction_is_refused_and_an_image_predicting_fit_loads_but_does_not_export(tmp_path):
     from hydra_utils import FAST, compose_fit
 
-    from omnigen.checkpoint import load_module
-    from omnigen.convert import diffusers_transformer_config
+    from omnigen.checkpoints.diffusers import diffusers_transformer_config
+    from omnigen.checkpoints.native import load_module
     from omnigen.fit import train
 
     with pytest.raises(ValueError, match="prediction must be one of"):

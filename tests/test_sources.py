@@ -235,7 +235,7 @@ def test_shapes_source_matches_sample_at():
 
 def packed_shapes(directory: Path, count: int = 22, maxcount: int = 4) -> str:
     """Shapes records packed into ceil(count / maxcount) shards; returns the glob of the shards."""
-    from omnigen.data.pack import pack
+    from omnigen.data.write_shards import pack
 
     pack(
         ShapesSource(SHAPES_FAMILIES, image_size=16, seed=1, length=count), str(directory / "shard-%06d.tar"), maxcount

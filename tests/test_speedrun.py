@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from omnigen.callbacks.wall_clock import WallClockCheckpoint
-from omnigen.paired import paired_interval
 from omnigen.speedrun import main, markdown, summarise, time_to
+from omnigen.utils.stats import paired_interval
 
 
 def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_path):
@@ -17,7 +17,7 @@ def test_the_speedrun_experiment_checkpoints_at_training_minutes_and_stops(tmp_p
     the run stops after the last one, long before max_steps."""
     from hydra_utils import FAST, compose_fit
 
-    from omnigen.checkpoint import load_module
+    from omnigen.checkpoints.native import load_module
     from omnigen.fit import train
 
     cfg = compose_fit(

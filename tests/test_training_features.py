@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from omnigen.callbacks.ema import PowerEMAWeightAveraging, power_ema
 from omnigen.callbacks.sample_grid import SampleGridCallback
-from omnigen.checkpoint import load_module, read_checkpoint
+from omnigen.checkpoints.native import load_module, read_checkpoint
 from omnigen.fit import train, warn_if_bf16_is_slow_here
 from omnigen.pipeline import OmniGenPipeline
 

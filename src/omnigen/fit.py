@@ -6,7 +6,6 @@ With no arguments this is the quickstart: the tiny preset on Shapes-X2I, on the 
 import logging
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -17,7 +16,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
-from omnigen.resume import persist_wandb_run_id
+from omnigen.config import CONFIG_DIR
+from omnigen.module import build_module
+from omnigen.training.resume import persist_wandb_run_id
 
 log = logging.getLogger(__name__)
 # The VAE is frozen in eval mode on purpose; Lightning's warning about it would only alarm users.
@@ -27,12 +28,6 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 # cannot see; the other DataModules say themselves that they restart their epoch
 # (omnigen.data.modules.base), so Lightning's generic warning adds nothing.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-if not Path(CONFIG_DIR).is_dir():
-    raise ImportError(
-        f"omnigen's configs are not at {CONFIG_DIR}: install the source checkout in editable mode "
-        "(pip install -e .), as README.md does"
-    )
 
 
 def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
@@ -67,14 +62,13 @@ def warn_if_bf16_is_slow_here(trainer_cfg: DictConfig) -> None:
 
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything a run needs: datamodule, module, callbacks, loggers, trainer."""
-    module = instantiate(cfg.model, _convert_="all")
-    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     # Everything but the hydra node (present only when tests compose with return_hydra_config).
-    module.run_config = {
+    run_config = {
         k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
         for k, v in cfg.items()
         if k != "hydra"
     }
+    module = build_module(run_config["model"], run_config)
     datamodule = instantiate(cfg.data, _convert_="all")
     callbacks = instantiate_group(cfg, "callbacks")
     # Weight averaging first: at the end of training it swaps the average into the module, so the callbacks after

@@ -18,8 +18,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from omnigen.cli import parse_cli
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.cli import parse_cli
 
 
 @dataclass

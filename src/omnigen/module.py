@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning import LightningModule
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from omnigen.finetune import FineTune
+from omnigen.checkpoints.format import CHECKPOINT_KEY, describe
 from omnigen.flow.rectified import interpolate, velocity_target
 from omnigen.flow.timesteps.base import TimestepSampler
 from omnigen.flow.weighting.base import LossWeighting
@@ -31,9 +32,8 @@ from omnigen.processor import (
     drop_text,
     tokenizer_to_files,
 )
+from omnigen.training.finetune import FineTune
 
-CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
-CHECKPOINT_FORMAT = 1
 TIMESTEP_BINS = 4  # train/loss_t/<bin>: the loss over quarters of t (0 = noise, 1 = data)
 
 
@@ -87,7 +87,7 @@ class OmniGenLitModule(LightningModule):
         self.transformer = OmniGen(
             backbone, mask, vae.latent_channels, patch_size, pos_embed_max_size, positions, modulate_layers, prediction
         )
-        self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.finetune)
+        self.finetune = finetune  # None: full fine-tune from the plugins' weights (omnigen.training.finetune)
         if finetune is not None:
             finetune.apply(self.transformer)
         self.processor = OmniGenProcessor(tokenizer, prompt_template, max_condition_tokens)
@@ -100,8 +100,8 @@ class OmniGenLitModule(LightningModule):
         # torch.compile the LLM when training starts (not for sampling from a checkpoint): fused
         # elementwise kernels; the first two batch shapes compile (static, then dynamic), ~30 s each on a CPU.
         self.compile_backbone = compile_backbone
-        # The resolved model config this module was built from (set by omnigen.fit and
-        # load_module, not a constructor argument: Hydra would instantiate its `_target_`).
+        # The resolved model config this module was built from (set by build_module, not a
+        # constructor argument: Hydra would instantiate its `_target_`).
         # With it, checkpoints rebuild the module on their own.
         self.model_config: dict[str, Any] | None = None
         self.run_config: dict[str, Any] | None = None  # the whole resolved run config, for provenance
@@ -285,7 +285,7 @@ class OmniGenLitModule(LightningModule):
         if self.model_config is None:
             raise RuntimeError(
                 "this module was built without `config`, so its checkpoint cannot describe it; "
-                "build it through omnigen.fit or set module.model_config"
+                "build it with omnigen.module.build_module"
             )
         config = dict(self.model_config)
         config["vae"] = self.vae.architecture_config()
@@ -296,10 +296,14 @@ class OmniGenLitModule(LightningModule):
         return config
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": self.architecture_config(),
-            "run_config": self.run_config,
-            "tokenizer_files": tokenizer_to_files(self.processor.tokenizer),
-            "global_step": self.steps_trained,
-        }
+        checkpoint[CHECKPOINT_KEY] = describe(self) | {"tokenizer_files": tokenizer_to_files(self.processor.tokenizer)}
+
+
+def build_module(config: dict[str, Any], run_config: dict[str, Any] | None = None, **built: Any) -> OmniGenLitModule:
+    """The module a resolved model config describes (`_target_` and its plugins), with the config recorded
+    on it so its checkpoints describe it (fit, checkpoint loading, the release import and the benchmarks
+    all build through here). `built` passes objects made elsewhere (a release's VAE, a tokenizer) for the
+    config keys they stand for."""
+    module = instantiate({k: v for k, v in config.items() if k not in built}, **built, _convert_="all")
+    module.model_config, module.run_config = config, run_config
+    return module

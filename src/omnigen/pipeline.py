@@ -22,12 +22,12 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
-from omnigen import finetune
-from omnigen.checkpoint import export_module, load_module
+from omnigen.checkpoints.native import export_module, load_module
 from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
-from omnigen.images import from_array, to_pil
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import PromptBatch, drop_text
+from omnigen.training import finetune
+from omnigen.utils.images import from_array, to_pil
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class OmniGenPipeline:
         return self
 
     def load_lora(self, path: str | Path, merge: bool = False) -> OmniGenPipeline:
-        """Add adapters written by `save_lora` (omnigen.finetune) to this base model; `merge` folds them in."""
+        """Add adapters written by `save_lora` (omnigen.training.finetune) to this base model; `merge` folds them in."""
         finetune.load_lora(self.module, path, merge=merge)
         self.module.to(self.device).eval()
         return self

@@ -27,12 +27,12 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from omnigen.checkpoint import atomic_directory
-from omnigen.cli import parse_cli
+from omnigen.checkpoints.atomic_io import atomic_directory
+from omnigen.config import CONFIG_DIR
 from omnigen.data.shapes import sample_at
-from omnigen.evaluate import EVAL_SEED_OFFSET
-from omnigen.fit import CONFIG_DIR
+from omnigen.evaluation import EVAL_SEED_OFFSET
 from omnigen.processor import OmniGenProcessor, drop_images, load_tokenizer
+from omnigen.utils.cli import parse_cli
 
 log = logging.getLogger(__name__)
 

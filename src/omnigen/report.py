@@ -11,7 +11,7 @@ fit's wall time). Writes `results.json` (every seed's numbers and the aggregates
 loss per arm). Arms named by step numbers (--arm 600=... --arm 1200=...) plot as learning curves.
 With --control, every other arm gets its per-seed differences from the control arm on the seeds they
 share (runs named ..._s<seed>), each with a 95 % paired t interval over seeds and a verdict
-(omnigen.paired). --floor / --ceiling add reference rows: evaluations of the untrained model and of the
+(omnigen.utils.stats). --floor / --ceiling add reference rows: evaluations of the untrained model and of the
 ground truth (python -m omnigen.evaluate ground_truth=true).
 """
 
@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of, verdict
+from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of, verdict
 
 # What a table shows by default, per family present in the runs' evaluations.
 HEADLINE: dict[str, list[str]] = {
@@ -331,8 +331,8 @@ def example_comparisons(read: dict[str, list[dict[str, Any]]], out: Path) -> lis
     images of the same held-out samples (evaluate's fixed seed) side by side."""
     from PIL import Image
 
-    from omnigen.evaluate import EXAMPLE_CELL
-    from omnigen.images import compare_generated
+    from omnigen.evaluation import EXAMPLE_CELL
+    from omnigen.utils.images import compare_generated
 
     by_seed: dict[str, dict[str, Path]] = {}
     for arm, runs in read.items():

@@ -23,8 +23,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from omnigen.paired import difference_lines, paired_interval, pairs_with_control, seed_of
 from omnigen.report import named_runs
+from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
 TARGETS: dict[str, list[tuple[str, float]]] = {

@@ -48,9 +48,9 @@ from pathlib import Path
 import torch
 
 from omnigen.bench import kv_cache, loader, packing, sampling, train_step
-from omnigen.bench.common import build_module, random_module, resolve_device
+from omnigen.bench.common import bench_module, random_module, resolve_device
 from omnigen.bench.train_step import training_step_flops
-from omnigen.convert import DTYPES
+from omnigen.checkpoints.diffusers import DTYPES
 from omnigen.pipeline import OmniGenPipeline
 
 __all__ = ["main", "random_module", "training_step_flops"]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         print(f"packing: {args.batches} batches of the fit config's data, packed to {args.pack_tokens} tokens per row")
         rows = packing.run(args.override, args.batches, args.pack_tokens)
     else:
-        module = build_module(args, device)
+        module = bench_module(args, device)
         sampled = (
             f", {args.steps} steps, guidance {args.guidance}/{args.img_guidance} (text/image)"
             if args.benchmark in DEFAULT_STEPS

@@ -10,15 +10,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor
 
-from omnigen.checkpoint import load_module
-from omnigen.convert import DTYPES, write_diffusers_transformer
-from omnigen.fit import CONFIG_DIR
-from omnigen.module import OmniGenLitModule
+from omnigen.checkpoints.diffusers import DTYPES, write_diffusers_transformer
+from omnigen.checkpoints.native import load_module
+from omnigen.config import compose_fit
+from omnigen.module import OmniGenLitModule, build_module
 
 PROMPTS = {
     0: "a large red circle at the center on a white background",
@@ -28,21 +26,15 @@ PROMPTS = {
 MIB = 2**20
 
 
-def fit_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("fit", overrides=overrides)
-
-
 def random_module(overrides: list[str]) -> OmniGenLitModule:
     """The fit config's model (tiny preset unless overridden), with random weights."""
-    cfg = fit_config(overrides)
-    module = instantiate(cfg.model, _convert_="all")
-    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    cfg = compose_fit(overrides)
+    module = build_module(OmegaConf.to_container(cfg.model, resolve=True))
     torch.nn.init.normal_(module.transformer.final_layer.linear.weight, std=0.02)  # a non-zero velocity
     return module.eval()
 
 
-def build_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
+def bench_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
     """--ckpt's module, else the fit config's with random weights, on `device`. The benchmarks that run diffusers'
     side beside ours (train_step, sampling) take 1-D positions, the only scheme its transformer expresses
     (tiny: omni)."""

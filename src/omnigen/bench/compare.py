@@ -28,7 +28,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from omnigen.bench.common import PROMPTS, alternate, build_module, memory_columns
+from omnigen.bench.common import PROMPTS, alternate, bench_module, memory_columns
 from omnigen.module import OmniGenLitModule
 
 SIDES = ("ours", "diffusers")
@@ -111,7 +111,7 @@ def measure_side(settings: dict, side: str) -> list[float]:
     torch.set_num_threads(args.threads)
     bench = importlib.import_module(f"omnigen.bench.{args.benchmark}")
     device = torch.device("cpu")
-    module = build_module(args, device)
+    module = bench_module(args, device)
     loaded = compiled(bench.setup(module, (side,), device), module, args.compile)
     return [peak_rss_mib(bench.row(module, loaded, n, args, device)[1][side]) for n in bench_rows(bench)]
 

@@ -7,11 +7,12 @@ import time
 
 from hydra.utils import instantiate
 
-from omnigen.bench.common import fit_config, random_module
+from omnigen.bench.common import random_module
+from omnigen.config import compose_fit
 
 
 def run(overrides: list[str], batches: int, repeats: int, workers: int) -> list[dict[str, float]]:
-    cfg = fit_config(overrides + [f"data.num_workers={workers}"])
+    cfg = compose_fit(overrides + [f"data.num_workers={workers}"])
     module = random_module(overrides).train()
     data = instantiate(cfg.data, _convert_="all")
     if hasattr(data, "attach"):

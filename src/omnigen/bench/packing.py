@@ -12,7 +12,8 @@ from collections import defaultdict
 import torch
 from hydra.utils import instantiate
 
-from omnigen.bench.common import fit_config, random_module
+from omnigen.bench.common import random_module
+from omnigen.config import compose_fit
 from omnigen.processor import PackedBatch, row_compute
 
 
@@ -23,7 +24,7 @@ def estimated_compute(batch: PackedBatch, pair_cost: float) -> float:
 def run(overrides: list[str], batches: int, pack_tokens: int) -> list[dict[str, float]]:
     """Two rows: rows chosen for dense attention (the model's pair cost, as training packs on SDPA)
     and for padding alone (pair cost 0, as for FlexAttention, which skips cross-sample tiles)."""
-    cfg = fit_config(overrides)
+    cfg = compose_fit(overrides)
     module = random_module(overrides)
     data = instantiate(cfg.data, _convert_="all")
     if hasattr(data, "attach"):

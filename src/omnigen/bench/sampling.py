@@ -6,7 +6,7 @@ processed inputs on, as pipelines/omnigen/pipeline_omnigen.py (0.42) writes it: 
 (FlowMatchEulerDiscreteScheduler as OmniGen-v1-diffusers configures it: one train timestep,
 inverted sigmas, so t = 0 is noise as ours) on sigmas linspace(1, 0, N + 1)[:N], which it
 inverts to t_i = i/N -- our uniform schedule -- and passes as `timestep` unchanged, as
-omnigen.convert.diffusers_inputs passes our t (its OmniGen embeds t in [0, 1], 0 = noise); rows stacked
+omnigen.checkpoints.diffusers.diffusers_inputs passes our t (its OmniGen embeds t in [0, 1], 0 = noise); rows stacked
 [cond | uncond | image-cond] (no image-cond row for text-only prompts), its CFG formula, the whole sequence
 recomputed every step (no kv-cache), and the attention mask and positions built by its OmniGenCollator. The prompts are
 tokenised by our processor (the same prepared prompts on both sides) and both sides draw the
@@ -29,7 +29,7 @@ from torch import Tensor
 
 from omnigen.bench.common import PROMPTS, autocast, diffusers_transformer, input_images, prompt_tokens
 from omnigen.bench.compare import compare
-from omnigen.convert import diffusers_inputs
+from omnigen.checkpoints.diffusers import diffusers_inputs
 from omnigen.module import OmniGenLitModule
 from omnigen.pipeline import OmniGenPipeline
 from omnigen.processor import drop_text

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from omnigen.bench.common import PROMPTS, autocast, diffusers_transformer, matmul_flops_per_s
 from omnigen.bench.compare import compare
-from omnigen.convert import diffusers_inputs
+from omnigen.checkpoints.diffusers import diffusers_inputs
 from omnigen.module import OmniGenLitModule
 
 ROWS = [*PROMPTS, "mixed"]

@@ -7,7 +7,7 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from omnigen.callbacks.periodic import PeriodicCallback
-from omnigen.evaluate import evaluate_shapes, flat_metrics, log_wandb_table
+from omnigen.evaluation import evaluate_shapes, flat_metrics, log_wandb_table
 from omnigen.metrics import FAMILIES
 from omnigen.pipeline import OmniGenPipeline
 

@@ -12,8 +12,8 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from omnigen.callbacks.periodic import PeriodicCallback
-from omnigen.images import grid, to_pil
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.images import grid, to_pil
 
 log = logging.getLogger(__name__)
 

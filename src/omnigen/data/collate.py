@@ -9,7 +9,7 @@ from PIL import Image
 from torch import Tensor
 
 from omnigen.data.schema import X2ISample
-from omnigen.images import from_array
+from omnigen.utils.images import from_array
 
 
 def to_tensor(image: Image.Image) -> Tensor:

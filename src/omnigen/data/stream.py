@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples
-from omnigen.data.few_shot import EpisodeBuilder
+from omnigen.data.curriculum import Curriculum
+from omnigen.data.episodes import EpisodeBuilder
 from omnigen.data.resolution import Resolution
 from omnigen.data.schema import BadSample, Skipped, X2ISample, check_family_inputs
 from omnigen.data.sources.base import Source, read_error

@@ -14,9 +14,9 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from omnigen.curriculum import Curriculum
 from omnigen.data.collate import to_item
-from omnigen.data.few_shot import EpisodeBuilder
+from omnigen.data.curriculum import Curriculum
+from omnigen.data.episodes import EpisodeBuilder
 from omnigen.data.resolution import Resolution
 from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample, format_mix
 from omnigen.data.sources.base import Source

@@ -1,10 +1,10 @@
 """The few_shot family: k example pairs of a task, then a query of the same task, in one prompt.
 
 Its sources may be of any family; each sample becomes a query once `few_shot.shots` earlier
-samples of its task have been read (see omnigen.data.few_shot).
+samples of its task have been read (see omnigen.data.episodes).
 """
 
-from omnigen.data.few_shot import EpisodeBuilder
+from omnigen.data.episodes import EpisodeBuilder
 from omnigen.data.modules.base import X2IDataModule
 
 

@@ -4,7 +4,7 @@ families; the realised mix is logged as data/mix/<family>."""
 
 from __future__ import annotations
 
-from omnigen.curriculum import Curriculum
+from omnigen.data.curriculum import Curriculum
 from omnigen.data.modules.base import X2IDataModule
 from omnigen.data.resolution import Resolution
 from omnigen.data.stream import FamilyStream

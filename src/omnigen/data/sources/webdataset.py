@@ -1,4 +1,4 @@
-"""Webdataset tar shards (as `omnigen.data.pack` writes them) as a Source.
+"""Webdataset tar shards (as `omnigen.data.write_shards` writes them) as a Source.
 
 Shard format: per record `key` (no dots), the members
     {key}.json          {"instruction", "family", "task", "spec", "edit_source", "num_inputs", "source_key", "notes"}

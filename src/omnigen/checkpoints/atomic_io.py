@@ -1,4 +1,6 @@
-"""Atomic checkpoint files: a kill during a save never leaves a checkpoint that loads wrong.
+"""Atomic checkpoint files and directories: a kill during a save never leaves one that loads wrong.
+
+`atomic_directory` does the same for a directory (exports, LoRA adapters, converted models).
 
 `AtomicCheckpointIO` (configured in every `configs/trainer/*.yaml` under `plugins:`) writes a
 checkpoint to a hidden temporary file in the target's directory, flushes and fsyncs it, then
@@ -12,7 +14,10 @@ all-or-nothing on object stores.
 """
 
 import os
-from contextlib import suppress
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +79,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         atomic_torch_save(checkpoint, path)
+
+
+@contextmanager
+def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `out_dir` to fill; it replaces `out_dir` only when the
+    block succeeds, so an interrupted write never leaves a half-written directory."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; choose another directory or pass overwrite=True (CLI: --overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,8 @@
 """Pack any Source into webdataset shards (the format `WebDatasetSource` reads).
 
-    python -m omnigen.data.pack --jsonl train.jsonl [--image-root DIR] [--family F] [--task T] \\
+    python -m omnigen.data.write_shards --jsonl train.jsonl [--image-root DIR] [--family F] [--task T] \\
         --out shards/shard-%06d.tar [--maxcount 1000] [--overwrite]
-    python -m omnigen.data.pack --shapes text_to_image=1 mixed_modal=1 --count 10000 --image-size 32 --seed 0 \\
+    python -m omnigen.data.write_shards --shapes text_to_image=1 mixed_modal=1 --count 10000 --image-size 32 --seed 0 \\
         --out shards/shard-%06d.tar
 
 Records are read in order (one part, no shuffle); images are stored as PNG re-encoded from the validated
@@ -195,7 +195,7 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Source
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnigen.data.pack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m omnigen.data.write_shards", description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--jsonl", help="a JSONL file in the released OmniGen format")
     what.add_argument("--shapes", nargs="+", metavar="FAMILY=RATIO", help="Shapes-X2I families and ratios")

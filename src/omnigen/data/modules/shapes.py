@@ -10,8 +10,8 @@ from lightning import LightningDataModule
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from omnigen.curriculum import Curriculum
 from omnigen.data.collate import collate_samples, to_item
+from omnigen.data.curriculum import Curriculum
 from omnigen.data.schema import X2ISample, format_mix
 from omnigen.data.shapes import make_sample
 from omnigen.data.sources.shapes import ShapesSource, to_x2i

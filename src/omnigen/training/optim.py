@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 if TYPE_CHECKING:
-    from omnigen.curriculum import Curriculum
+    from omnigen.data.curriculum import Curriculum
 
 
 def warmup_cosine(

@@ -1,4 +1,5 @@
-"""The released OmniGen-v1 layout -> omnigen (`python -m omnigen.convert from-release` uses it).
+"""Reading the released OmniGen-v1 layout: its weights, Phi-3 config and tokenizer (omnigen.checkpoints.release
+builds a module from them; fine-tuning from a release reads them through `load_initial_weights`).
 
 Released layout (read from its code): `model.safetensors` (or `model.pt`, a plain `torch.save`d
 state dict), the Phi-3 `config.json`, tokenizer files, optionally `vae/` (a diffusers AutoencoderKL;
@@ -11,25 +12,20 @@ float32. Our parameter names are the release's, so importing is a strict key che
 from __future__ import annotations
 
 import json
-import logging
-import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from hydra.utils import instantiate
 from safetensors.torch import load_file
 from torch import Tensor
 
-from omnigen.model.backbone.hf import backbone_architecture_config, build_hf_backbone
-from omnigen.model.omnigen import OmniGen
-from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
-from omnigen.module import OmniGenLitModule
-from omnigen.processor import RELEASE_TEMPLATE, load_tokenizer
+from omnigen.model.backbone.hf import build_hf_backbone
+from omnigen.processor import load_tokenizer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from omnigen.model.omnigen import OmniGen
 
 RELEASE_WEIGHTS = ("model.safetensors", "model.pt")
 RELEASE_POS_GRID = 192  # the release never passes another pos_embed_max_size
@@ -108,105 +104,6 @@ def check_keys(expected: set[str], found: set[str], what: str, optional: frozens
     problems += [f"unexpected {len(unexpected)}: {name_keys(unexpected)}"] if unexpected else []
     if problems:
         raise ValueError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
-
-
-def release_model_config(
-    release_dir: Path, vae: AutoencoderKLVAE, llm: torch.nn.Module, patch_size: int, pos_grid: int
-) -> dict[str, Any]:
-    """A config that rebuilds the imported module (as configs/model/paper.yaml would describe it);
-    the training entries are the paper's and only matter for fine-tuning."""
-    return {
-        "_target_": "omnigen.module.OmniGenLitModule",
-        "vae": vae.architecture_config(),
-        "backbone": backbone_architecture_config(llm),
-        "mask": {"_target_": "omnigen.model.masks.omnigen.OmniGenMask"},
-        "tokenizer": {"_target_": "omnigen.processor.load_tokenizer", "path": str(release_dir)},
-        "weighting": {
-            "_target_": "omnigen.flow.weighting.edit_region.EditRegionWeighting",
-            "threshold": 0.05,
-            "clip_min": 5.0,
-            "clip_max": 64.0,
-            "norm": "l2",
-        },
-        "timesteps": {"_target_": "omnigen.flow.timesteps.logit_normal.LogitNormalTimesteps", "mean": 0.0, "std": 1.0},
-        "optimizer": {
-            "_target_": "torch.optim.AdamW",
-            "_partial_": True,
-            "lr": 1e-4,
-            "betas": [0.9, 0.999],
-            "weight_decay": 0.0,
-        },
-        "scheduler": None,
-        "patch_size": patch_size,
-        "pos_embed_max_size": pos_grid,
-        "prompt_template": RELEASE_TEMPLATE,
-        "max_condition_tokens": None,
-        "text_dropout": 0.1,
-        "image_dropout": 0.1,
-        "seed": 0,
-    }
-
-
-def import_release(
-    release_dir: str | Path,
-    vae_path: str | Path | None = None,
-    attn_implementation: str = "sdpa",
-    overrides: dict[str, Any] | None = None,
-) -> OmniGenLitModule:
-    """The released OmniGen-v1 directory as an OmniGenLitModule (float32, eval mode).
-
-    `vae_path` (a local diffusers AutoencoderKL directory, e.g. SDXL's) takes precedence over the
-    release's `vae/`. `overrides` replaces top-level entries of the rebuild config (e.g. `weighting`).
-    """
-    release_dir = Path(release_dir)
-    if not (release_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{release_dir} has no config.json (the Phi-3 config of an OmniGen-v1 release)")
-    vae_dir = Path(vae_path) if vae_path is not None else release_dir / "vae"
-    if not vae_dir.is_dir():
-        raise FileNotFoundError(
-            f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
-            "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)"
-        )
-    state = read_release_weights(release_dir)
-    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
-    log.info("release weights in %s; loading them as float32", "/".join(dtypes))
-
-    llm = build_hf_backbone(
-        config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
-        attn_implementation=attn_implementation,
-    )
-    hidden = llm.config.hidden_size
-    embedder = state.get("x_embedder.proj.weight")
-    if embedder is None or embedder.dim() != 4:
-        raise ValueError(f"{release_dir}: no 4-D x_embedder.proj.weight, so this is not an OmniGen-v1 checkpoint")
-    patch_size, in_channels = embedder.shape[-1], embedder.shape[1]  # (D, C, p, p)
-    pos_grid = RELEASE_POS_GRID
-    if "pos_embed" in state:
-        table = state["pos_embed"]  # (1, G², D)
-        pos_grid = math.isqrt(table.shape[-2])
-        if table.dim() != 3 or pos_grid * pos_grid != table.shape[-2] or table.shape[-1] != hidden:
-            raise ValueError(f"pos_embed of shape {tuple(table.shape)} is not a square (1, G², {hidden}) table")
-
-    vae = AutoencoderKLVAE(pretrained_path=str(vae_dir))
-    if vae.latent_channels != in_channels:
-        raise ValueError(
-            f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
-            f"take {in_channels}"
-        )
-    tokenizer = load_release_tokenizer(release_dir)
-    config = release_model_config(release_dir, vae, llm, patch_size, pos_grid) | (overrides or {})
-    module = instantiate(
-        {k: v for k, v in config.items() if k not in ("vae", "backbone", "tokenizer")},
-        vae=vae,
-        backbone=llm,
-        tokenizer=tokenizer,
-        _convert_="all",
-    )
-    module.model_config = config
-    module.run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
-
-    load_release_state(module.transformer, state, str(release_dir))
-    return module.eval()
 
 
 def load_release_tokenizer(path: str | Path) -> Any:

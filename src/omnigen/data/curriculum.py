@@ -5,8 +5,11 @@ size and learning rate (Table 1). Here one `Curriculum` object is read by three 
 all as pure functions of the global step, so a resumed run lands in the right stage:
 
 - the DataModule's stream: image size, batch size and task mix of each batch;
-- the lr schedule (`omnigen.optim.warmup_cosine(curriculum=...)`): the stage's lr as base lr;
-- `CurriculumCallback`: logs the stage and samples a grid at every stage boundary.
+- the lr schedule (`omnigen.training.optim.warmup_cosine(curriculum=...)`): the stage's lr as base lr;
+- `omnigen.callbacks.curriculum.CurriculumCallback`: logs the stage and samples a grid at every stage
+  boundary.
+
+It lives with the data because the DataModules read it; the lr schedule and the callback read it from above.
 """
 
 from __future__ import annotations
@@ -14,10 +17,6 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from typing import Any
-
-from lightning import Callback, LightningModule, Trainer
-
-from omnigen.callbacks.sample_grid import SampleGridCallback
 
 
 @dataclass(frozen=True)
@@ -65,33 +64,3 @@ class Curriculum:
             )
             + ")"
         )
-
-
-class CurriculumCallback(Callback):
-    """Logs curriculum/{stage, image_size, batch_size} and samples a grid when a stage begins."""
-
-    def __init__(self, curriculum: Curriculum) -> None:
-        self.curriculum = curriculum
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        stage = self.curriculum.stage_at(step)
-        outputs = batch["output_image"]  # (B, 3, H, W), or a list of (3, H, W) of mixed sizes
-        size = len(outputs)
-        pl_module.log_dict(
-            {
-                "curriculum/stage": float(self.curriculum.index_at(step)),
-                "curriculum/image_size": float(max(max(image.shape[-2:]) for image in outputs)),
-                "curriculum/batch_size": float(size),
-                "curriculum/stage_lr": stage.lr,
-            },
-            batch_size=size,
-        )
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        step = trainer.global_step  # already advanced past the step that just ran
-        if 0 < step < self.curriculum.total_steps and step in self.curriculum.starts:
-            for callback in trainer.callbacks:
-                # once per boundary, also under gradient accumulation
-                if isinstance(callback, SampleGridCallback) and callback.last_step != step:
-                    callback.trigger(trainer, pl_module)

@@ -40,6 +40,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoConfig
 
+from omnigen.checkpoints.format import EXPORT_CONFIG, EXPORT_WEIGHTS, read_checkpoint
+from omnigen.checkpoints.release_layout import load_release_state, read_release_weights, release_backbone_config
+
 if TYPE_CHECKING:
     from omnigen.model.omnigen import OmniGen
     from omnigen.module import OmniGenLitModule
@@ -279,8 +282,6 @@ def load_lora(module: OmniGenLitModule, path: str | Path, merge: bool = False) -
 def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
     """Transformer weights from an OmniGen-v1 release directory, an omnigen exported directory or a
     `.ckpt` (strict: every name and shape must match). The VAE is the VAE plugin's business."""
-    from omnigen.checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, read_checkpoint
-    from omnigen.release import load_release_state, read_release_weights
 
     path = Path(path)
     if path.is_dir() and not (path / EXPORT_CONFIG).is_file():
@@ -306,7 +307,6 @@ def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
 
 def warn_config_mismatch(transformer: OmniGen, release_dir: Path) -> None:
     """Weights carry no rope factors: warn where the release's config.json differs from our backbone's."""
-    from omnigen.release import release_backbone_config
 
     if not (release_dir / "config.json").is_file():
         return
