@@ -106,11 +106,13 @@ for minute in "${minutes[@]}"; do clock+=("eval_minute_$minute"); done
 for arm in "${arms[@]}"; do
   name=${arm%% *} dirs=()
   for seed in "${seeds[@]}"; do dirs+=("$(run_dir "$name" "$seed")"); done
-  report+=(--arm "$name=$(IFS=,; echo "${dirs[*]}")")
+  report+=("arms.$name=[$(IFS=,; echo "${dirs[*]}")]")
 done
-report+=(--control "$control" --floor "$floor" --ceiling "$truth" ${EXPECT:+$(printf -- "--expect %s " $EXPECT)})
+report+=(control="$control" floor="$floor" ceiling="$truth")
+for hypothesis in ${EXPECT:-}; do report+=("expect.$hypothesis"); done  # expect.ARM=better|worse
 out=${OUT:-experiments/$experiment}
-python -m omnigen.report --out "$out" --title "$experiment" "${report[@]}" --curve "${curve[@]}"
+python -m omnigen.report out="$out" title="$experiment" "${report[@]}" "curve=[$(IFS=,; echo "${curve[*]}")]"
 if [ ${#clock[@]} -gt 0 ]; then
-  python -m omnigen.report --out "$out/equal_time" --title "$experiment at equal training time" "${report[@]}" --curve "${clock[@]}"
+  python -m omnigen.report out="$out/equal_time" title="$experiment at equal training time" "${report[@]}" \
+    "curve=[$(IFS=,; echo "${clock[*]}")]"
 fi

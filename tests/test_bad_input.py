@@ -405,17 +405,7 @@ def test_pack_skips_records_outside_their_family_and_outside_the_root(corpus, tm
     ]
     out = tmp_path / "cli" / "shard-%06d.tar"
     code = pack_main(
-        [
-            "--jsonl",
-            str(path),
-            "--family",
-            "text_to_image",
-            "--out",
-            str(out),
-            "--allow-paths-outside-root",
-            "--max-image-pixels",
-            "0",
-        ]
+        [f"jsonl={path}", "family=text_to_image", f"out={out}", "allow_paths_outside_root=true", "max_image_pixels=0"]
     )
     assert code == 0 and "wrote 2 records" in capsys.readouterr().out  # the secret too, once allowed
 

@@ -9,22 +9,20 @@ from omnigen.bench import main as bench
 
 
 def test_kv_cache_benchmark_runs_and_agrees(capsys):
-    rows = bench(["kv_cache", "--steps", "1", "--repeats", "1", "--size", "16"])
+    rows = bench(["kv_cache", "steps=1", "repeats=1", "size=16"])
     assert [r["input images"] for r in rows] == [0, 1, 2] and all(r["max |diff|"] <= 1e-5 for r in rows)
     assert "speed-up" in capsys.readouterr().out
 
 
 def test_loader_benchmark_reports_both_throughputs(capsys):
-    rows = bench(
-        ["loader", "--batches", "2", "--repeats", "1", "--override", "data.batch_size=4", "--override", "data=mixture"]
-    )
+    rows = bench(["loader", "batches=2", "repeats=1", "override=[data.batch_size=4,data=mixture]"])
     assert rows[0]["data"] == "MixtureDataModule" and rows[0]["batch"] == 4
     assert rows[0]["loader samples/s"] > 0 and rows[0]["training samples/s"] > 0
     assert "loader / training" in capsys.readouterr().out
 
 
 def test_train_step_benchmark_runs_both_models_on_the_same_weights(capsys, tmp_path):
-    rows = bench(["train_step", "--batch", "3", "--repeats", "1", "--size", "16", "--json", str(tmp_path / "b.json")])
+    rows = bench(["train_step", "batch=3", "repeats=1", "size=16", f"json={tmp_path / 'b.json'}"])
     saved = json.loads((tmp_path / "b.json").read_text())
     assert saved["rows"] == rows and saved["settings"]["benchmark"] == "train_step" and saved["settings"]["batch"] == 3
     assert [r["input images"] for r in rows] == [0, 1, 2, "mixed"]
@@ -51,9 +49,7 @@ def test_training_step_flops_count_every_decoder_matmul_three_times():
 
 
 def test_sampling_benchmark_matches_diffusers_loop_and_measures_memory(capsys, tmp_path):
-    rows = bench(
-        ["sampling", "--steps", "2", "--repeats", "1", "--size", "16", "--memory", "--json", str(tmp_path / "s.json")]
-    )
+    rows = bench(["sampling", "steps=2", "repeats=1", "size=16", "memory=true", f"json={tmp_path / 's.json'}"])
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["rows"] == rows and saved["settings"]["benchmark"] == "sampling" and saved["settings"]["steps"] == 2
     assert [r["input images"] for r in rows] == [0, 1, 2] and rows[2]["prefix tokens"] > rows[0]["prefix tokens"]
@@ -64,25 +60,30 @@ def test_sampling_benchmark_matches_diffusers_loop_and_measures_memory(capsys, t
 
 
 def test_cpu_peak_memory_of_a_training_step_is_positive_and_grows_with_the_sequence():
-    from omnigen.bench import build_parser
+    from dataclasses import asdict
+
+    from omnigen.bench import parse_args
     from omnigen.bench.compare import measure_side
 
-    args = build_parser().parse_args(["train_step", "--batch", "2", "--size", "16"])
-    peaks = measure_side(vars(args) | {"threads": torch.get_num_threads()}, "diffusers")  # in this process
+    args = parse_args(["train_step", "batch=2", "size=16"])
+    peaks = measure_side(asdict(args) | {"threads": torch.get_num_threads()}, "diffusers")  # in this process
     assert len(peaks) == 4 and 0 < peaks[0] < peaks[2]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
-def test_device_cuda_without_a_gpu_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit):
-        bench(["sampling", "--device", "cuda"])
-    assert "CUDA is not available" in capsys.readouterr().err
+def test_device_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        bench(["sampling", "device=cuda"])
+    with pytest.raises(SystemExit, match="bad benchmark"):
+        bench(["sample"])
+    with pytest.raises(SystemExit, match="key=value"):
+        bench(["sampling", "--steps", "2"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_sampling_and_train_step_run_on_cuda_with_allocator_peaks():
     for benchmark in ("sampling", "train_step"):
-        rows = bench([benchmark, "--device", "cuda", "--steps", "2", "--repeats", "1", "--size", "16", "--batch", "2"])
+        rows = bench([benchmark, "device=cuda", "steps=2", "repeats=1", "size=16", "batch=2"])
         assert all(r["max |diff|"] <= 1e-3 and r["ours peak MiB"] > 0 and r["diffusers peak MiB"] > 0 for r in rows)
 
 
@@ -90,18 +91,9 @@ def test_packing_benchmark_reports_padding_before_and_after_on_the_configs_batch
     rows = bench(
         [
             "packing",
-            "--batches",
-            "2",
-            "--override",
-            "data=mixture",
-            "--override",
-            "data.batch_size=8",
-            "--override",
-            "data.mixed_sizes=true",
-            "--override",
-            "data.resolution.mode=raw",
-            "--override",
-            "data.families.edit.sources.0.image_size=16",
+            "batches=2",
+            "override=[data=mixture,data.batch_size=8,data.mixed_sizes=true,data.resolution.mode=raw,"
+            "data.families.edit.sources.0.image_size=16]",
         ]
     )
     assert [r["rows chosen for"] for r in rows] == ["dense", "padding"]

@@ -38,7 +38,7 @@ def test_job_fits_times_evaluates_and_does_not_refit(tmp_path):
     stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     again = run_job(tmp_path, "tiny_s0", *FAST, "seed=0")
     assert again.returncode == 0 and (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp  # evaluated only
-    table = report(["--out", str(tmp_path / "report"), "--arm", f"tiny={run}"])
+    table = report([f"out={tmp_path / 'report'}", f"arms.tiny=[{run}]"])
     assert table["tiny"]["steps"] == [4] and (tmp_path / "report" / "plot.png").is_file()
 
 

@@ -66,36 +66,20 @@ def test_pack_is_deterministic_and_refuses_to_overwrite(tmp_path):
 
 
 def test_cli_packs_shapes_and_jsonl(tmp_path, capsys):
-    ratios = [f"{family}={ratio}" for family, ratio in SHAPES_FAMILIES.items()]
+    ratios = [f"shapes.{family}={ratio}" for family, ratio in SHAPES_FAMILIES.items()]
     out = tmp_path / "shapes" / "shard-%06d.tar"
-    assert (
-        main(
-            [
-                "--shapes",
-                *ratios,
-                "--count",
-                "10",
-                "--image-size",
-                "16",
-                "--seed",
-                "2",
-                "--out",
-                str(out),
-                "--maxcount",
-                "4",
-            ]
-        )
-        == 0
-    )
+    assert main([*ratios, "count=10", "image_size=16", "seed=2", f"out={out}", "maxcount=4"]) == 0
     assert "wrote 10 records to 3 shard(s)" in capsys.readouterr().out
     back = list(WebDatasetSource(str(tmp_path / "shapes" / "shard-*.tar")).read())
     assert all(same_samples(b, s) for b, s in zip(back, shapes(10, seed=2).read(), strict=True))
 
-    assert main(["--shapes", "no_such_family=1", "--count", "3", "--out", str(out)]) == 2
+    assert main(["shapes.no_such_family=1", "count=3", f"out={out}"]) == 2
     assert "no_such_family" in capsys.readouterr().err
+    assert main(["shapes.text_to_image=1", f"out={out}"]) == 2 and "count=N" in capsys.readouterr().err
+    assert main([f"out={out}"]) == 2 and "name one source" in capsys.readouterr().err
 
     path, _ = write_jsonl(tmp_path / "data")
-    assert main(["--jsonl", str(path), "--out", str(tmp_path / "j" / "shard-%06d.tar")]) == 0
+    assert main([f"jsonl={path}", f"out={tmp_path / 'j' / 'shard-%06d.tar'}"]) == 0
     printed = capsys.readouterr().out
     assert "wrote 5 records to 1 shard(s)" in printed and "bad_json=5" in printed
     assert "[missing_image] train.jsonl:13: input_images[0] 'nope.png'" in printed

@@ -43,7 +43,7 @@ def runs(fitted_checkpoint, tmp_path_factory):
 
 def test_report_aggregates_seeds_into_a_table_and_a_plot(runs, tmp_path, capsys):
     a, b = runs
-    main(["--out", str(tmp_path), "--arm", f"both={a},{b}", "--arm", f"first={a}"])
+    main([f"out={tmp_path}", f"arms.both=[{a},{b}]", f"arms.first=[{a}]"])
     table = json.loads((tmp_path / "results.json").read_text())["table"]
     seeds = [json.loads((r / "eval" / "results.json").read_text())["results"] for r in runs]
     for family, metric in [("text_to_image", "object"), ("mixed_modal", "unchanged_psnr")]:
@@ -67,26 +67,21 @@ def test_report_aggregates_seeds_into_a_table_and_a_plot(runs, tmp_path, capsys)
 
 
 def test_report_names_what_is_wrong(runs, tmp_path):
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--arm", "no-runs"])
-    with pytest.raises(FileNotFoundError, match="no eval/results.json"):
+    with pytest.raises(SystemExit, match="no arms"):
+        main([f"out={tmp_path}"])
+    with pytest.raises(SystemExit, match="key=value"):
         main(["--out", str(tmp_path), "--arm", f"x={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="no eval/results.json"):
+        main([f"out={tmp_path}", f"arms.x=[{tmp_path}]"])
     with pytest.raises(ValueError, match="family/metric"):
-        main(["--out", str(tmp_path), "--arm", f"x={runs[0]}", "--metrics", "colour"])
+        main([f"out={tmp_path}", f"arms.x=[{runs[0]}]", "metrics=[colour]"])
 
 
 def test_step_named_arms_plot_a_learning_curve_from_evaluations_inside_runs(runs, tmp_path):
     for run in runs:  # an "earlier checkpoint" evaluation beside the final one
         shutil.copytree(run / "eval", run / "eval_step1")
     table = main(
-        [
-            "--out",
-            str(tmp_path),
-            "--arm",
-            f"1={runs[0]}/eval_step1,{runs[1]}/eval_step1",
-            "--arm",
-            f"2={runs[0]},{runs[1]}",
-        ]
+        [f"out={tmp_path}", f"arms.1=[{runs[0]}/eval_step1,{runs[1]}/eval_step1]", f"arms.2=[{runs[0]},{runs[1]}]"]
     )
     assert list(table) == ["1", "2"] and table["1"]["text_to_image/object"] == table["2"]["text_to_image/object"]
     assert table["1"]["fit_seconds"]["mean"] == 12.5  # read from the run that holds the evaluation
@@ -108,22 +103,19 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
             write_evaluation(tmp_path / f"{name}_s{seed}" / "eval", scores)
     write_evaluation(tmp_path / "floor", (0.6, 5.0))
     write_evaluation(tmp_path / "truth", (1.0, 100.0))
-    arm = lambda name, seeds: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in seeds)  # noqa: E731
+
+    def arm(name, seeds):
+        return f"arms.{name}=[" + ",".join(str(tmp_path / f"{name}_s{s}") for s in seeds) + "]"
+
     out = tmp_path / "report"
     main(
         [
-            "--out",
-            str(out),
-            "--arm",
+            f"out={out}",
             arm("ctl", control),
-            "--arm",
             arm("new", treated),
-            "--control",
-            "ctl",
-            "--floor",
-            str(tmp_path / "floor"),
-            "--ceiling",
-            str(tmp_path / "truth"),
+            "control=ctl",
+            f"floor={tmp_path / 'floor'}",
+            f"ceiling={tmp_path / 'truth'}",
         ]
     )
     saved = json.loads((out / "results.json").read_text())
@@ -138,14 +130,14 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
     assert "| floor: untrained | 0.600 | 5.0 |" in md and "| ceiling: ground truth | 1.000 | 100.0 |" in md
     assert saved["references"]["floor: untrained"]["text_to_image"]["object"] == 0.6
     with pytest.raises(ValueError, match="shares 1 seed"):
-        main(["--out", str(out), "--arm", arm("ctl", control), "--arm", arm("new", [0]), "--control", "ctl"])
+        main([f"out={out}", arm("ctl", control), arm("new", [0]), "control=ctl"])
     with pytest.raises(ValueError, match="control arm 'nope'"):
-        main(["--out", str(out), "--arm", arm("ctl", control), "--control", "nope"])
+        main([f"out={out}", arm("ctl", control), "control=nope"])
 
 
 def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_last_point(tmp_path):
-    """--curve reads eval_step<N>/ inside every run: the table and verdicts are the last point's, every point
-    gets its paired differences, and --expect turns directions into supported / refuted."""
+    """curve= reads eval_step<N>/ inside every run: the table and verdicts are the last point's, every point
+    gets its paired differences, and expect= turns directions into supported / refuted."""
     control = {7: [(0.3, 10.0), (0.50, 20.0)], 8: [(0.3, 11.0), (0.60, 22.0)], 9: [(0.2, 12.0), (0.40, 21.0)]}
     better = {7: [(0.4, 10.0), (0.70, 20.5)], 8: [(0.3, 11.0), (0.75, 21.0)], 9: [(0.1, 12.0), (0.62, 21.5)]}
     worse = {seed: [(a - 0.1, b), (c - 0.2, d)] for seed, [(a, b), (c, d)] in control.items()}
@@ -156,27 +148,21 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
     logged = tmp_path / "ctl_s7" / "csv" / "version_0"  # the run went on past its evaluated step 10
     logged.mkdir(parents=True)
     (logged / "metrics.csv").write_text("step,train/loss\n5,1.0\n10,0.5\n20,9.0\n")
-    arm = lambda name: f"{name}=" + ",".join(str(tmp_path / f"{name}_s{s}") for s in control)  # noqa: E731
+
+    def arm(name):
+        return f"arms.{name}=[" + ",".join(str(tmp_path / f"{name}_s{s}") for s in control) + "]"
+
     out = tmp_path / "report"
     table = main(
         [
-            "--out",
-            str(out),
-            "--arm",
+            f"out={out}",
             arm("ctl"),
-            "--arm",
             arm("up"),
-            "--arm",
             arm("down"),
-            "--control",
-            "ctl",
-            "--curve",
-            "eval_step600",
-            "eval_step1200",
-            "--expect",
-            "up=better",
-            "--expect",
-            "down=better",
+            "control=ctl",
+            "curve=[eval_step600,eval_step1200]",
+            "expect.up=better",
+            "expect.down=better",
         ]
     )
     assert table["up"]["text_to_image/object"]["seeds"] == [0.70, 0.75, 0.62]  # the last point's
@@ -192,7 +178,7 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
     md = (out / "results.md").read_text()
     assert "| arm | metric | step600 | step1200 |" in md and "(supported: better)" in md
     assert (out / "plot.png").stat().st_size > 1000
-    with pytest.raises(ValueError, match="--expect"):
-        main(["--out", str(out), "--arm", arm("ctl"), "--arm", arm("up"), "--control", "ctl", "--expect", "up=higher"])
+    with pytest.raises(ValueError, match="expect.ARM=better"):
+        main([f"out={out}", arm("ctl"), arm("up"), "control=ctl", "expect.up=higher"])
     with pytest.raises(ValueError, match="ending in their step"):
-        main(["--out", str(out), "--arm", arm("ctl"), "--curve", "eval"])
+        main([f"out={out}", arm("ctl"), "curve=[eval]"])

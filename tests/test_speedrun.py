@@ -114,16 +114,11 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
     )
     main(
         [
-            "--out",
-            str(tmp_path / "out"),
-            "--control",
-            "baseline",
-            "--ceiling",
-            str(tmp_path / "truth"),
-            "--row",
-            "baseline=" + ",".join(map(str, slow)),
-            "--row",
-            "better=" + ",".join(map(str, fast)),
+            f"out={tmp_path / 'out'}",
+            "control=baseline",
+            f"ceiling={tmp_path / 'truth'}",
+            "rows.baseline=[" + ",".join(map(str, slow)) + "]",
+            "rows.better=[" + ",".join(map(str, fast)) + "]",
         ]
     )
     table = (tmp_path / "out" / "records.md").read_text()
@@ -147,10 +142,12 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
 def test_a_screen_table_at_other_minutes_without_a_control(tmp_path):
     short = {0: (0, 0, 0, 0, 0, 10), 5: (0.5, 0.5, 0.5, 0.1, 0.2, 18), 10: (0.6, 0.7, 0.8, 0.2, 0.3, 21)}
     runs = [write_run(tmp_path / "a_s2", short)]
-    main(["--out", str(tmp_path / "out"), "--minutes", "5,10", "--row", f"a={runs[0]}"])
+    main([f"out={tmp_path / 'out'}", "minutes=[5,10]", f"rows.a=[{runs[0]}]"])
     table = (tmp_path / "out" / "records.md").read_text()
     assert "object @5 / @10" in table and "| a | not reached (not reached–not reached) | " in table
     assert "| 0.50 / 0.60 | 0.50 / 0.70 | 0.50 / 0.80 |" in table
     assert json.loads((tmp_path / "out" / "records.json").read_text())["a"]["at_10"]["text_to_image/position"] == 0.8
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "out"), "--minutes", "5,ten", "--row", f"a={runs[0]}"])
+    with pytest.raises(Exception, match="ten"):  # OmegaConf names the key and the value it cannot convert
+        main([f"out={tmp_path / 'out'}", "minutes=[5,ten]", f"rows.a=[{runs[0]}]"])
+    with pytest.raises(SystemExit, match="no rows"):
+        main([f"out={tmp_path / 'out'}"])

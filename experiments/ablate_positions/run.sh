@@ -11,8 +11,8 @@ if [ "${REPORT:-}" != only ]; then
   EXPERIMENT=ablate_positions SEEDS="7 8 9" experiments/speedrun/run.sh omnipos model/positions=omni
 fi
 R=${R:-runs}  # R=experiments/speedrun/runs with REPORT=only: the report from the kept copies of the rows' runs
-arm() { echo "$1=$R/speedrun_$2_s7,$R/speedrun_$2_s8,$R/speedrun_$2_s9"; }
-python -m omnigen.report --out experiments/ablate_positions --title "ablate_positions (fp32, 30 training minutes)" \
-  --arm "$(arm sequential pema)" --arm "$(arm omni omnipos)" --control sequential --expect omni=better \
-  --curve eval_minute_2.5 eval_minute_5 eval_minute_10 eval_minute_20 eval_minute_30 \
-  --floor "$R/speedrun_pema_s7/eval_minute_0" --ceiling "$R/speedrun_ground_truth"
+arm() { echo "arms.$1=[$R/speedrun_$2_s7,$R/speedrun_$2_s8,$R/speedrun_$2_s9]"; }
+python -m omnigen.report out=experiments/ablate_positions "title=ablate_positions (fp32, 30 training minutes)" \
+  "$(arm sequential pema)" "$(arm omni omnipos)" control=sequential expect.omni=better \
+  "curve=[eval_minute_2.5,eval_minute_5,eval_minute_10,eval_minute_20,eval_minute_30]" \
+  floor="$R/speedrun_pema_s7/eval_minute_0" ceiling="$R/speedrun_ground_truth"

@@ -15,12 +15,14 @@ curve() {  # the averaged weights at earlier steps, 64 samples per family
 }
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 curve 0 & curve 1; wait
-python -m omnigen.report --out experiments/mini_paper --title "mini_paper: the X2I mixture (3600 steps)" \
-  --arm mini_paper=runs/mini_paper_s0,runs/mini_paper_s1
-python -m omnigen.report --out experiments/mini_paper/curve --title "mini_paper: learning curve" \
-  --arm 600=runs/mini_paper_s0/eval_step600,runs/mini_paper_s1/eval_step600 \
-  --arm 1200=runs/mini_paper_s0/eval_step1200,runs/mini_paper_s1/eval_step1200 \
-  --arm 2400=runs/mini_paper_s0/eval_step2400,runs/mini_paper_s1/eval_step2400 \
-  --arm 3600=runs/mini_paper_s0,runs/mini_paper_s1 \
-  --metrics text_to_image/object text_to_image/colour text_to_image/position mixed_modal/edit_correct \
-  mixed_modal/unchanged_psnr subject_driven/subject_fidelity visual_condition/edge_f1 cv_tasks/edge_f1 cv_tasks/seg_miou cv_tasks/mask_iou
+# (a value with ": " in it is quoted inside the key=value argument, or it would read as a mapping)
+python -m omnigen.report out=experiments/mini_paper "title='mini_paper: the X2I mixture (3600 steps)'" \
+  "arms.mini_paper=[runs/mini_paper_s0,runs/mini_paper_s1]"
+python -m omnigen.report out=experiments/mini_paper/curve "title='mini_paper: learning curve'" \
+  "arms.600=[runs/mini_paper_s0/eval_step600,runs/mini_paper_s1/eval_step600]" \
+  "arms.1200=[runs/mini_paper_s0/eval_step1200,runs/mini_paper_s1/eval_step1200]" \
+  "arms.2400=[runs/mini_paper_s0/eval_step2400,runs/mini_paper_s1/eval_step2400]" \
+  "arms.3600=[runs/mini_paper_s0,runs/mini_paper_s1]" \
+  "metrics=[text_to_image/object,text_to_image/colour,text_to_image/position,mixed_modal/edit_correct,\
+mixed_modal/unchanged_psnr,subject_driven/subject_fidelity,visual_condition/edge_f1,cv_tasks/edge_f1,\
+cv_tasks/seg_miou,cv_tasks/mask_iou]"

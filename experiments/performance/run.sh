@@ -3,20 +3,21 @@
 # its two sides run by run; never run two at once on a 2-core machine). Writes the JSON files here.
 set -euo pipefail
 cd "$(dirname "$0")"
+WIDE=model.backbone.config.hidden_size=256,model.backbone.config.intermediate_size=1024
 # fp32 with sdpa (the faster attention in fp32; tiny's eager is the faster one in bf16, below)
-BENCH=(--threads 2 --override model.backbone.config.hidden_size=256 --override model.backbone.config.intermediate_size=1024
-       --override model.backbone.attn_implementation=sdpa)
-python -m omnigen.bench train_step --batch 8 --repeats 9 --compile none --memory "${BENCH[@]}" --json train_step_compile_none.json
-python -m omnigen.bench train_step --batch 8 --repeats 9 --compile ours "${BENCH[@]}" --json train_step_compile_ours.json
-python -m omnigen.bench sampling --repeats 7 --memory "${BENCH[@]}" --json sampling.json
-python -m omnigen.bench sampling --batch 4 --repeats 5 "${BENCH[@]}" --json sampling_batch4.json
+BENCH=(threads=2 "override=[$WIDE,model.backbone.attn_implementation=sdpa]")
+python -m omnigen.bench train_step batch=8 repeats=9 compile=none memory=true "${BENCH[@]}" json=train_step_compile_none.json
+python -m omnigen.bench train_step batch=8 repeats=9 compile=ours "${BENCH[@]}" json=train_step_compile_ours.json
+python -m omnigen.bench sampling repeats=7 memory=true "${BENCH[@]}" json=sampling.json
+python -m omnigen.bench sampling batch=4 repeats=5 "${BENCH[@]}" json=sampling_batch4.json
 # bf16 autocast (trainer=cpu's precision): ours with sdpa, then with eager attention (tiny's), diffusers' sdpa beside both
-python -m omnigen.bench train_step --batch 8 --repeats 7 --compile none --dtype bfloat16 "${BENCH[@]}" --json train_step_bf16_sdpa.json
-python -m omnigen.bench train_step --batch 8 --repeats 7 --compile none --dtype bfloat16 "${BENCH[@]}" \
-    --override model.backbone.attn_implementation=eager --json train_step_bf16_eager.json
-MIXTURE=(--batches 50 --override data=mixture --override data.batch_size=32)
-python -m omnigen.bench packing "${MIXTURE[@]}" --json packing_mixture.json
-python -m omnigen.bench packing "${MIXTURE[@]}" --override data.mixed_sizes=true --override data.resolution.mode=raw \
-    --override data.resolution.size=48 --override data.families.edit.sources.0.image_size=16 \
-    --override data.families.subject.sources.0.image_size=48 --override data.families.other.sources.0.image_size=16 \
-    --json packing_mixed_sizes.json
+python -m omnigen.bench train_step batch=8 repeats=7 compile=none dtype=bfloat16 "${BENCH[@]}" json=train_step_bf16_sdpa.json
+python -m omnigen.bench train_step batch=8 repeats=7 compile=none dtype=bfloat16 threads=2 \
+    "override=[$WIDE,model.backbone.attn_implementation=eager]" \
+    json=train_step_bf16_eager.json
+MIXTURE=data=mixture,data.batch_size=32
+python -m omnigen.bench packing batches=50 "override=[$MIXTURE]" json=packing_mixture.json
+python -m omnigen.bench packing batches=50 json=packing_mixed_sizes.json \
+    "override=[$MIXTURE,data.mixed_sizes=true,data.resolution.mode=raw,data.resolution.size=48,\
+data.families.edit.sources.0.image_size=16,data.families.subject.sources.0.image_size=48,\
+data.families.other.sources.0.image_size=16]"

@@ -56,4 +56,4 @@ truth=runs/speedrun_ground_truth  # the ceiling row: the targets scored as if ge
 [ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 \
   "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$truth" > /dev/null
 runs=$(printf "runs/speedrun_${row}_s%s," "${seeds[@]}")
-python -m omnigen.speedrun --out "experiments/speedrun/rows/$row" --ceiling "$truth" --row "$row=${runs%,}"
+python -m omnigen.speedrun out="experiments/speedrun/rows/$row" ceiling="$truth" "rows.$row=[${runs%,}]"

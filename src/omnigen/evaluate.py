@@ -43,7 +43,7 @@ class EvaluateConfig:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_cli(EvaluateConfig, argv, "omnigen.evaluate", "ckpt=path/last.ckpt")
+    cfg = parse_cli(EvaluateConfig, argv, "omnigen.evaluate", "ckpt=path/last.ckpt", __doc__)
     if cfg.suite not in SUITES:
         raise SystemExit(f"omnigen.evaluate: unknown suite {cfg.suite!r}; known: {list(SUITES)}")
     if cfg.ground_truth:

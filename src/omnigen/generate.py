@@ -48,7 +48,7 @@ def output_paths(out: str, n: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    cfg = parse_cli(GenerateConfig, argv, "omnigen.generate", 'ckpt=path/last.ckpt prompt="a red circle"')
+    cfg = parse_cli(GenerateConfig, argv, "omnigen.generate", 'ckpt=path/last.ckpt prompt="a red circle"', __doc__)
     prompt = cfg.prompt if isinstance(cfg.prompt, str) else [str(p) for p in cfg.prompt]
     pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
     images = pipe(

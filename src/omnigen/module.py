@@ -284,8 +284,8 @@ class OmniGenLitModule(LightningModule):
         """The model config with the VAE and backbone replaced by weight-free rebuilds."""
         if self.model_config is None:
             raise RuntimeError(
-                "this module was built without `config`, so its checkpoint cannot describe it; "
-                "build it with omnigen.module.build_module"
+                "this module has no model_config, so its checkpoint cannot describe it: build it with "
+                "omnigen.module.build_module(config)"
             )
         config = dict(self.model_config)
         config["vae"] = self.vae.architecture_config()

@@ -145,7 +145,7 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return pretrain(parse_cli(PretrainLMConfig, argv, "omnigen.pretrain_lm", "out=checkpoints/lm_shapes"))
+    return pretrain(parse_cli(PretrainLMConfig, argv, "omnigen.pretrain_lm", "out=checkpoints/lm_shapes", __doc__))
 
 
 if __name__ == "__main__":

@@ -1,30 +1,31 @@
 """Result tables and plots for experiments: runs grouped into arms, seeds aggregated.
 
-    python -m omnigen.report --out experiments/ablate_mask \
-        --arm omnigen=runs/mask_omnigen_s0,runs/mask_omnigen_s1 --arm causal=runs/mask_causal_s0,runs/mask_causal_s1
+    python -m omnigen.report out=experiments/ablate_mask \
+        arms.omnigen=[runs/mask_omnigen_s0,runs/mask_omnigen_s1] arms.causal=[runs/mask_causal_s0,runs/mask_causal_s1]
 
 Each run directory is a fit's `hydra.run.dir` with `eval/results.json` (python -m omnigen.evaluate
 ... out=<run>/eval; or name an evaluation directory inside the run, e.g. <run>/eval_step600),
 `csv/version_0/metrics.csv` (logger=csv) and optionally `fit_seconds` (the
 fit's wall time). Writes `results.json` (every seed's numbers and the aggregates), `results.md`
 (mean ± sample standard deviation over seeds) and `plot.png` (headline metrics per arm, training
-loss per arm). Arms named by step numbers (--arm 600=... --arm 1200=...) plot as learning curves.
-With --control, every other arm gets its per-seed differences from the control arm on the seeds they
+loss per arm). Arms named by step numbers (arms.600=[...] arms.1200=[...]) plot as learning curves.
+With control=ARM, every other arm gets its per-seed differences from the control arm on the seeds they
 share (runs named ..._s<seed>), each with a 95 % paired t interval over seeds and a verdict
-(omnigen.utils.stats). --floor / --ceiling add reference rows: evaluations of the untrained model and of the
+(omnigen.utils.stats). floor= / ceiling= add reference rows: evaluations of the untrained model and of the
 ground truth (python -m omnigen.evaluate ground_truth=true).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnigen.utils.cli import parse_cli
 from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of, verdict
 
 # What a table shows by default, per family present in the runs' evaluations.
@@ -195,7 +196,7 @@ def point_value(point: str) -> float:
     match = re.search(r"(\d+(?:\.\d+)?)$", point)
     if match is None:
         raise ValueError(
-            f"--curve names evaluation directories ending in their step or minute "
+            f"curve names evaluation directories ending in their step or minute "
             f"(eval_step600, eval_minute_10), got {point!r}"
         )
     return float(match.group(1))
@@ -369,7 +370,9 @@ def report(
     if bad := {
         arm: d for arm, d in expect.items() if arm not in arms or arm == control or d not in ("better", "worse")
     }:
-        raise ValueError(f"--expect is ARM=better or ARM=worse for an arm other than the control, got {bad}")
+        raise ValueError(
+            f"expect is expect.ARM=better or expect.ARM=worse for an arm other than the control, got {bad}"
+        )
     points = curve or [""]
     for point in curve or []:
         point_value(point)  # named for its step or minute, before anything is read
@@ -421,66 +424,29 @@ def report(
     return table
 
 
-def named_runs(specs: list[str], parser: argparse.ArgumentParser, flag: str) -> dict[str, list[Path]]:
-    """`NAME=RUN[,RUN...]` options -> {name: run directories, one per seed}."""
-    groups = {}
-    for spec in specs:
-        name, sep, runs = spec.partition("=")
-        if not sep or not runs:
-            parser.error(f"{flag} is NAME=RUN[,RUN...], got {spec!r}")
-        groups[name] = [Path(r) for r in runs.split(",")]
-    return groups
+@dataclass
+class ReportConfig:
+    out: str = "???"  # where results.json, results.md and plot.png go
+    arms: dict[str, list[str]] = field(default_factory=dict)  # arms.NAME=[RUN,...]: an arm's runs, one per seed
+    metrics: list[str] | None = None  # family/metric keys (default: the headline ones)
+    title: str = ""
+    control: str | None = None  # the arm the others are compared with, seed by seed (paired t intervals)
+    floor: str | None = None  # an evaluation of the untrained model: the floor row
+    ceiling: str | None = None  # an evaluation of the ground truth (evaluate ground_truth=true)
+    curve: list[str] | None = None  # evaluation directories inside every run, in training order: learning curves
+    expect: dict[str, str] = field(default_factory=dict)  # expect.ARM=better|worse: the hypotheses verdicts test
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="where results.json, results.md and plot.png go")
-    parser.add_argument(
-        "--arm",
-        action="append",
-        required=True,
-        metavar="NAME=RUN[,RUN...]",
-        help="one arm of the comparison: its name and its run directories (one per seed)",
-    )
-    parser.add_argument("--metrics", nargs="*", default=None, help="family/metric keys (default: the headline ones)")
-    parser.add_argument("--title", default="")
-    parser.add_argument("--control", help="the arm the others are compared with, seed by seed (paired t intervals)")
-    parser.add_argument("--floor", type=Path, help="an evaluation of the untrained model: the floor row")
-    parser.add_argument("--ceiling", type=Path, help="an evaluation of the ground truth (evaluate ground_truth=true)")
-    parser.add_argument(
-        "--curve",
-        nargs="+",
-        metavar="EVAL_DIR",
-        help="evaluation directories inside every run, in training order (eval_step600 eval_step1200 "
-        "...): every arm's learning curve; the table and the verdicts are the last one's",
-    )
-    parser.add_argument(
-        "--expect",
-        action="append",
-        default=[],
-        metavar="ARM=better|worse",
-        help="a hypothesis: the arm does better (or worse) than the control; each difference is "
-        "then supported, refuted or inconclusive",
-    )
-    args = parser.parse_args(argv)
-    expect = {}
-    for spec in args.expect:
-        arm, sep, direction = spec.partition("=")
-        if not sep:
-            parser.error(f"--expect is ARM=better|worse, got {spec!r}")
-        expect[arm] = direction
+    cfg = parse_cli(ReportConfig, argv, "omnigen.report", "out=DIR arms.a=[RUN_s0,RUN_s1] arms.b=[...]", __doc__)
+    if not cfg.arms:
+        raise SystemExit("omnigen.report: no arms (e.g. arms.omnigen=[runs/mask_omnigen_s0,runs/mask_omnigen_s1])")
+    arms = {name: [Path(run) for run in runs] for name, runs in cfg.arms.items()}
+    out, path = Path(cfg.out), lambda p: Path(p) if p else None
     table = report(
-        named_runs(args.arm, parser, "--arm"),
-        args.out,
-        args.metrics,
-        args.title,
-        args.control,
-        args.floor,
-        args.ceiling,
-        args.curve,
-        expect,
+        arms, out, cfg.metrics, cfg.title, cfg.control, path(cfg.floor), path(cfg.ceiling), cfg.curve, cfg.expect
     )
-    print((args.out / "results.md").read_text())
+    print((out / "results.md").read_text())
     return table
 
 

@@ -1,13 +1,13 @@
 """The Shapes-X2I speedrun's records: time to target over seeds, from evaluations at fixed training minutes.
 
-    python -m omnigen.speedrun --out experiments/speedrun --control baseline \\
-        --row baseline=runs/sr_baseline_s0,runs/sr_baseline_s1,runs/sr_baseline_s2 --row lr3e-3=runs/...
+    python -m omnigen.speedrun out=experiments/speedrun control=baseline \\
+        rows.baseline=[runs/sr_baseline_s0,runs/sr_baseline_s1,runs/sr_baseline_s2] rows.lr3e-3=[runs/...]
 
 Each run directory holds `eval_minute_<m>/results.json` (python -m omnigen.evaluate of the
 `checkpoints/minute_<m>.ckpt` that `WallClockCheckpoint` wrote) and `checkpoints/wall_clock.json`.
 A run reaches a target at the first evaluated minute where all of its conditions hold; a row's time to
 target is the median over its seeds (with the range; "> last minute" where a seed never reaches it).
-Against `--control`, each row gets paired per-seed differences on the seeds it shares with the control
+Against `control`, each row gets paired per-seed differences on the seeds it shares with the control
 (run directories are named `..._s<seed>`; same seed = same data and noise) with a 95 % confidence
 interval from the paired t distribution over seeds. Writes `records.json`, `records.md` and
 `curves.png` (every metric against training minutes, one line per row).
@@ -15,15 +15,15 @@ interval from the paired t distribution over seeds. Writes `records.json`, `reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnigen.report import named_runs
+from omnigen.utils.cli import parse_cli
 from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
@@ -203,39 +203,26 @@ def plot(records: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass
+class SpeedrunConfig:
+    out: str = "???"  # directory for records.json, records.md and curves.png
+    rows: dict[str, list[str]] = field(default_factory=dict)  # rows.NAME=[RUN,...]: one run per seed, same seeds
+    control: str | None = None  # the row the others are compared with, seed by seed
+    minutes: list[float] = field(default_factory=lambda: list(REPORTED_MINUTES))  # the minutes the table gives
+    ceiling: str | None = None  # an evaluation of the ground truth (evaluate ground_truth=true): the ceiling row
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m omnigen.speedrun", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="directory for records.json and records.md")
-    parser.add_argument(
-        "--row",
-        action="append",
-        required=True,
-        metavar="NAME=RUN,RUN,...",
-        help="a records-table row and its runs, one per seed (same seeds in every row)",
-    )
-    parser.add_argument("--control", help="the row the others are compared with, seed by seed")
-    parser.add_argument(
-        "--minutes",
-        default=",".join(f"{m:g}" for m in REPORTED_MINUTES),
-        help="the training minutes whose metrics the table gives (and pairs), comma-separated",
-    )
-    parser.add_argument(
-        "--ceiling",
-        help="an evaluation of the ground truth (python -m omnigen.evaluate "
-        "ground_truth=true ... out=DIR): the table's ceiling row",
-    )
-    args = parser.parse_args(argv)
-    try:
-        minutes = tuple(float(m) for m in args.minutes.split(","))
-    except ValueError:
-        parser.error(f"--minutes takes comma-separated numbers, got {args.minutes!r}")
-    records = summarise(
-        named_runs(args.row, parser, "--row"), args.control, Path(args.ceiling) if args.ceiling else None, minutes
-    )
-    out = Path(args.out)
+    cfg = parse_cli(SpeedrunConfig, argv, "omnigen.speedrun", "out=DIR rows.baseline=[RUN_s0,RUN_s1]", __doc__)
+    if not cfg.rows:
+        raise SystemExit("omnigen.speedrun: no rows (e.g. rows.baseline=[runs/sr_baseline_s0,runs/sr_baseline_s1])")
+    rows = {name: [Path(run) for run in runs] for name, runs in cfg.rows.items()}
+    minutes = tuple(cfg.minutes)
+    records = summarise(rows, cfg.control, Path(cfg.ceiling) if cfg.ceiling else None, minutes)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))
-    (out / "records.md").write_text(markdown(records, args.control, minutes))
+    (out / "records.md").write_text(markdown(records, cfg.control, minutes))
     plot(records, out / "curves.png")
     print((out / "records.md").read_text())
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 import torch
 from omegaconf import OmegaConf
@@ -26,6 +26,28 @@ PROMPTS = {
 MIB = 2**20
 
 
+@dataclass
+class BenchConfig:
+    benchmark: str = "???"  # kv_cache, loader, packing, train_step or sampling: the first argument
+    ckpt: str | None = None  # a checkpoint or exported directory; default: the fit config's model, random
+    override: list[str] = field(default_factory=list)  # fit-config overrides, e.g. [data=mixture,data.batch_size=8]
+    size: int = 32  # output and input image side, pixels
+    steps: int | None = None  # Euler steps per sample (default: kv_cache 20, sampling 50)
+    guidance: float = 2.0  # text guidance scale (kv_cache, sampling)
+    img_guidance: float = 1.5  # image guidance scale (kv_cache, sampling)
+    repeats: int = 5  # timed repeats of each variant (median reported)
+    batch: int = 1  # prompts per call
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    device: str = "cpu"  # cpu or cuda[:index] (kv_cache, train_step, sampling)
+    dtype: str = "float32"  # float32, or autocast to bfloat16 / float16 with fp32 weights (not loader, packing)
+    compile: str = "none"  # train_step, sampling: none, ours (our LLM) or both (both transformers), in the warm-up
+    memory: bool = False  # train_step, sampling: each side's CPU peak resident memory too (always on CUDA)
+    pack_tokens: int = 1024  # train_step, packing: our sequence-packing budget per row (model.pack_tokens)
+    batches: int = 20  # loader: batches per timed repeat; packing: batches read
+    workers: int = 0  # loader: DataLoader worker processes
+    json: str | None = None  # also write the settings and rows to this JSON file
+
+
 def random_module(overrides: list[str]) -> OmniGenLitModule:
     """The fit config's model (tiny preset unless overridden), with random weights."""
     cfg = compose_fit(overrides)
@@ -34,8 +56,8 @@ def random_module(overrides: list[str]) -> OmniGenLitModule:
     return module.eval()
 
 
-def bench_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitModule:
-    """--ckpt's module, else the fit config's with random weights, on `device`. The benchmarks that run diffusers'
+def bench_module(args: BenchConfig, device: torch.device) -> OmniGenLitModule:
+    """ckpt's module, else the fit config's with random weights, on `device`. The benchmarks that run diffusers'
     side beside ours (train_step, sampling) take 1-D positions, the only scheme its transformer expresses
     (tiny: omni)."""
     overrides = (
@@ -50,12 +72,12 @@ def bench_module(args: argparse.Namespace, device: torch.device) -> OmniGenLitMo
 def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda[:index], got {name!r}")
+        raise ValueError(f"device must be cpu or cuda[:index], got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise ValueError(f"--device {name}: CUDA is not available ({why}; torch {torch.__version__})")
+        raise ValueError(f"device={name}: CUDA is not available ({why}; torch {torch.__version__})")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        raise ValueError(f"device={name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return device
 
 

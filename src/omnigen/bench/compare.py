@@ -4,7 +4,7 @@ A benchmark module (train_step, sampling) gives `setup(module, sides, device)` -
 runs with, and `row(module, loaded, n, args, device)` -> (row info, one zero-argument call per
 side) for each key n of its `ROWS` (default: PROMPTS[n] for n input images). Peak memory: on
 CUDA the allocator's peak above what was allocated before the call (measured in `alternate`);
-on the CPU torch keeps no allocator statistics, so with --memory each side runs in a fresh
+on the CPU torch keeps no allocator statistics, so with memory=true each side runs in a fresh
 interpreter (neither inherits the other's freed-but-kept heap) that, per row, warms up, trims
 the heap, resets the kernel's resident-set high-water mark (/proc/self/clear_refs), runs the
 call once and reads VmHWM − VmRSS before it.
@@ -12,7 +12,6 @@ call once and reads VmHWM − VmRSS before it.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
 import importlib
@@ -22,23 +21,24 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from omnigen.bench.common import PROMPTS, alternate, bench_module, memory_columns
+from omnigen.bench.common import PROMPTS, BenchConfig, alternate, bench_module, memory_columns
 from omnigen.module import OmniGenLitModule
 
 SIDES = ("ours", "diffusers")
 
 
 def compare(
-    bench: ModuleType, module: OmniGenLitModule, args: argparse.Namespace, device: torch.device
+    bench: ModuleType, module: OmniGenLitModule, args: BenchConfig, device: torch.device
 ) -> list[dict[str, float]]:
     """One row per `bench_rows(bench)`: info, both medians, speed-up = diffusers / ours, peak memory
-    (CUDA, or the CPU with --memory) and the largest difference between the outputs."""
+    (CUDA, or the CPU with memory=true) and the largest difference between the outputs."""
     loaded = compiled(bench.setup(module, SIDES, device), module, args.compile)
     rss = cpu_peaks(args) if args.memory and device.type == "cpu" else None
     rows = []
@@ -99,7 +99,7 @@ def peak_rss_mib(call: Callable[[], Tensor]) -> float:
     except OSError as e:
         raise RuntimeError(
             f"cannot reset the resident-set high-water mark ({e}); CPU peak memory needs Linux's "
-            "/proc/self/clear_refs: run without --memory"
+            "/proc/self/clear_refs: run without memory=true"
         ) from e
     call()
     return _status_mib("VmHWM") - before
@@ -107,7 +107,7 @@ def peak_rss_mib(call: Callable[[], Tensor]) -> float:
 
 def measure_side(settings: dict, side: str) -> list[float]:
     """Per row, the CPU peak MiB of one call of `side` (this process's heap is the one measured)."""
-    args = argparse.Namespace(**settings)
+    args = BenchConfig(**settings)
     torch.set_num_threads(args.threads)
     bench = importlib.import_module(f"omnigen.bench.{args.benchmark}")
     device = torch.device("cpu")
@@ -116,11 +116,10 @@ def measure_side(settings: dict, side: str) -> list[float]:
     return [peak_rss_mib(bench.row(module, loaded, n, args, device)[1][side]) for n in bench_rows(bench)]
 
 
-def cpu_peaks(args: argparse.Namespace) -> list[dict[str, float]]:
+def cpu_peaks(args: BenchConfig) -> list[dict[str, float]]:
     """Per row, {side: CPU peak MiB}, each side measured in its own fresh interpreter. The two
     run at once: a process's resident peak does not depend on another's, and start-up takes seconds."""
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    settings["threads"] = torch.get_num_threads()
+    settings = asdict(args) | {"threads": torch.get_num_threads()}
     code = "import sys; from omnigen.bench.compare import child_main; child_main(sys.argv[1:])"
     print(f"measuring CPU peak memory: one fresh interpreter per side ({', '.join(SIDES)})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

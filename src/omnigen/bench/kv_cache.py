@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from omnigen.bench.common import PROMPTS, alternate, autocast, input_images, prompt_tokens
+from omnigen.bench.common import PROMPTS, BenchConfig, alternate, autocast, input_images, prompt_tokens
 from omnigen.pipeline import OmniGenPipeline
 
 
-def run(pipe: OmniGenPipeline, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+def run(pipe: OmniGenPipeline, args: BenchConfig, device: torch.device) -> list[dict[str, float]]:
     rows = []
     for n in PROMPTS:
         images = input_images(n, args.size, args.batch)

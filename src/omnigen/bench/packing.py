@@ -1,5 +1,5 @@
 """packing: padding waste and estimated compute of the fit config's own batches, one sample per
-row (padded to the longest) against packed up to --pack-tokens per row. A count, not a timing:
+row (padded to the longest) against packed up to pack_tokens per row. A count, not a timing:
 the estimate is `processor.row_compute` with c = `OmniGen.attention_pair_cost` (dense attention
 per token pair against the Linear layers per token), as the packer itself weighs it."""
 

@@ -19,7 +19,6 @@ encoding and tokenisation are timed on both) and end at the final latents decode
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterable
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnigen.bench.common import PROMPTS, autocast, diffusers_transformer, input_images, prompt_tokens
+from omnigen.bench.common import PROMPTS, BenchConfig, autocast, diffusers_transformer, input_images, prompt_tokens
 from omnigen.bench.compare import compare
 from omnigen.checkpoints.diffusers import diffusers_inputs
 from omnigen.module import OmniGenLitModule
@@ -109,9 +108,9 @@ def setup(module: OmniGenLitModule, sides: Iterable[str], device: torch.device) 
 
 
 def row(
-    module: OmniGenLitModule, loaded: dict[str, object], n: int, args: argparse.Namespace, device: torch.device
+    module: OmniGenLitModule, loaded: dict[str, object], n: int, args: BenchConfig, device: torch.device
 ) -> tuple[dict[str, int], dict[str, Callable[[], Tensor]]]:
-    """PROMPTS[n] (--batch copies) with n random input images: (token counts, one sampling call per side)."""
+    """PROMPTS[n] (batch copies) with n random input images: (token counts, one sampling call per side)."""
     prompts, images = [PROMPTS[n]] * args.batch, input_images(n, args.size, args.batch)
     settings = (args.steps, args.guidance, args.img_guidance)
 
@@ -138,7 +137,7 @@ def row(
     return {"prefix tokens": prefix, "output tokens": output}, {side: calls[side] for side in loaded}
 
 
-def run(module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+def run(module: OmniGenLitModule, args: BenchConfig, device: torch.device) -> list[dict[str, float]]:
     print(
         "ours: OmniGenPipeline.generate (kv-cache); diffusers: its transformer + scheduler in its pipeline's loop "
         "(its OmniGenPipeline needs torchvision), the full sequence every step; both end at module.vae.decode"

@@ -1,8 +1,8 @@
 """train_step: forward + backward of our transformer next to diffusers' on the same weights and batch.
 
 Ours runs the training path (`OmniGen.forward_packed` on `OmniGenLitModule.prepare_packed`'s
-batch, packed `--pack-tokens` to a row); diffusers' takes the same samples left-padded one per
-row, as its model requires. Rows 0, 1, 2: --batch copies of PROMPTS[n] (nothing to pack); row
+batch, packed `pack_tokens` to a row); diffusers' takes the same samples left-padded one per
+row, as its model requires. Rows 0, 1, 2: batch copies of PROMPTS[n] (nothing to pack); row
 "mixed": the three prompts in turn, as an X2I mixture batch holds them. There the velocities
 differ by ~1e-3: diffusers' OmniGen rotary embedding takes batch row 0's positions for every
 row (`emb[0]` in its OmniGen rotary module); RoPE is shift-invariant, so that is harmless unless
@@ -12,14 +12,13 @@ row 0 is padded, as the text-only row 0 is here. Ours matches each sample run al
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
-from omnigen.bench.common import PROMPTS, autocast, diffusers_transformer, matmul_flops_per_s
+from omnigen.bench.common import PROMPTS, BenchConfig, autocast, diffusers_transformer, matmul_flops_per_s
 from omnigen.bench.compare import compare
 from omnigen.checkpoints.diffusers import diffusers_inputs
 from omnigen.module import OmniGenLitModule
@@ -45,7 +44,7 @@ def setup(module: OmniGenLitModule, sides: Iterable[str], device: torch.device) 
 
 
 def row(
-    module: OmniGenLitModule, models: dict[str, nn.Module], n: int | str, args: argparse.Namespace, device: torch.device
+    module: OmniGenLitModule, models: dict[str, nn.Module], n: int | str, args: BenchConfig, device: torch.device
 ) -> tuple[dict[str, float], dict[str, Callable[[], Tensor]]]:
     """One batch of row `n`: (its token counts and padding, one training step per side)."""
     counts = [i % len(PROMPTS) for i in range(args.batch)] if n == "mixed" else [n] * args.batch
@@ -87,7 +86,7 @@ def row(
     return info, {side: step(side) for side in models}
 
 
-def run(module: OmniGenLitModule, args: argparse.Namespace, device: torch.device) -> list[dict[str, float]]:
+def run(module: OmniGenLitModule, args: BenchConfig, device: torch.device) -> list[dict[str, float]]:
     print(
         f"ours packs to {args.pack_tokens} tokens per row, diffusers pads one sample per row; "
         "% matmul peak counts useful work only"

@@ -1,15 +1,15 @@
 """Pack any Source into webdataset shards (the format `WebDatasetSource` reads).
 
-    python -m omnigen.data.write_shards --jsonl train.jsonl [--image-root DIR] [--family F] [--task T] \\
-        --out shards/shard-%06d.tar [--maxcount 1000] [--overwrite]
-    python -m omnigen.data.write_shards --shapes text_to_image=1 mixed_modal=1 --count 10000 --image-size 32 --seed 0 \\
-        --out shards/shard-%06d.tar
+    python -m omnigen.data.write_shards jsonl=train.jsonl [image_root=DIR] [family=F] [task=T] \\
+        out=shards/shard-%06d.tar [maxcount=1000] [overwrite=true]
+    python -m omnigen.data.write_shards shapes.text_to_image=1 shapes.mixed_modal=1 count=10000 image_size=32 \\
+        seed=0 out=shards/shard-%06d.tar
 
 Records are read in order (one part, no shuffle); images are stored as PNG re-encoded from the validated
 RGB images (lossless and deterministic, so packed data trains like its source); `Skipped` records are
 counted and listed, never written, and so are records whose input-image count their family does not take
 (`wrong_family`, as the DataModules skip them). A JSONL's image paths obey its source's rules: inside the
-image root unless --allow-paths-outside-root, regular files only, at most --max-image-pixels. Shards are written
+image root unless allow_paths_outside_root=true, regular files only, at most max_image_pixels. Shards are written
 into a hidden temporary directory beside the output
 and moved into place (one atomic rename each) only after the last one is closed, so an interrupted pack
 leaves no shard, and so no truncated shard that would read as valid. `index.json` beside the shards records
@@ -18,7 +18,6 @@ each shard's record count and size (WebDatasetSource's `len`).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import io
 import json
@@ -29,6 +28,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -37,6 +37,7 @@ from webdataset import ShardWriter
 from omnigen.data.schema import MAX_IMAGE_PIXELS, BadSample, X2ISample, check_family_inputs
 from omnigen.data.sources.base import Source
 from omnigen.data.sources.webdataset import INDEX_FILE, read_index
+from omnigen.utils.cli import parse_cli
 
 MAX_LISTED = 20  # skipped records listed with their messages
 
@@ -164,66 +165,51 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(temp, path)
 
 
-def _parse_ratios(items: list[str]) -> dict[str, float]:
-    ratios = {}
-    for item in items:
-        family, sep, ratio = item.partition("=")
-        try:
-            ratios[family] = float(ratio) if sep else 1.0
-        except ValueError:
-            raise ValueError(f"--shapes takes FAMILY=RATIO, got {item!r}") from None
-    return ratios
+@dataclass
+class WriteShardsConfig:
+    out: str = "???"  # shard pattern, e.g. shards/shard-%06d.tar
+    jsonl: str | None = None  # a JSONL file in the released OmniGen format (or shapes)
+    shapes: dict[str, float] = field(default_factory=dict)  # shapes.FAMILY=RATIO: Shapes-X2I families (or jsonl)
+    image_root: str | None = None  # JSONL image paths are relative to this (default: the JSONL's dir)
+    allow_paths_outside_root: bool = False  # read JSONL image paths outside the image root (absolute, ../)
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # skip images with more pixels than this, from the header (0: no limit)
+    family: str = "mixed_modal"  # JSONL family where a line names none
+    task: str | None = None  # JSONL task where a line names none (default: the family's first)
+    count: int | None = None  # Shapes-X2I: number of records
+    image_size: int = 32  # Shapes-X2I: image side in pixels
+    seed: int = 0  # Shapes-X2I: stream seed
+    maxcount: int = 1000  # records per shard
+    overwrite: bool = False  # replace existing shards matching out
 
 
-def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Source:
-    if args.jsonl is not None:
+def source_of(cfg: WriteShardsConfig) -> Source:
+    if (cfg.jsonl is None) == (not cfg.shapes):
+        raise ValueError("name one source: jsonl=FILE or shapes.FAMILY=RATIO ...")
+    if cfg.jsonl is not None:
         from omnigen.data.sources.jsonl import JsonlSource
 
         return JsonlSource(
-            args.jsonl,
-            image_root=args.image_root,
-            family=args.family,
-            task=args.task,
-            allow_paths_outside_root=args.allow_paths_outside_root,
-            max_image_pixels=args.max_image_pixels or None,
+            cfg.jsonl,
+            image_root=cfg.image_root,
+            family=cfg.family,
+            task=cfg.task,
+            allow_paths_outside_root=cfg.allow_paths_outside_root,
+            max_image_pixels=cfg.max_image_pixels or None,
         )
     from omnigen.data.sources.shapes import ShapesSource
 
-    if args.count is None:
-        parser.error("--shapes needs --count")
-    return ShapesSource(_parse_ratios(args.shapes), image_size=args.image_size, seed=args.seed, length=args.count)
+    if cfg.count is None:
+        raise ValueError("shapes needs count=N (the number of records)")
+    return ShapesSource(dict(cfg.shapes), image_size=cfg.image_size, seed=cfg.seed, length=cfg.count)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m omnigen.data.write_shards", description=__doc__.split("\n\n")[0])
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--jsonl", help="a JSONL file in the released OmniGen format")
-    what.add_argument("--shapes", nargs="+", metavar="FAMILY=RATIO", help="Shapes-X2I families and ratios")
-    parser.add_argument("--image-root", help="JSONL image paths are relative to this (default: the JSONL's dir)")
-    parser.add_argument(
-        "--allow-paths-outside-root",
-        action="store_true",
-        help="read JSONL image paths that resolve outside the image root (absolute paths, ../)",
+    args = parse_cli(
+        WriteShardsConfig, argv, "omnigen.data.write_shards", "shapes.text_to_image=1 count=100 out=s-%06d.tar", __doc__
     )
-    parser.add_argument(
-        "--max-image-pixels",
-        type=int,
-        default=MAX_IMAGE_PIXELS,
-        help=f"skip images with more pixels than this, from the header (default {MAX_IMAGE_PIXELS}; 0: no limit)",
-    )
-    parser.add_argument("--family", default="mixed_modal", help="JSONL family where a line names none")
-    parser.add_argument("--task", help="JSONL task where a line names none (default: the family's first)")
-    parser.add_argument("--count", type=int, help="Shapes-X2I: number of records")
-    parser.add_argument("--image-size", type=int, default=32, help="Shapes-X2I: image side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="Shapes-X2I: stream seed")
-    parser.add_argument("--out", required=True, help="shard pattern, e.g. shards/shard-%%06d.tar")
-    parser.add_argument("--maxcount", type=int, default=1000, help="records per shard")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing shards matching --out")
-    args = parser.parse_args(argv)
-
     try:
         result = pack(
-            _source(args, parser),
+            source_of(args),
             args.out,
             maxcount=args.maxcount,
             overwrite=args.overwrite,
