@@ -37,9 +37,9 @@ def compiler_config_left_usable():
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from omnigen.processor import load_tokenizer
+    from omnigen.data.shapes import load_shapes_tokenizer
 
-    return load_tokenizer()
+    return load_shapes_tokenizer()
 
 
 def edit_and_t2i_inputs(tokenizer):

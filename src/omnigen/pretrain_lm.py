@@ -29,9 +29,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from omnigen.checkpoints.atomic_io import atomic_directory
 from omnigen.config import CONFIG_DIR
-from omnigen.data.shapes import sample_at
+from omnigen.data.shapes import load_shapes_tokenizer, sample_at
 from omnigen.evaluation import EVAL_SEED_OFFSET
-from omnigen.processor import OmniGenProcessor, drop_images, load_tokenizer
+from omnigen.processor import OmniGenProcessor, drop_images
 from omnigen.utils.cli import parse_cli
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
     torch.manual_seed(cfg.seed)
     config = backbone_config(cfg.backbone)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-    tokenizer = load_tokenizer(None)
+    tokenizer = load_shapes_tokenizer()
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"the Shapes-X2I tokenizer has {tokenizer.vocab_size} tokens, the backbone's vocabulary "

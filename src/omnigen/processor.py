@@ -287,12 +287,8 @@ class OmniGenProcessor:
         )
 
 
-def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:
-    """A tokenizer from a local directory, or the shipped Shapes-X2I word-level one when None."""
-    if path is None:
-        from omnigen.data.shapes.vocab import load_shapes_tokenizer
-
-        return load_shapes_tokenizer()
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """A tokenizer from a local directory (the shipped Shapes-X2I one: omnigen.data.shapes.load_shapes_tokenizer)."""
     if not Path(path).is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path} (tokenizers load from local paths only)")
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
