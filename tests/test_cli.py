@@ -13,6 +13,7 @@ COMMANDS = {  # command module: a key its --help must list
     "omnigen.pretrain_lm": "out",
     "omnigen.data.write_shards": "maxcount",
     "omnigen.bench": "pack_tokens",
+    "omnigen.app": "host",
 }
 
 

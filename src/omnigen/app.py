@@ -1,0 +1,242 @@
+"""An interactive page over a saved checkpoint: `python -m omnigen.app ckpt=<.ckpt or exported dir>`.
+
+    python -m omnigen.app                          # the newest logs/**/last.ckpt; a picker over logs/
+    python -m omnigen.app ckpt=logs/fit/runs/<run>/checkpoints/last.ckpt port=7861
+
+Gradio (the optional extra `app`: pip install -e ".[app]"), on 127.0.0.1 unless host= says otherwise.
+One page drives OmniGenPipeline: prompt, up to three input images (each with a button that inserts its
+`<img><|image_i|></img>` placeholder), size snapped to the model's pixels per token, steps, both
+guidance scales, seed, kv-cache, negative prompt and a batch shown as a gallery, with the sampler's
+progress and the seconds a generation took. Requests queue; one generation runs at a time. A mistake
+in the input (placeholders against images, a size, an image too small) is shown in the page.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from omnigen.data.shapes import load_shapes_tokenizer, sample_at
+from omnigen.evaluation import EVAL_SEED_OFFSET
+from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.cli import parse_cli
+
+MAX_INPUTS = 3
+MAX_BATCH = 8
+# A Shapes-X2I checkpoint gets clickable examples: held-out samples of these families.
+EXAMPLE_FAMILIES = ("text_to_image", "mixed_modal", "visual_condition")
+
+
+@dataclass
+class AppConfig:
+    ckpt: str | None = None  # a checkpoint file or exported directory; default: the newest last.ckpt under logs
+    logs: str = "logs"  # where the checkpoint picker looks (**/*.ckpt and exported directories)
+    host: str = "127.0.0.1"  # 0.0.0.0 serves every network interface: only when you mean it
+    port: int = 7860
+    device: str = "cpu"
+
+
+def find_checkpoints(logs: str | Path) -> list[str]:
+    """Checkpoint files and exported directories under `logs`, newest first."""
+    root = Path(logs)
+    found = [*root.glob("**/*.ckpt"), *(p.parent for p in root.glob("**/omnigen_config.json"))]
+    return [str(p) for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def default_checkpoint(found: list[str]) -> str | None:
+    """The newest last.ckpt, else the newest checkpoint of any name."""
+    return next((p for p in found if Path(p).name == "last.ckpt"), found[0] if found else None)
+
+
+def snap(size: float, multiple: int) -> int:
+    """`size` rounded to the nearest positive multiple of `multiple` (the model's pixels per token)."""
+    return max(multiple, int(round(size / multiple)) * multiple)
+
+
+class Generator:
+    """Pipelines by checkpoint path, loaded once, and one generation at a time."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device, self.pipelines, self.lock = device, {}, threading.Lock()
+
+    def pipeline(self, ckpt: str) -> OmniGenPipeline:
+        if not ckpt:
+            raise ValueError("choose a checkpoint (none was found under the logs directory)")
+        if ckpt not in self.pipelines:
+            self.pipelines[ckpt] = OmniGenPipeline.from_checkpoint(ckpt, device=self.device)
+        return self.pipelines[ckpt]
+
+    def settings(self, ckpt: str) -> tuple[int, int, int]:
+        """(pixels per token, default height, default width) of a checkpoint."""
+        pipe = self.pipeline(ckpt)
+        step = pipe.module.pixels_per_token
+        height, width = pipe.default_size or (8 * step, 8 * step)
+        return step, height, width
+
+    def __call__(
+        self,
+        ckpt: str,
+        prompt: str,
+        images: list[Image.Image | None],
+        height: float,
+        width: float,
+        use_input_size: bool,
+        steps: int,
+        guidance: float,
+        img_guidance: float,
+        seed: int,
+        random_seed: bool,
+        kv_cache: bool,
+        negative_prompt: str,
+        batch: int,
+    ) -> tuple[list[Image.Image], int, str]:
+        """Images for the page's settings, the seed used and a line on the time taken."""
+        pipe = self.pipeline(ckpt)
+        inputs = [im for im in images if im is not None]
+        step = pipe.module.pixels_per_token
+        seed = random.randrange(2**31) if random_seed else int(seed)
+        with self.lock:
+            start = time.perf_counter()
+            out = pipe(
+                [prompt] * int(batch),
+                [inputs] * int(batch),
+                height=None if use_input_size else snap(height, step),
+                width=None if use_input_size else snap(width, step),
+                use_input_image_size_as_output=use_input_size,
+                num_inference_steps=int(steps),
+                guidance_scale=float(guidance),
+                img_guidance_scale=float(img_guidance),
+                negative_prompt=negative_prompt,
+                seed=seed,
+                use_kv_cache=kv_cache,
+            )
+            seconds = time.perf_counter() - start
+        h, w = out[0].height, out[0].width
+        return out, seed, f"{len(out)} image(s) of {w}×{h} in {seconds:.2f} s (seed {seed}, {int(steps)} steps)"
+
+
+def is_shapes_model(pipe: OmniGenPipeline) -> bool:
+    """Whether the checkpoint speaks the Shapes-X2I vocabulary (its tokenizer is the shipped one)."""
+    return pipe.module.processor.tokenizer.get_vocab() == load_shapes_tokenizer().get_vocab()
+
+
+def shapes_examples(size: int, folder: Path) -> list[list[Any]]:
+    """[prompt, input image path or None] for a held-out sample of each example family."""
+    rows = []
+    for family in EXAMPLE_FAMILIES:
+        sample = sample_at(0, EVAL_SEED_OFFSET, {family: 1.0}, size)
+        path = None
+        if sample.input_images:
+            path = folder / f"{family}.png"
+            Image.fromarray(sample.input_images[0]).save(path)
+        rows.append([sample.instruction, str(path) if path else None])
+    return rows
+
+
+def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) -> Any:
+    import gradio as gr
+
+    track = gr.Progress(track_tqdm=True)  # the sampler's tqdm steps drive the page's progress bar
+
+    def generate(
+        ckpt: str,
+        prompt: str,
+        image_1: Image.Image | None,
+        image_2: Image.Image | None,
+        image_3: Image.Image | None,
+        height: float,
+        width: float,
+        use_input_size: bool,
+        steps: int,
+        guidance: float,
+        img_guidance: float,
+        seed: int,
+        random_seed: bool,
+        kv_cache: bool,
+        negative_prompt: str,
+        batch: int,
+        progress: Any = track,
+    ) -> tuple[list[Image.Image], int, str]:
+        settings = (height, width, use_input_size, steps, guidance, img_guidance, seed, random_seed, kv_cache)
+        try:
+            return generator(ckpt, prompt, [image_1, image_2, image_3], *settings, negative_prompt, batch)
+        except (ValueError, FileNotFoundError) as error:  # the user's input: shown in the page, server keeps going
+            raise gr.Error(str(error), print_exception=False) from error
+
+    def sizes(ckpt):
+        try:
+            step, height, width = generator.settings(ckpt)
+        except (ValueError, FileNotFoundError) as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        return gr.update(value=height, step=step, minimum=step), gr.update(value=width, step=step, minimum=step)
+
+    step, height, width = generator.settings(ckpt) if ckpt else (16, 256, 256)
+    with gr.Blocks(title="omnigen") as app:
+        gr.Markdown("## omnigen: generate from a checkpoint")
+        with gr.Row():
+            ckpt_box = gr.Dropdown(checkpoints, value=ckpt, label="checkpoint", allow_custom_value=True, scale=4)
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(
+                    label="prompt", lines=3, placeholder="a red circle at the center on a white background"
+                )
+                with gr.Row():
+                    images, inserts = [], []
+                    for i in range(1, MAX_INPUTS + 1):
+                        with gr.Column(min_width=120):
+                            images.append(gr.Image(type="pil", label=f"input image {i}", height=160))
+                            inserts.append(gr.Button(f"insert <img><|image_{i}|></img>", size="sm"))
+                negative = gr.Textbox(label="negative prompt", value="")
+                with gr.Row():
+                    height_box = gr.Slider(step, 1024, value=height, step=step, label="height")
+                    width_box = gr.Slider(step, 1024, value=width, step=step, label="width")
+                    use_input_size = gr.Checkbox(False, label="size of input image 1")
+                with gr.Row():
+                    steps = gr.Slider(1, 100, value=20, step=1, label="steps")
+                    guidance = gr.Slider(1.0, 10.0, value=2.0, step=0.1, label="guidance")
+                    img_guidance = gr.Slider(1.0, 5.0, value=1.5, step=0.1, label="image guidance")
+                with gr.Row():
+                    seed = gr.Number(0, precision=0, label="seed")
+                    random_seed = gr.Checkbox(False, label="random seed")
+                    kv_cache = gr.Checkbox(True, label="kv-cache")
+                    batch = gr.Slider(1, MAX_BATCH, value=1, step=1, label="images")
+                run = gr.Button("generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(
+                    label="images", columns=2, height=420, object_fit="contain", format="png", elem_id="gallery"
+                )
+                used_seed = gr.Number(label="seed used", precision=0, interactive=False)
+                timing = gr.Textbox(label="time", interactive=False, elem_id="timing")
+        for i, button in enumerate(inserts, start=1):
+            button.click(
+                lambda text, i=i: (text or "") + f"<img><|image_{i}|></img> ", prompt, prompt, api_visibility="private"
+            )
+        ckpt_box.change(sizes, ckpt_box, [height_box, width_box], api_visibility="private")
+        inputs = [ckpt_box, prompt, *images, height_box, width_box, use_input_size, steps, guidance, img_guidance,
+                  seed, random_seed, kv_cache, negative, batch]  # fmt: skip
+        run.click(generate, inputs, [gallery, used_seed, timing], api_name="generate")
+        if ckpt and is_shapes_model(generator.pipeline(ckpt)):
+            folder = Path(tempfile.mkdtemp(prefix="omnigen-app-examples-"))
+            gr.Examples(shapes_examples(height, folder), [prompt, images[0]], label="Shapes-X2I examples")
+    return app.queue(default_concurrency_limit=1)  # requests wait their turn; the model runs one at a time
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_cli(AppConfig, argv, "omnigen.app", "ckpt=logs/fit/runs/<run>/checkpoints/last.ckpt", __doc__)
+    found = find_checkpoints(cfg.logs)
+    ckpt = cfg.ckpt or default_checkpoint(found)
+    if ckpt and ckpt not in found:
+        found.insert(0, ckpt)
+    generator = Generator(cfg.device)
+    build_app(generator, found, ckpt).launch(server_name=cfg.host, server_port=cfg.port)
+
+
+if __name__ == "__main__":
+    main()
