@@ -13,6 +13,7 @@ in the input (placeholders against images, a size, an image too small) is shown 
 
 from __future__ import annotations
 
+import functools
 import random
 import tempfile
 import threading
@@ -84,7 +85,9 @@ class Generator:
         self,
         ckpt: str,
         prompt: str,
-        images: list[Image.Image | None],
+        image_1: Image.Image | None,
+        image_2: Image.Image | None,
+        image_3: Image.Image | None,
         height: float,
         width: float,
         use_input_size: bool,
@@ -96,28 +99,35 @@ class Generator:
         kv_cache: bool,
         negative_prompt: str,
         batch: int,
+        progress: Any = None,  # the page passes gr.Progress(track_tqdm=True): the sampler's tqdm steps drive it
     ) -> tuple[list[Image.Image], int, str]:
-        """Images for the page's settings, the seed used and a line on the time taken."""
-        pipe = self.pipeline(ckpt)
-        inputs = [im for im in images if im is not None]
-        step = pipe.module.pixels_per_token
-        seed = random.randrange(2**31) if random_seed else int(seed)
-        with self.lock:
-            start = time.perf_counter()
-            out = pipe(
-                [prompt] * int(batch),
-                [inputs] * int(batch),
-                height=None if use_input_size else snap(height, step),
-                width=None if use_input_size else snap(width, step),
-                use_input_image_size_as_output=use_input_size,
-                num_inference_steps=int(steps),
-                guidance_scale=float(guidance),
-                img_guidance_scale=float(img_guidance),
-                negative_prompt=negative_prompt,
-                seed=seed,
-                use_kv_cache=kv_cache,
-            )
-            seconds = time.perf_counter() - start
+        """Images for the page's settings, the seed used and a line on the time taken. A mistake in the
+        input (placeholders, sizes, a file) comes back as a message in the page; the server keeps going."""
+        import gradio as gr
+
+        try:
+            pipe = self.pipeline(ckpt)
+            inputs = [im for im in (image_1, image_2, image_3) if im is not None]
+            step = pipe.module.pixels_per_token
+            seed = random.randrange(2**31) if random_seed else int(seed)
+            with self.lock:
+                start = time.perf_counter()
+                out = pipe(
+                    [prompt] * int(batch),
+                    [inputs] * int(batch),
+                    height=None if use_input_size else snap(height, step),
+                    width=None if use_input_size else snap(width, step),
+                    use_input_image_size_as_output=use_input_size,
+                    num_inference_steps=int(steps),
+                    guidance_scale=float(guidance),
+                    img_guidance_scale=float(img_guidance),
+                    negative_prompt=negative_prompt,
+                    seed=seed,
+                    use_kv_cache=kv_cache,
+                )
+                seconds = time.perf_counter() - start
+        except (ValueError, FileNotFoundError) as error:
+            raise gr.Error(str(error), print_exception=False) from error
         h, w = out[0].height, out[0].width
         return out, seed, f"{len(out)} image(s) of {w}×{h} in {seconds:.2f} s (seed {seed}, {int(steps)} steps)"
 
@@ -143,32 +153,8 @@ def shapes_examples(size: int, folder: Path) -> list[list[Any]]:
 def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) -> Any:
     import gradio as gr
 
-    track = gr.Progress(track_tqdm=True)  # the sampler's tqdm steps drive the page's progress bar
-
-    def generate(
-        ckpt: str,
-        prompt: str,
-        image_1: Image.Image | None,
-        image_2: Image.Image | None,
-        image_3: Image.Image | None,
-        height: float,
-        width: float,
-        use_input_size: bool,
-        steps: int,
-        guidance: float,
-        img_guidance: float,
-        seed: int,
-        random_seed: bool,
-        kv_cache: bool,
-        negative_prompt: str,
-        batch: int,
-        progress: Any = track,
-    ) -> tuple[list[Image.Image], int, str]:
-        settings = (height, width, use_input_size, steps, guidance, img_guidance, seed, random_seed, kv_cache)
-        try:
-            return generator(ckpt, prompt, [image_1, image_2, image_3], *settings, negative_prompt, batch)
-        except (ValueError, FileNotFoundError) as error:  # the user's input: shown in the page, server keeps going
-            raise gr.Error(str(error), print_exception=False) from error
+    # the sampler's tqdm steps drive the page's progress bar
+    generate = functools.partial(generator.__call__, progress=gr.Progress(track_tqdm=True))
 
     def sizes(ckpt):
         try:
