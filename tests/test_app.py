@@ -82,6 +82,11 @@ def test_input_mistakes_come_back_as_messages_and_the_server_keeps_serving(serve
     assert len({job.result()[2].split(" in ")[0] for job in jobs}) == 1
 
 
+def test_a_checkpoint_sets_the_size_sliders(fitted_checkpoint):
+    # tiny: 4 pixels per token, trained at 32², a 16-token position grid, so at most 64 pixels a side
+    assert Generator().settings(str(fitted_checkpoint)) == (4, 32, 32, 64)
+
+
 def test_checkpoints_are_found_newest_first_and_sizes_snap(tmp_path):
     older, newer = tmp_path / "a" / "last.ckpt", tmp_path / "b" / "step_2.ckpt"
     for i, path in enumerate((older, newer)):

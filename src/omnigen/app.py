@@ -74,12 +74,13 @@ class Generator:
             self.pipelines[ckpt] = OmniGenPipeline.from_checkpoint(ckpt, device=self.device)
         return self.pipelines[ckpt]
 
-    def settings(self, ckpt: str) -> tuple[int, int, int]:
-        """(pixels per token, default height, default width) of a checkpoint."""
+    def settings(self, ckpt: str) -> tuple[int, int, int, int]:
+        """(pixels per token, default height, default width, largest side) of a checkpoint; the largest side
+        is its position grid's (pos_embed_max_size tokens)."""
         pipe = self.pipeline(ckpt)
         step = pipe.module.pixels_per_token
         height, width = pipe.default_size or (8 * step, 8 * step)
-        return step, height, width
+        return step, height, width, step * pipe.module.transformer.pos_embed_max_size
 
     def __call__(
         self,
@@ -158,12 +159,12 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
 
     def sizes(ckpt):
         try:
-            step, height, width = generator.settings(ckpt)
+            step, height, width, largest = generator.settings(ckpt)
         except (ValueError, FileNotFoundError) as error:
             raise gr.Error(str(error), print_exception=False) from error
-        return gr.update(value=height, step=step, minimum=step), gr.update(value=width, step=step, minimum=step)
+        return tuple(gr.update(value=v, step=step, minimum=step, maximum=largest) for v in (height, width))
 
-    step, height, width = generator.settings(ckpt) if ckpt else (16, 256, 256)
+    step, height, width, largest = generator.settings(ckpt) if ckpt else (16, 256, 256, 3072)
     with gr.Blocks(title="omnigen") as app:
         gr.Markdown("## omnigen: generate from a checkpoint")
         with gr.Row():
@@ -181,8 +182,8 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
                             inserts.append(gr.Button(f"insert <img><|image_{i}|></img>", size="sm"))
                 negative = gr.Textbox(label="negative prompt", value="")
                 with gr.Row():
-                    height_box = gr.Slider(step, 1024, value=height, step=step, label="height")
-                    width_box = gr.Slider(step, 1024, value=width, step=step, label="width")
+                    height_box = gr.Slider(step, largest, value=height, step=step, label="height")
+                    width_box = gr.Slider(step, largest, value=width, step=step, label="width")
                     use_input_size = gr.Checkbox(False, label="size of input image 1")
                 with gr.Row():
                     steps = gr.Slider(1, 100, value=20, step=1, label="steps")
