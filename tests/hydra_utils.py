@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from omnigen import config
 from omnigen.config import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -24,9 +23,8 @@ FAST = [
 
 
 def compose_fit(overrides: list[str], output_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("fit", overrides=overrides, return_hydra_config=True)
+    """omnigen.config.compose_fit with the hydra node, and the run writing into `output_dir`."""
+    cfg = config.compose_fit(overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)  # so ${hydra:...} resolves as in a real run
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

@@ -14,8 +14,8 @@ if not Path(CONFIG_DIR).is_dir():
     )
 
 
-def compose_fit(overrides: list[str]) -> DictConfig:
-    """The config `python -m omnigen.fit <overrides>` would run (without its hydra node)."""
+def compose_fit(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """The config `python -m omnigen.fit <overrides>` would run (its hydra node only if asked for)."""
     GlobalHydra.instance().clear()  # a config composed before (a test, a notebook) would refuse a second
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("fit", overrides=overrides)
+        return compose("fit", overrides=overrides, return_hydra_config=return_hydra_config)

@@ -7,7 +7,6 @@ the training entries are the paper's and only matter for fine-tuning.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -20,10 +19,10 @@ from omnigen.checkpoints.release_layout import (
     load_release_state,
     load_release_tokenizer,
     read_release_weights,
-    release_backbone_config,
+    release_backbone,
 )
 from omnigen.config import compose_fit
-from omnigen.model.backbone.hf import backbone_architecture_config, build_hf_backbone
+from omnigen.model.backbone.hf import backbone_architecture_config
 from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
 from omnigen.module import OmniGenLitModule, build_module
 from omnigen.processor import RELEASE_TEMPLATE
@@ -60,10 +59,7 @@ def import_release(
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
     log.info("release weights in %s; loading them as float32", "/".join(dtypes))
 
-    llm = build_hf_backbone(
-        config=release_backbone_config(json.loads((release_dir / "config.json").read_text())),
-        attn_implementation=attn_implementation,
-    )
+    llm = release_backbone(str(release_dir), attn_implementation)
     hidden = llm.config.hidden_size
     embedder = state.get("x_embedder.proj.weight")
     if embedder is None or embedder.dim() != 4:
@@ -83,10 +79,11 @@ def import_release(
             f"take {in_channels}"
         )
     tokenizer = load_release_tokenizer(release_dir)
-    config = paper_model_config() | {
+    paper = paper_model_config()
+    config = paper | {
         "vae": vae.architecture_config(),
         "backbone": backbone_architecture_config(llm),
-        "tokenizer": {"_target_": "omnigen.processor.load_tokenizer", "path": str(release_dir)},
+        "tokenizer": paper["tokenizer"] | {"path": str(release_dir)},
         "patch_size": patch_size,
         "pos_embed_max_size": pos_grid,
         "prompt_template": RELEASE_TEMPLATE,

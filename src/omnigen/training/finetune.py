@@ -282,7 +282,6 @@ def load_lora(module: OmniGenLitModule, path: str | Path, merge: bool = False) -
 def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
     """Transformer weights from an OmniGen-v1 release directory, an omnigen exported directory or a
     `.ckpt` (strict: every name and shape must match). The VAE is the VAE plugin's business."""
-
     path = Path(path)
     if path.is_dir() and not (path / EXPORT_CONFIG).is_file():
         warn_config_mismatch(transformer, path)
@@ -307,7 +306,6 @@ def load_initial_weights(transformer: OmniGen, path: str | Path) -> None:
 
 def warn_config_mismatch(transformer: OmniGen, release_dir: Path) -> None:
     """Weights carry no rope factors: warn where the release's config.json differs from our backbone's."""
-
     if not (release_dir / "config.json").is_file():
         return
     config = release_backbone_config(json.loads((release_dir / "config.json").read_text()))
