@@ -43,6 +43,11 @@ class TokenBudget:
             raise BadSample("too_many_tokens", sample.key, str(error)) from None
 
 
+class DataStop(RuntimeError):
+    """Training stopped by the data: past the skip limit, or a whole pass formed no batch. It comes between
+    two steps, so the run's last.ckpt is written at the last whole step (omnigen.callbacks.checkpoint)."""
+
+
 class DataAccounting:
     """Main-process totals of what the workers read and skipped; stops the run past the skip limit, or
     once `min_records` were read without a single usable sample (whatever the limit)."""
@@ -78,7 +83,7 @@ class DataAccounting:
                 if fraction > self.max_skip_fraction
                 else "not one usable"
             )
-            raise RuntimeError(f"{skipped} of {read} records skipped ({fraction:.1%}), {why} {self.describe()}")
+            raise DataStop(f"{skipped} of {read} records skipped ({fraction:.1%}), {why} {self.describe()}")
         figures = {f"skipped_{r}": float(self.totals[f"skipped_{r}"]) for r in SKIP_REASONS}
         figures["skipped_fraction"] = fraction
         for key, value in self.totals.items():
@@ -108,7 +113,7 @@ class AccountedLoader(DataLoader):
             yield item
         if batches == 0:
             totals = self.accounting.totals
-            raise RuntimeError(
+            raise DataStop(
                 f"a whole pass over the data formed no batch: {self.accounting.skipped} record(s) "
                 f"skipped and {totals['samples']} usable so far {self.accounting.describe()}; "
                 f"sources: {', '.join(s.name for f in self.dataset.families.values() for s in f.sources)}"
