@@ -21,3 +21,6 @@ python -m omnigen.bench packing batches=50 json=packing_mixed_sizes.json \
     "override=[$MIXTURE,data.mixed_sizes=true,data.resolution.mode=raw,data.resolution.size=48,\
 data.families.edit.sources.0.image_size=16,data.families.subject.sources.0.image_size=48,\
 data.families.other.sources.0.image_size=16]"
+# the quickstart's own batches (data=shapes), and its training step in fp32 against bf16 on one thread
+python -m omnigen.bench packing batches=50 threads=1 json=packing_quickstart.json
+OMP_NUM_THREADS=1 python attention_cpu.py --compare precision --json precision_quickstart_1thread.json
