@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from omnigen.generate import main
+from omnigen.utils.cli import UsageError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
 
@@ -44,9 +45,9 @@ def test_cli_generates_text_to_image_then_an_edit_of_it(fitted_checkpoint, tmp_p
 
 
 def test_cli_names_missing_and_unknown_keys(fitted_checkpoint):
-    with pytest.raises(SystemExit, match="missing prompt"):
+    with pytest.raises(UsageError, match="missing prompt"):
         main([f"ckpt={fitted_checkpoint}"])
-    with pytest.raises(Exception, match="guidance"):
+    with pytest.raises(UsageError, match=r"unknown key 'guidance' \(did you mean 'guidance_scale'\?\)"):
         main([f"ckpt={fitted_checkpoint}", "prompt=a red circle", "guidance=2"])
 
 
@@ -71,9 +72,25 @@ def test_cli_runs_as_a_module_with_a_progress_bar(fitted_checkpoint, tmp_path):
     assert "3/3" in result.stderr  # tqdm's final count
 
 
+def _images(notebook) -> int:
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return sum("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_inference_notebook_is_stored_executed_and_small():
+    """notebooks/execute.sh stores it run on the quickstart's checkpoint: its images, a few kB each."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(cell.execution_count for cell in notebook.cells if cell.cell_type == "code")
+    assert _images(notebook) == 2  # the t2i image and the edit grid
+    assert NOTEBOOK.stat().st_size < 100_000
+
+
 def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # stored clean
+    for cell in notebook.cells:  # run from a clean copy, not on top of the stored outputs
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     env = {"OMNIGEN_CKPT": str(fitted_checkpoint), "OMNIGEN_STEPS": "2"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
@@ -84,7 +101,6 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert _images(notebook) == 2
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the t2i image and the edit grid
     assert any("2 training steps" in o.get("text", "") for o in outputs)
