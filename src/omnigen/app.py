@@ -8,7 +8,10 @@ One page drives OmniGenPipeline: prompt, up to three input images (each with a b
 `<img><|image_i|></img>` placeholder), size snapped to the model's pixels per token, steps, both
 guidance scales, seed, kv-cache, negative prompt and a batch shown as a gallery, with the sampler's
 progress and the seconds a generation took. Requests queue; one generation runs at a time. A mistake
-in the input (placeholders against images, a size, an image too small) is shown in the page.
+in the input (placeholders against images, a size, an image too small) or a checkpoint that cannot be
+loaded (corrupt, another program's; the picker lists every *.ckpt under logs/) is shown in the page, and
+the page keeps serving. A checkpoint named with ckpt= is loaded before the page starts: a bad one exits
+with its message.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,11 @@ from PIL import Image
 from omnigen.data.shapes import load_shapes_tokenizer, sample_at
 from omnigen.evaluation import EVAL_SEED_OFFSET
 from omnigen.pipeline import OmniGenPipeline
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import UserError, parse_cli, run_main
 
 MAX_INPUTS = 3
 MAX_BATCH = 8
+MAX_PIPELINES = 2  # loaded checkpoints kept in memory: switching back and forth between two is instant
 # A Shapes-X2I checkpoint gets clickable examples: held-out samples of these families.
 EXAMPLE_FAMILIES = ("text_to_image", "mixed_modal", "visual_condition")
 
@@ -62,16 +67,20 @@ def snap(size: float, multiple: int) -> int:
 
 
 class Generator:
-    """Pipelines by checkpoint path, loaded once, and one generation at a time."""
+    """Pipelines by checkpoint path, the MAX_PIPELINES used last kept loaded, and one generation at a time."""
 
     def __init__(self, device: str = "cpu") -> None:
-        self.device, self.pipelines, self.lock = device, {}, threading.Lock()
+        self.device, self.lock = device, threading.Lock()
+        self.pipelines: OrderedDict[str, OmniGenPipeline] = OrderedDict()  # least recently used first
 
     def pipeline(self, ckpt: str) -> OmniGenPipeline:
         if not ckpt:
-            raise ValueError("choose a checkpoint (none was found under the logs directory)")
+            raise UserError("choose a checkpoint (none was found under the logs directory)")
         if ckpt not in self.pipelines:
             self.pipelines[ckpt] = OmniGenPipeline.from_checkpoint(ckpt, device=self.device)
+            while len(self.pipelines) > MAX_PIPELINES:
+                self.pipelines.popitem(last=False)
+        self.pipelines.move_to_end(ckpt)
         return self.pipelines[ckpt]
 
     def settings(self, ckpt: str) -> tuple[int, int, int, int]:
@@ -80,7 +89,7 @@ class Generator:
         pipe = self.pipeline(ckpt)
         step = pipe.module.pixels_per_token
         height, width = pipe.default_size or (8 * step, 8 * step)
-        return step, height, width, step * pipe.module.transformer.pos_embed_max_size
+        return step, height, width, pipe.max_side
 
     def __call__(
         self,
@@ -127,7 +136,7 @@ class Generator:
                     use_kv_cache=kv_cache,
                 )
                 seconds = time.perf_counter() - start
-        except (ValueError, FileNotFoundError) as error:
+        except UserError as error:  # anything else is a bug: Gradio reports it and keeps serving too
             raise gr.Error(str(error), print_exception=False) from error
         h, w = out[0].height, out[0].width
         return out, seed, f"{len(out)} image(s) of {w}×{h} in {seconds:.2f} s (seed {seed}, {int(steps)} steps)"
@@ -160,13 +169,19 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
     def sizes(ckpt):
         try:
             step, height, width, largest = generator.settings(ckpt)
-        except (ValueError, FileNotFoundError) as error:
+        except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
         return tuple(gr.update(value=v, step=step, minimum=step, maximum=largest) for v in (height, width))
 
-    step, height, width, largest = generator.settings(ckpt) if ckpt else (16, 256, 256, 3072)
+    step, height, width, largest, problem = 16, 256, 256, 3072, None
+    try:
+        step, height, width, largest = generator.settings(ckpt) if ckpt else (step, height, width, largest)
+    except UserError as error:  # the newest checkpoint under logs/ may be corrupt or another program's
+        problem, ckpt = str(error), None
     with gr.Blocks(title="omnigen") as app:
         gr.Markdown("## omnigen: generate from a checkpoint")
+        if problem:
+            gr.Markdown(f"**Could not load the checkpoint:** {problem}. Choose another one.", elem_id="problem")
         with gr.Row():
             ckpt_box = gr.Dropdown(checkpoints, value=ckpt, label="checkpoint", allow_custom_value=True, scale=4)
         with gr.Row():
@@ -222,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     if ckpt and ckpt not in found:
         found.insert(0, ckpt)
     generator = Generator(cfg.device)
+    if cfg.ckpt:
+        generator.pipeline(cfg.ckpt)  # named on the command line: a bad one stops here, with its message
     build_app(generator, found, ckpt).launch(server_name=cfg.host, server_port=cfg.port)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.app")

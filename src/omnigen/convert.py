@@ -18,6 +18,7 @@ from omnigen.checkpoints.diffusers import DTYPES, export_diffusers
 from omnigen.checkpoints.native import export_module, load_module
 from omnigen.checkpoints.release import import_release
 from omnigen.training.finetune import has_lora, merge_lora
+from omnigen.utils.cli import run_main
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +57,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.convert")

@@ -21,7 +21,7 @@ from typing import Any
 from omnigen.evaluation import SUITES, evaluate_shapes, example_grid, flat_metrics, log_wandb_table, markdown
 from omnigen.metrics import FAMILIES
 from omnigen.pipeline import OmniGenPipeline
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import UsageError, check_choice, parse_cli, run_main
 
 
 @dataclass
@@ -44,18 +44,17 @@ class EvaluateConfig:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_cli(EvaluateConfig, argv, "omnigen.evaluate", "ckpt=path/last.ckpt", __doc__)
-    if cfg.suite not in SUITES:
-        raise SystemExit(f"omnigen.evaluate: unknown suite {cfg.suite!r}; known: {list(SUITES)}")
+    check_choice(cfg.suite, SUITES, "suite", "omnigen.evaluate")
     if cfg.ground_truth:
         if cfg.image_size is None:
-            raise SystemExit("omnigen.evaluate: ground_truth=true needs image_size=… (there is no checkpoint to ask)")
+            raise UsageError("omnigen.evaluate: ground_truth=true needs image_size=… (there is no checkpoint to ask)")
         pipe, size = None, cfg.image_size
     else:
         if not cfg.ckpt:
-            raise SystemExit("omnigen.evaluate: missing ckpt (e.g. ckpt=path/last.ckpt), or ground_truth=true")
+            raise UsageError("omnigen.evaluate: missing ckpt (e.g. ckpt=path/last.ckpt), or ground_truth=true")
         pipe = OmniGenPipeline.from_checkpoint(cfg.ckpt, device=cfg.device)
         if cfg.image_size is None and pipe.default_size is None:
-            raise SystemExit(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
+            raise UsageError(f"omnigen.evaluate: {cfg.ckpt} records no training image size; pass image_size=…")
         size = cfg.image_size or pipe.default_size[0]
     results, examples = evaluate_shapes(
         pipe,
@@ -88,4 +87,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.evaluate")

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from omnigen.pipeline import OmniGenPipeline
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import parse_cli, run_main
 
 
 @dataclass
@@ -75,4 +75,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.generate")

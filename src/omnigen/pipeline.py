@@ -27,6 +27,7 @@ from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import PromptBatch, drop_text
 from omnigen.training import finetune
+from omnigen.utils.cli import UserError, missing_path
 from omnigen.utils.images import from_array, to_pil
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class OmniGenPipeline:
         return self.module.device
 
     @property
+    def max_side(self) -> int:
+        """The longest image side, in pixels, the position grid holds (pos_embed_max_size tokens)."""
+        return self.module.transformer.pos_embed_max_size * self.module.pixels_per_token
+
+    @property
     def default_size(self) -> tuple[int, int] | None:
         """The (last) training resolution, when the run config records one: the curriculum's last
         stage, else the data's image_size, else its square resolution size."""
@@ -113,7 +119,8 @@ class OmniGenPipeline:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
         or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
-        `max_input_image_size` on their longer side and centre-cropped to the token grid.
+        `max_input_image_size` on their longer side (and to what the position grid holds, `max_side`)
+        and centre-cropped to the token grid.
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
@@ -155,7 +162,7 @@ class OmniGenPipeline:
         if len(input_images) != len(prompts) or not all(
             ims is None or isinstance(ims, (list, tuple)) for ims in input_images
         ):
-            raise ValueError(
+            raise UserError(
                 f"with {len(prompts)} prompts, input_images must be a list of {len(prompts)} lists "
                 "(one per prompt; None or [] for none)"
             )
@@ -167,24 +174,28 @@ class OmniGenPipeline:
         if from_input:
             sizes = {tuple(ims[0].shape[-2:]) for ims in images if ims}
             if len(sizes) != 1 or not all(images):
-                raise ValueError(
+                raise UserError(
                     "use_input_image_size_as_output needs every prompt to have input images whose first "
                     f"image has one common size; got sizes {sorted(sizes)}"
                 )
             return sizes.pop()
         if height is None or width is None:
             if self.default_size is None:
-                raise ValueError("pass height and width: this checkpoint does not record its training image size")
+                raise UserError("pass height and width: this checkpoint does not record its training image size")
             height, width = height or self.default_size[0], width or self.default_size[1]
+        if max(height, width) > self.max_side:
+            raise UserError(
+                f"height={height} width={width} is larger than this checkpoint's position grid holds: at most "
+                f"{self.max_side} pixels a side (pos_embed_max_size {self.module.transformer.pos_embed_max_size} "
+                f"× {self.module.pixels_per_token} pixels per token); set height and width to at most {self.max_side}"
+            )
         return height, width
 
     def prepare_input_image(self, image: ImageInput, max_size: int, name: str) -> Tensor:
-        """Any supported image -> (3, H, W) in [-1, 1], at most `max_size` on its longer side,
-        centre-cropped to a multiple of the pixels per token."""
+        """Any supported image -> (3, H, W) in [-1, 1], at most `max_size` (and `max_side`, what the position
+        grid holds) on its longer side, centre-cropped to a multiple of the pixels per token."""
         if isinstance(image, (str, Path)):
-            if not Path(image).is_file():
-                raise FileNotFoundError(f"{name}: no such file {image}")
-            image = Image.open(image)
+            image = read_image(image, name)
         if isinstance(image, Image.Image):
             image = np.array(image.convert("RGB"))  # a writable copy for torch
         if isinstance(image, np.ndarray):
@@ -195,6 +206,9 @@ class OmniGenPipeline:
                 f"{getattr(image, 'shape', type(image).__name__)}"
             )
         h, w = image.shape[-2:]
+        if max(h, w) > self.max_side and max_size > self.max_side:
+            log.info("%s: %d×%d scaled to fit the position grid (%d pixels a side)", name, h, w, self.max_side)
+        max_size = min(max_size, self.max_side)
         if max(h, w) > max_size:
             scale = max_size / max(h, w)
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -203,7 +217,7 @@ class OmniGenPipeline:
         h, w = image.shape[-2:]
         crop_h, crop_w = h - h % f, w - w % f
         if crop_h == 0 or crop_w == 0:
-            raise ValueError(f"{name}: {h}×{w} is smaller than one token ({f}×{f} pixels)")
+            raise UserError(f"{name}: {h}×{w} is smaller than one token ({f}×{f} pixels)")
         if (crop_h, crop_w) != (h, w):
             log.info("%s: centre-cropped %d×%d to %d×%d (a multiple of %d pixels)", name, h, w, crop_h, crop_w, f)
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
@@ -302,3 +316,14 @@ class OmniGenPipeline:
             return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, img_guidance_scale)
 
         return velocity
+
+
+def read_image(path: str | Path, name: str) -> Image.Image:
+    """The image file at `path`, decoded now, so a missing, truncated or foreign file is named as `name`."""
+    if not Path(path).is_file():
+        raise missing_path(path, what=name)
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as error:  # unidentified, truncated, too many pixels
+        raise UserError(f"{name}: {path} cannot be read as an image ({error})") from error

@@ -17,6 +17,7 @@ from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from omnigen.model.masks.base import SequenceLayout
+from omnigen.utils.cli import UserError
 
 IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
 WRAPPED_IMAGE_TAG = re.compile(r"<img><\|image_(\d+)\|></img>")
@@ -29,8 +30,9 @@ RELEASE_TEMPLATE = (
 )
 
 
-class PromptError(ValueError):
-    """An instruction and its images do not fit together; the message says how."""
+class PromptError(UserError):
+    """An instruction and its images do not fit together; the message says how (a ValueError, as every
+    UserError)."""
 
 
 Grid = int | tuple[int, int]  # an image's patch tokens: their count, or its (rows, columns) of tokens

@@ -27,6 +27,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from omnigen.utils.cli import OutputExists
+
 TEMP_SUFFIX = ".omnigen-tmp"  # never `.ckpt`: Lightning's `ckpt_path=last` search must not pick a temporary
 
 
@@ -87,7 +89,7 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     block succeeds, so an interrupted write never leaves a half-written directory."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; choose another directory or pass overwrite=True (CLI: --overwrite)")
+        raise OutputExists(f"{out_dir} exists; choose another directory or pass overwrite=True (CLI: --overwrite)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

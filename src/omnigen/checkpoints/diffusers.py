@@ -49,6 +49,7 @@ from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import RELEASE_TEMPLATE
 from omnigen.training.finetune import has_lora
+from omnigen.utils.cli import UserError
 
 log = logging.getLogger(__name__)
 
@@ -113,45 +114,45 @@ def to_diffusers_state_dict(
 
 
 def diffusers_transformer_config(transformer: OmniGen) -> dict[str, Any]:
-    """OmniGenTransformer2DModel's config for `transformer`, or a ValueError naming what it cannot express."""
+    """OmniGenTransformer2DModel's config for `transformer`, or a UserError naming what it cannot express."""
     c = transformer.llm.config
     if not transformer.positions.diffusers_compatible:
-        raise ValueError(
+        raise UserError(
             f"position scheme {transformer.positions!r} cannot be expressed in diffusers' "
             "OmniGenTransformer2DModel, whose rotary embedding takes one 1-D position per token "
             "(model/positions=sequential exports)"
         )
     if transformer.layer_modulation is not None:
-        raise ValueError(
+        raise UserError(
             "adaLN in every decoder layer (model.modulate_layers=true) has no counterpart in diffusers' "
             "OmniGenTransformer2DModel, which conditions on t through its time token and final layer only"
         )
     if transformer.prediction != "velocity":
-        raise ValueError(
+        raise UserError(
             f"model.prediction={transformer.prediction!r}: diffusers' OmniGenTransformer2DModel outputs "
             "the velocity (model.prediction=velocity exports)"
         )
     if c.model_type != "phi3":
-        raise ValueError(
+        raise UserError(
             f"diffusers' OmniGenTransformer2DModel is the Phi-3 architecture (fused qkv_proj and "
             f"gate_up_proj, RMSNorm, SiLU); this backbone is {c.model_type!r}"
         )
     heads, kv_heads = c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads
     head_dim = c.hidden_size // heads
     if kv_heads != heads:
-        raise ValueError(
+        raise UserError(
             f"grouped-query attention ({kv_heads} key/value heads for {heads} query heads): diffusers' "
             "OmniGen attention processor does not repeat key/value heads"
         )
     if (declared := getattr(c, "head_dim", None)) not in (None, head_dim) or c.hidden_act != "silu":
-        raise ValueError(
+        raise UserError(
             f"diffusers' OmniGen needs head_dim = hidden/heads and SiLU; got head_dim={declared}, "
             f"hidden_act={c.hidden_act!r}"
         )
     rope = dict(c.rope_parameters or {})
     rope_type = rope.get("rope_type", "default")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError(
+        raise UserError(
             f"partial rotary embeddings ({rope['partial_rotary_factor']}) cannot be expressed in diffusers' OmniGen"
         )
     if rope_type == "default":  # identity factors; equal lengths so diffusers applies no attention scaling
@@ -164,21 +165,21 @@ def diffusers_transformer_config(transformer: OmniGen) -> dict[str, Any]:
         if rope.get("factor") is not None:  # diffusers scales by max/original: encode the factor there
             max_positions = round(rope["factor"] * original)
             if abs(max_positions - rope["factor"] * original) > 1e-6:
-                raise ValueError(f"longrope factor {rope['factor']} × {original} is not an integer length")
+                raise UserError(f"longrope factor {rope['factor']} × {original} is not an integer length")
         scale = max_positions / original
         implied = 1.0 if scale <= 1.0 else math.sqrt(1 + math.log(scale) / math.log(original))
         if rope.get("attention_factor") is not None and abs(rope["attention_factor"] - implied) > 1e-6:
-            raise ValueError(
+            raise UserError(
                 f"longrope attention_factor {rope['attention_factor']} differs from the {implied:.6g} "
                 "diffusers derives from the lengths"
             )
     else:
-        raise ValueError(
+        raise UserError(
             f"rope type {rope_type!r} cannot be expressed by diffusers' OmniGen rotary embedding "
             "(only default and longrope/su)"
         )
     if transformer.time_token.frequency_dim != transformer.t_embedder.frequency_dim:
-        raise ValueError("the two timestep embedders use different sinusoid sizes; diffusers shares one")
+        raise UserError("the two timestep embedders use different sinusoid sizes; diffusers shares one")
     return {
         "in_channels": transformer.in_channels,
         "patch_size": transformer.patch_size,
@@ -297,12 +298,12 @@ def export_diffusers(
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if not transformer_only and not isinstance(module.vae, AutoencoderKLVAE):
-        raise ValueError(
+        raise UserError(
             f"diffusers' OmniGenPipeline needs an AutoencoderKL; this module uses {type(module.vae).__name__}. "
             "Export the transformer alone with transformer_only=True (CLI: --transformer-only)"
         )
     if has_lora(module.transformer):
-        raise ValueError(
+        raise UserError(
             "this module has LoRA adapters: merge them first (omnigen.training.finetune.merge_lora(module); "
             "the CLI does it)"
         )

@@ -4,16 +4,27 @@ A Lightning checkpoint keeps, under `CHECKPOINT_KEY`, the description `describe`
 tokenizer's files; an exported directory keeps the same description in `EXPORT_CONFIG` beside its
 weights and tokenizer (omnigen.checkpoints.native). The description's `model_config` names classes by
 import path (`_target_`), so a class that moves would break old checkpoints: `current_targets` maps the
-paths of earlier layouts to today's. This module imports nothing of omnigen, so the module and the
+paths of earlier layouts to today's.
+
+`check_path` says what a path is before anything is loaded (an omnigen checkpoint file or exported
+directory, or else: missing, an OmniGen-v1 release, a diffusers export, another directory) and raises a
+`CheckpointError` naming the path and the fix for everything omnigen cannot load; `read_checkpoint`
+and `read_export_config` do the same for what the file turns out to hold (corrupt, truncated, another
+program's). This module imports nothing of omnigen but utils.cli's error types, so the module and the
 fine-tuning code can use it without an import cycle.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from omnigen.utils.cli import UserError, missing_path
 
 if TYPE_CHECKING:
     from omnigen.module import OmniGenLitModule
@@ -21,6 +32,12 @@ if TYPE_CHECKING:
 CHECKPOINT_KEY = "omnigen"  # where a checkpoint keeps its own description
 CHECKPOINT_FORMAT = 1
 EXPORT_CONFIG, EXPORT_WEIGHTS, EXPORT_TOKENIZER = "omnigen_config.json", "model.safetensors", "tokenizer"
+RELEASE_CONFIG, RELEASE_WEIGHTS = "config.json", ("model.safetensors", "model.pt")  # an OmniGen-v1 release
+# What `python -m omnigen.convert to-diffusers` writes (omnigen.checkpoints.diffusers): any of these marks one.
+DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json", "diffusion_pytorch_model.safetensors")
+# ckpt_path values Lightning resolves itself (Trainer.fit), not paths.
+LIGHTNING_CKPT_PATHS = ("last", "best", "hpc", "registry")
+WHAT_LOADS = "pass a .ckpt written by omnigen.fit or an exported directory (with omnigen_config.json)"
 # Modules that moved since format-1 checkpoints were first written (issue 16's layout): old path -> new.
 MOVED_MODULES = {
     "omnigen.optim": "omnigen.training.optim",
@@ -40,23 +57,132 @@ def describe(module: OmniGenLitModule) -> dict[str, Any]:
     }
 
 
-def check_format(meta: dict[str, Any] | None, path: Path) -> None:
-    if meta is None:
-        raise ValueError(
-            f"{path} has no '{CHECKPOINT_KEY}' section: it was not written by an OmniGenLitModule with a config"
+class CheckpointError(UserError):
+    """A path omnigen cannot load as a checkpoint; the message names it, says what it is and what to do."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A file or exported directory that cannot be read: truncated, damaged or half-copied."""
+
+
+def check_path(path: str | Path) -> str:
+    """ "file" (a file to read as a checkpoint) or "export" (an exported directory); for any other path the
+    CheckpointError (or MissingPath) that says what it is and what to do instead. Nothing is loaded."""
+    path = Path(path)
+    kind = path_kind(path)
+    if kind == "file" and path.suffix != ".ckpt" and path_kind(path.parent) in ("release", "diffusers"):
+        path, kind = path.parent, path_kind(path.parent)  # a weights file inside a release or an export
+    if kind in ("file", "export"):
+        return kind
+    if kind == "missing":
+        raise missing_path(path, WHAT_LOADS)
+    if kind == "release":
+        raise CheckpointError(
+            f"{path} is an OmniGen-v1 release directory, not an omnigen checkpoint: convert it once with "
+            f"`python -m omnigen.convert from-release {path} OUT_DIR` and pass OUT_DIR"
+        )
+    if kind == "diffusers":
+        raise CheckpointError(
+            f"{path} is a diffusers export (what `python -m omnigen.convert to-diffusers` writes): load it with "
+            f"diffusers' OmniGenPipeline.from_pretrained; {WHAT_LOADS}"
+        )
+    inside = sorted(path.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", p.name))
+    hint = f" (did you mean {inside[0]}?)" if inside else f": {WHAT_LOADS}"
+    raise CheckpointError(f"{path} is a directory without {EXPORT_CONFIG}, not an exported checkpoint{hint}")
+
+
+def path_kind(path: Path) -> str:
+    """What `path` is from its name and listing: missing, file, export, release, diffusers or directory."""
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        return "file"
+    if (path / EXPORT_CONFIG).is_file():
+        return "export"
+    if (path / RELEASE_CONFIG).is_file() and any((path / name).is_file() for name in RELEASE_WEIGHTS):
+        return "release"
+    if any((path / marker).is_file() for marker in DIFFUSERS_MARKERS):
+        return "diffusers"
+    return "directory"
+
+
+def check_format(meta: Any, path: Path) -> None:
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path} has no '{CHECKPOINT_KEY}' section (it was not written by omnigen.fit), so nothing says how "
+            f"to rebuild its model; {WHAT_LOADS}"
         )
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {meta.get('format')}, this omnigen reads {CHECKPOINT_FORMAT}")
+        raise CheckpointError(
+            f"{path} has checkpoint format {meta.get('format')}, this omnigen reads {CHECKPOINT_FORMAT}: "
+            "load it with the omnigen version that wrote it"
+        )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint file of omnigen's format (tensors and plain data only: weights_only)."""
+    """A Lightning checkpoint file of omnigen's format (tensors and plain data only: weights_only; the
+    tensors memory-mapped, so a check or a load reads only what it uses)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    check_format(checkpoint.get(CHECKPOINT_KEY), path)
+    if check_path(path) != "file":
+        raise CheckpointError(f"{path} is an exported directory, not a checkpoint file: pass a .ckpt")
+    if is_safetensors(path):
+        raise CheckpointError(
+            f"{path} is a safetensors file: bare weights, no config to rebuild the model; {WHAT_LOADS}"
+        )
+    if not zipfile.is_zipfile(path):  # torch.save's archive; a cut-off copy loses its directory at the end
+        raise CorruptCheckpoint(
+            f"{path} is truncated or corrupt (not a complete torch archive): copy it again or use another "
+            "checkpoint of the run"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:  # weights_only refuses pickled objects that are not plain data
+        raise CheckpointError(
+            f"{path} holds pickled Python objects omnigen does not load ({str(error).splitlines()[0][:120]}): "
+            f"it was not written by omnigen.fit; {WHAT_LOADS}"
+        ) from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:  # what torch's reader raises on bad bytes
+        raise CorruptCheckpoint(
+            f"{path} is truncated or corrupt ({str(error).splitlines()[0][:120]}): copy it again or use another "
+            "checkpoint of the run"
+        ) from error
+    check_format(checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None, path)
     return checkpoint
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether `path` starts as a safetensors file does: an 8-byte header length, then a JSON object."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def read_export_config(path: str | Path) -> dict[str, Any]:
+    """The description an exported directory keeps in omnigen_config.json, checked."""
+    path = Path(path)
+    if check_path(path) != "export":
+        raise CheckpointError(f"{path} is a checkpoint file, not an exported directory")
+    if missing := [name for name in (EXPORT_WEIGHTS, EXPORT_TOKENIZER) if not (path / name).exists()]:
+        raise CorruptCheckpoint(f"{path} is an incomplete export: no {' or '.join(missing)} beside {EXPORT_CONFIG}")
+    try:
+        meta = json.loads((path / EXPORT_CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptCheckpoint(f"{path / EXPORT_CONFIG} is not valid JSON ({error}): the export is corrupt") from error
+    check_format(meta, path / EXPORT_CONFIG)
+    return meta
+
+
+def check_resume_checkpoint(ckpt_path: str | Path | None) -> None:
+    """Fail fast, with the CheckpointError saying what it is, when fit's `ckpt_path` is not a checkpoint
+    omnigen can resume from; None and the values Lightning resolves itself (`last`, ...) pass."""
+    if ckpt_path is None or str(ckpt_path) in LIGHTNING_CKPT_PATHS or "://" in str(ckpt_path):
+        return  # remote paths are Lightning's to fetch
+    if check_path(ckpt_path) == "export":
+        raise CheckpointError(
+            f"{ckpt_path} is an exported directory (weights only): ckpt_path resumes a run from its .ckpt "
+            "(weights, optimiser, step); start a new run from its weights with model.finetune.init_from=<dir>"
+        )
+    read_checkpoint(ckpt_path)
 
 
 def current_targets(config: Any) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from transformers import PreTrainedTokenizerBase
 
@@ -22,10 +23,13 @@ from omnigen.checkpoints.format import (
     EXPORT_CONFIG,
     EXPORT_TOKENIZER,
     EXPORT_WEIGHTS,
-    check_format,
+    CheckpointError,
+    CorruptCheckpoint,
+    check_path,
     current_targets,
     describe,
     read_checkpoint,
+    read_export_config,
 )
 from omnigen.module import OmniGenLitModule, build_module
 from omnigen.processor import load_tokenizer, tokenizer_from_files
@@ -48,19 +52,22 @@ def load_module(
     if weights not in ("default", "raw"):
         raise ValueError(f"weights must be 'default' or 'raw', got {weights!r}")
     path = Path(path)
-    if path.is_dir():
+    if check_path(path) == "export":
         if weights == "raw":
-            raise ValueError(f"{path} is an exported directory: it holds one set of weights")
-        meta = json.loads((path / EXPORT_CONFIG).read_text()) if (path / EXPORT_CONFIG).is_file() else None
-        check_format(meta, path / EXPORT_CONFIG)
-        module = rebuild_module(meta, load_tokenizer(str(path / EXPORT_TOKENIZER)))
-        load_model(module, path / EXPORT_WEIGHTS, strict=True)
+            raise CheckpointError(f"{path} is an exported directory: it holds one set of weights (no weights=raw)")
+        module = rebuild_module(read_export_config(path), load_tokenizer(str(path / EXPORT_TOKENIZER)))
+        try:
+            load_model(module, path / EXPORT_WEIGHTS, strict=True)
+        except SafetensorError as error:  # a cut-off or damaged file; a name or shape mismatch stays a bug
+            raise CorruptCheckpoint(
+                f"{path / EXPORT_WEIGHTS} cannot be read ({error}): the export is corrupt"
+            ) from error
     else:
         checkpoint = read_checkpoint(path)
         meta = checkpoint[CHECKPOINT_KEY]
         module = rebuild_module(meta, tokenizer_from_files(meta["tokenizer_files"]))
         if weights == "raw" and "current_model_state" not in checkpoint:
-            raise ValueError(f"{path} has no separate raw weights (it was not trained with weight averaging)")
+            raise CheckpointError(f"{path} has no separate raw weights (it was not trained with weight averaging)")
         module.load_state_dict(checkpoint["current_model_state" if weights == "raw" else "state_dict"], strict=True)
     return module.to(map_location).eval()
 

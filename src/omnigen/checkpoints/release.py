@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from omnigen.checkpoints.format import CheckpointError, path_kind
 from omnigen.checkpoints.release_layout import (
     RELEASE_POS_GRID,
     load_release_state,
@@ -26,6 +27,7 @@ from omnigen.model.backbone.hf import backbone_architecture_config
 from omnigen.model.vae.autoencoder_kl import AutoencoderKLVAE
 from omnigen.module import OmniGenLitModule, build_module
 from omnigen.processor import RELEASE_TEMPLATE
+from omnigen.utils.cli import MissingPath, missing_path
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,10 @@ def import_release(
     release's `vae/`. `overrides` replaces top-level entries of the rebuild config (e.g. `weighting`).
     """
     release_dir = Path(release_dir)
-    if not (release_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{release_dir} has no config.json (the Phi-3 config of an OmniGen-v1 release)")
+    check_release_dir(release_dir)
     vae_dir = Path(vae_path) if vae_path is not None else release_dir / "vae"
     if not vae_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingPath(
             f"{release_dir} has no vae/ subfolder and no vae_path was given: pass vae_path (CLI: --vae) "
             "pointing at a local SDXL-VAE diffusers directory (nothing is downloaded)"
         )
@@ -63,18 +64,20 @@ def import_release(
     hidden = llm.config.hidden_size
     embedder = state.get("x_embedder.proj.weight")
     if embedder is None or embedder.dim() != 4:
-        raise ValueError(f"{release_dir}: no 4-D x_embedder.proj.weight, so this is not an OmniGen-v1 checkpoint")
+        raise CheckpointError(f"{release_dir}: no 4-D x_embedder.proj.weight, so this is not an OmniGen-v1 checkpoint")
     patch_size, in_channels = embedder.shape[-1], embedder.shape[1]  # (D, C, p, p)
     pos_grid = RELEASE_POS_GRID
     if "pos_embed" in state:
         table = state["pos_embed"]  # (1, G², D)
         pos_grid = math.isqrt(table.shape[-2])
         if table.dim() != 3 or pos_grid * pos_grid != table.shape[-2] or table.shape[-1] != hidden:
-            raise ValueError(f"pos_embed of shape {tuple(table.shape)} is not a square (1, G², {hidden}) table")
+            raise CheckpointError(
+                f"{release_dir}: pos_embed of shape {tuple(table.shape)} is not a square (1, G², {hidden}) table"
+            )
 
     vae = AutoencoderKLVAE(pretrained_path=str(vae_dir))
     if vae.latent_channels != in_channels:
-        raise ValueError(
+        raise CheckpointError(
             f"the VAE at {vae_dir} has {vae.latent_channels} latent channels, the checkpoint's embedders "
             f"take {in_channels}"
         )
@@ -94,3 +97,17 @@ def import_release(
 
     load_release_state(module.transformer, state, str(release_dir))
     return module.eval()
+
+
+def check_release_dir(path: Path) -> None:
+    """The CheckpointError (or MissingPath) saying what `path` is when it is not an OmniGen-v1 release."""
+    kind = path_kind(path)
+    if kind == "missing":
+        raise missing_path(path, "expected an OmniGen-v1 release directory")
+    if kind == "export":
+        raise CheckpointError(f"{path} is an omnigen exported directory already: use it as it is, nothing to convert")
+    if kind != "release":
+        raise CheckpointError(
+            f"{path} is not an OmniGen-v1 release directory: it needs config.json (Phi-3) and model.safetensors "
+            "or model.pt beside its tokenizer files"
+        )

@@ -21,13 +21,13 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from omnigen.checkpoints.format import RELEASE_CONFIG, RELEASE_WEIGHTS, CheckpointError
 from omnigen.model.backbone.hf import build_hf_backbone
 from omnigen.processor import load_tokenizer
 
 if TYPE_CHECKING:
     from omnigen.model.omnigen import OmniGen
 
-RELEASE_WEIGHTS = ("model.safetensors", "model.pt")
 RELEASE_POS_GRID = 192  # the release never passes another pos_embed_max_size
 # Keys of a config.json that describe the file, not the architecture.
 CONFIG_BOOKKEEPING = ("_name_or_path", "architectures", "auto_map", "torch_dtype", "dtype", "transformers_version")
@@ -50,7 +50,7 @@ def read_release_weights(release_dir: Path) -> dict[str, Tensor]:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             # Non-persistent in every Phi-3 version we know, but harmless if an old one saved it.
             return {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    raise FileNotFoundError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}")
+    raise CheckpointError(f"{release_dir} has none of {', '.join(RELEASE_WEIGHTS)}: not an OmniGen-v1 release")
 
 
 def release_backbone(
@@ -58,7 +58,7 @@ def release_backbone(
 ) -> torch.nn.Module:
     """The release's Phi-3 (its config.json, random weights) as a backbone plugin, for fine-tuning it
     (configs/model/backbone/omnigen_v1.yaml); its checkpoints record the config, not this path."""
-    config = json.loads((Path(release_dir) / "config.json").read_text())
+    config = json.loads((Path(release_dir) / RELEASE_CONFIG).read_text())
     return build_hf_backbone(
         config=release_backbone_config(config),
         attn_implementation=attn_implementation,
@@ -72,7 +72,7 @@ def load_release_state(transformer: OmniGen, state: dict[str, Tensor], what: str
     check_keys(set(own), set(state), f"{what}'s weights", optional=frozenset({"pos_embed"}))
     wrong = {k for k, v in state.items() if v.shape != own[k].shape}
     if wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"{what}: shape mismatch against the model's config: "
             + "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:5])
         )
@@ -103,13 +103,13 @@ def check_keys(expected: set[str], found: set[str], what: str, optional: frozens
     problems = [f"missing {len(missing)}: {name_keys(missing)}"] if missing else []
     problems += [f"unexpected {len(unexpected)}: {name_keys(unexpected)}"] if unexpected else []
     if problems:
-        raise ValueError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
+        raise CheckpointError(f"{what} does not match the OmniGen-v1 layout: " + "; ".join(problems))
 
 
 def load_release_tokenizer(path: str | Path) -> Any:
     """The tokenizer files of the release, read apart from its config.json: AutoTokenizer would
     parse that legacy Phi-3 config, which transformers 5 rejects (see release_backbone_config)."""
-    release_dir, skip = Path(path), {"config.json", *RELEASE_WEIGHTS}
+    release_dir, skip = Path(path), {RELEASE_CONFIG, *RELEASE_WEIGHTS}
     with tempfile.TemporaryDirectory() as tmp:
         for file in release_dir.iterdir():
             if file.is_file() and file.name not in skip:
@@ -123,7 +123,7 @@ def checked_pos_embed(saved: Tensor, computed: Tensor) -> Tensor:
     tolerance = 1e-5 if saved.dtype == torch.float32 else 1e-2
     diff = (saved.float() - computed).abs().max().item()
     if diff > tolerance:
-        raise ValueError(
+        raise CheckpointError(
             f"pos_embed differs from the 2D sin-cos table omnigen computes by {diff:.3g}: "
             "this checkpoint's position embedding is not the release's"
         )
