@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import MissingPath, UsageError, check_paths, parse_cli, run_main
 from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
@@ -58,7 +58,7 @@ def read_run(run: Path) -> dict[float, dict[str, float]]:
         if (match := EVAL_DIR.search(directory.name)) and (directory / "results.json").is_file():
             curve[float(match.group(1))] = read_scores(directory / "results.json")
     if not curve:
-        raise FileNotFoundError(f"{run}: no eval_minute_<m>/results.json (see experiments/speedrun/run.sh)")
+        raise MissingPath(f"{run}: no eval_minute_<m>/results.json (see experiments/speedrun/run.sh)")
     return dict(sorted(curve.items()))
 
 
@@ -215,8 +215,9 @@ class SpeedrunConfig:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(SpeedrunConfig, argv, "omnigen.speedrun", "out=DIR rows.baseline=[RUN_s0,RUN_s1]", __doc__)
     if not cfg.rows:
-        raise SystemExit("omnigen.speedrun: no rows (e.g. rows.baseline=[runs/sr_baseline_s0,runs/sr_baseline_s1])")
+        raise UsageError("omnigen.speedrun: no rows (e.g. rows.baseline=[runs/sr_baseline_s0,runs/sr_baseline_s1])")
     rows = {name: [Path(run) for run in runs] for name, runs in cfg.rows.items()}
+    check_paths([*(run for runs in rows.values() for run in runs), cfg.ceiling], "expected a run directory")
     minutes = tuple(cfg.minutes)
     records = summarise(rows, cfg.control, Path(cfg.ceiling) if cfg.ceiling else None, minutes)
     out = Path(cfg.out)
@@ -228,4 +229,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.speedrun")

@@ -33,7 +33,7 @@ from omnigen.report.tables import (
     read_run,
     versus_control,
 )
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import UsageError, check_paths, parse_cli
 
 __all__ = ["ReportConfig", "main", "mean_sd", "report"]
 
@@ -130,8 +130,9 @@ class ReportConfig:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_cli(ReportConfig, argv, "omnigen.report", "out=DIR arms.a=[RUN_s0,RUN_s1] arms.b=[...]", __doc__)
     if not cfg.arms:
-        raise SystemExit("omnigen.report: no arms (e.g. arms.omnigen=[runs/mask_omnigen_s0,runs/mask_omnigen_s1])")
+        raise UsageError("omnigen.report: no arms (e.g. arms.omnigen=[runs/mask_omnigen_s0,runs/mask_omnigen_s1])")
     arms = {name: [Path(run) for run in runs] for name, runs in cfg.arms.items()}
+    check_paths([*(run for runs in arms.values() for run in runs), cfg.floor, cfg.ceiling], "expected a run directory")
     out, path = Path(cfg.out), lambda p: Path(p) if p else None
     table = report(
         arms, out, cfg.metrics, cfg.title, cfg.control, path(cfg.floor), path(cfg.ceiling), cfg.curve, cfg.expect
