@@ -13,6 +13,8 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")  # the `app` extra (in `dev`)
 
+from gradio_client.exceptions import AppError  # noqa: E402
+
 from omnigen.app import Generator, build_app, default_checkpoint, find_checkpoints, snap  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -97,6 +99,35 @@ def test_checkpoints_are_found_newest_first_and_sizes_snap(tmp_path):
     assert found == [str(newer), str(older)] and default_checkpoint(found) == str(older)
     assert default_checkpoint([str(newer)]) == str(newer) and default_checkpoint([]) is None
     assert [snap(s, 16) for s in (1, 23, 25, 256, 1010)] == [16, 16, 32, 256, 1008]
+
+
+def test_at_most_two_pipelines_stay_loaded_the_least_recently_used_goes(fitted_checkpoint, tmp_path):
+    copies = [tmp_path / f"{i}.ckpt" for i in range(3)]
+    for copy in copies:
+        shutil.copy(fitted_checkpoint, copy)
+    generator = Generator()
+    for path in (copies[0], copies[1], copies[0], copies[2]):
+        generator.pipeline(str(path))
+    assert list(generator.pipelines) == [str(copies[0]), str(copies[2])]
+
+
+def test_a_corrupt_newest_checkpoint_is_a_message_in_the_page_which_keeps_serving(fitted_checkpoint, tmp_path):
+    bad, good = tmp_path / "run" / "last.ckpt", str(fitted_checkpoint)
+    bad.parent.mkdir()
+    bad.write_bytes(b"\xff" * 100)
+    app = build_app(Generator(), find_checkpoints(tmp_path) + [good], default_checkpoint(find_checkpoints(tmp_path)))
+    shown = [b.value for b in app.blocks.values() if getattr(b, "elem_id", None) == "problem"]
+    assert len(shown) == 1 and f"{bad} is truncated or corrupt" in shown[0]
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with pytest.raises(AppError, match="truncated or corrupt"):
+            generate(client, str(bad), "a red circle")
+        images, _, _ = generate(client, good, "a red circle")
+        assert images[0].shape == (32, 32, 3)
+    finally:
+        app.close()
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")

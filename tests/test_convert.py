@@ -12,6 +12,7 @@ from conftest import TINY_PHI3, make_module
 from safetensors.torch import save_file
 
 from omnigen.checkpoints.diffusers import diffusers_inputs, export_diffusers, write_diffusers_transformer
+from omnigen.checkpoints.format import CheckpointError
 from omnigen.checkpoints.native import load_module
 from omnigen.checkpoints.release import import_release
 from omnigen.convert import main
@@ -19,6 +20,7 @@ from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.masks import OmniGenMask, PrefixLMMask
 from omnigen.model.vae import AutoencoderKLVAE
 from omnigen.processor import RELEASE_TEMPLATE
+from omnigen.utils.cli import run_main
 
 H, FFN, LAYERS, VOCAB = 64, 128, 2, 128  # the tiny release's Phi-3 sizes
 # config.json as Phi-3-mini-128k (and so OmniGen-v1) writes it: legacy "su" rope_scaling with
@@ -254,6 +256,24 @@ def test_cli_from_release_then_to_diffusers(release, tmp_path, caplog):
         release[1]["llm.layers.1.self_attn.qkv_proj.weight"][H : 2 * H],
     )
     assert transformer.config.rope_scaling["long_factor"] == RELEASE_CONFIG["rope_scaling"]["long_factor"]
+
+
+def test_each_direction_names_what_it_was_given_instead(release, tmp_path, capsys):
+    """What the other direction reads or writes is named, with the command that takes it (one line each)."""
+    exported, diffusers = tmp_path / "omnigen", tmp_path / "diffusers"
+    main(["from-release", str(release[0]), str(exported)])
+    main(["to-diffusers", str(exported), str(diffusers)])
+    with pytest.raises(CheckpointError, match="is a diffusers export"):
+        load_module(diffusers)  # a real export, found by its model_index.json
+    with pytest.raises(CheckpointError, match="exported directory already"):
+        main(["from-release", str(exported), str(tmp_path / "again")])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: main(["to-diffusers", str(release[0]), str(tmp_path / "out")]), "omnigen.convert")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"python -m omnigen.convert from-release {release[0]} OUT_DIR" in err
+    assert not (tmp_path / "again").exists() and not (tmp_path / "out").exists()
 
 
 # ---- native -> diffusers: the same velocity ---------------------------------------------------------

@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from omnigen.generate import main
-from omnigen.utils.cli import UsageError
+from omnigen.utils.cli import UsageError, UserError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
 
@@ -49,6 +49,22 @@ def test_cli_names_missing_and_unknown_keys(fitted_checkpoint):
         main([f"ckpt={fitted_checkpoint}"])
     with pytest.raises(UsageError, match=r"unknown key 'guidance' \(did you mean 'guidance_scale'\?\)"):
         main([f"ckpt={fitted_checkpoint}", "prompt=a red circle", "guidance=2"])
+
+
+def test_an_input_image_larger_than_the_position_grid_is_scaled_to_fit_and_a_larger_output_is_refused(
+    fitted_checkpoint, tmp_path
+):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (200, 120), "white").save(big)
+    common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=1", "progress=false", f"out={tmp_path}/x.png"]
+    edit = main(
+        common
+        + ["prompt=<img><|image_1|></img> make it blue", f"input_images=[{big}]", "use_input_image_size_as_output=true"]
+    )
+    # tiny: a 16-token grid of 4 pixels, so 64 pixels a side; 120 · 64/200 = 38.4 -> 38, cropped to 36
+    assert Image.open(edit[0]).size == (64, 36)
+    with pytest.raises(UserError, match=r"height=128 width=128 .*at most 64 pixels a side .*set height and width"):
+        main(common + ["prompt=a red circle", "height=128", "width=128"])
 
 
 def test_cli_runs_as_a_module_with_a_progress_bar(fitted_checkpoint, tmp_path):

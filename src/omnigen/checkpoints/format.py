@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ DIFFUSERS_MARKERS = ("model_index.json", "transformer/config.json", "diffusion_p
 # ckpt_path values Lightning resolves itself (Trainer.fit), not paths.
 LIGHTNING_CKPT_PATHS = ("last", "best", "hpc", "registry")
 WHAT_LOADS = "pass a .ckpt written by omnigen.fit or an exported directory (with omnigen_config.json)"
+WHAT_RESUMES = "ckpt_path takes a .ckpt written by omnigen.fit (or `last`: this run directory's last.ckpt)"
 # Modules that moved since format-1 checkpoints were first written (issue 16's layout): old path -> new.
 MOVED_MODULES = {
     "omnigen.optim": "omnigen.training.optim",
@@ -65,9 +67,10 @@ class CorruptCheckpoint(CheckpointError):
     """A file or exported directory that cannot be read: truncated, damaged or half-copied."""
 
 
-def check_path(path: str | Path) -> str:
-    """ "file" (a file to read as a checkpoint) or "export" (an exported directory); for any other path the
-    CheckpointError (or MissingPath) that says what it is and what to do instead. Nothing is loaded."""
+def check_path(path: str | Path, expected: str = WHAT_LOADS) -> str:
+    """Whether `path` may be an omnigen checkpoint: "file" (to read as one) or "export" (an exported
+    directory). Any other path raises the CheckpointError (or MissingPath) saying what it is and, with
+    `expected`, what to pass instead. Nothing is loaded."""
     path = Path(path)
     kind = path_kind(path)
     if kind == "file" and path.suffix != ".ckpt" and path_kind(path.parent) in ("release", "diffusers"):
@@ -75,7 +78,7 @@ def check_path(path: str | Path) -> str:
     if kind in ("file", "export"):
         return kind
     if kind == "missing":
-        raise missing_path(path, WHAT_LOADS)
+        raise missing_path(path, expected)
     if kind == "release":
         raise CheckpointError(
             f"{path} is an OmniGen-v1 release directory, not an omnigen checkpoint: convert it once with "
@@ -84,10 +87,10 @@ def check_path(path: str | Path) -> str:
     if kind == "diffusers":
         raise CheckpointError(
             f"{path} is a diffusers export (what `python -m omnigen.convert to-diffusers` writes): load it with "
-            f"diffusers' OmniGenPipeline.from_pretrained; {WHAT_LOADS}"
+            f"diffusers' OmniGenPipeline.from_pretrained; {expected}"
         )
     inside = sorted(path.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", p.name))
-    hint = f" (did you mean {inside[0]}?)" if inside else f": {WHAT_LOADS}"
+    hint = f" (did you mean {inside[0]}?)" if inside else f": {expected}"
     raise CheckpointError(f"{path} is a directory without {EXPORT_CONFIG}, not an exported checkpoint{hint}")
 
 
@@ -106,11 +109,11 @@ def path_kind(path: Path) -> str:
     return "directory"
 
 
-def check_format(meta: Any, path: Path) -> None:
+def check_format(meta: Any, path: Path, expected: str = WHAT_LOADS) -> None:
     if not isinstance(meta, dict):
         raise CheckpointError(
             f"{path} has no '{CHECKPOINT_KEY}' section (it was not written by omnigen.fit), so nothing says how "
-            f"to rebuild its model; {WHAT_LOADS}"
+            f"to rebuild its model; {expected}"
         )
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -119,16 +122,14 @@ def check_format(meta: Any, path: Path) -> None:
         )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, expected: str = WHAT_LOADS) -> dict[str, Any]:
     """A Lightning checkpoint file of omnigen's format (tensors and plain data only: weights_only; the
     tensors memory-mapped, so a check or a load reads only what it uses)."""
     path = Path(path)
-    if check_path(path) != "file":
+    if check_path(path, expected) != "file":
         raise CheckpointError(f"{path} is an exported directory, not a checkpoint file: pass a .ckpt")
     if is_safetensors(path):
-        raise CheckpointError(
-            f"{path} is a safetensors file: bare weights, no config to rebuild the model; {WHAT_LOADS}"
-        )
+        raise CheckpointError(f"{path} is a safetensors file: bare weights, no config to rebuild the model; {expected}")
     if not zipfile.is_zipfile(path):  # torch.save's archive; a cut-off copy loses its directory at the end
         raise CorruptCheckpoint(
             f"{path} is truncated or corrupt (not a complete torch archive): copy it again or use another "
@@ -136,17 +137,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:  # weights_only refuses pickled objects that are not plain data
-        raise CheckpointError(
-            f"{path} holds pickled Python objects omnigen does not load ({str(error).splitlines()[0][:120]}): "
-            f"it was not written by omnigen.fit; {WHAT_LOADS}"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:  # what torch's reader raises on bad bytes
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+    ) as error:  # torch's reader on bad bytes
+        # weights_only refuses a pickled object that is not plain data by naming its class; any other
+        # unpickling error is a damaged stream
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(error)):
+            raise CheckpointError(
+                f"{path} holds a pickled {found[1]}, and omnigen loads tensors and plain data only: it was not "
+                f"written by omnigen.fit; {expected}"
+            ) from error
         raise CorruptCheckpoint(
-            f"{path} is truncated or corrupt ({str(error).splitlines()[0][:120]}): copy it again or use another "
-            "checkpoint of the run"
+            f"{path} is truncated or corrupt (torch.load raised {type(error).__name__}): copy it again or use "
+            "another checkpoint of the run"
         ) from error
-    check_format(checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None, path)
+    check_format(checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None, path, expected)
     return checkpoint
 
 
@@ -177,12 +186,12 @@ def check_resume_checkpoint(ckpt_path: str | Path | None) -> None:
     omnigen can resume from; None and the values Lightning resolves itself (`last`, ...) pass."""
     if ckpt_path is None or str(ckpt_path) in LIGHTNING_CKPT_PATHS or "://" in str(ckpt_path):
         return  # remote paths are Lightning's to fetch
-    if check_path(ckpt_path) == "export":
+    if check_path(ckpt_path, WHAT_RESUMES) == "export":
         raise CheckpointError(
             f"{ckpt_path} is an exported directory (weights only): ckpt_path resumes a run from its .ckpt "
             "(weights, optimiser, step); start a new run from its weights with model.finetune.init_from=<dir>"
         )
-    read_checkpoint(ckpt_path)
+    read_checkpoint(ckpt_path, WHAT_RESUMES)
 
 
 def current_targets(config: Any) -> Any:
