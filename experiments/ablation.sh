@@ -4,7 +4,9 @@
 # control arm (paired by seed).
 #   experiments/ablation.sh EXPERIMENT CONTROL "ARM [fit overrides...]" ...
 #   e.g. experiments/ablation.sh ablate_mask omnigen omnigen "causal model/mask=causal" "full model/mask=full"
-# EXPECT="ARM=better|worse ..." states the hypotheses the verdicts are drawn against; SEEDS (default "7 8 9");
+# PRIMARY="family/metric[@eval_step<N>|@eval_minute_<m>]" is the pre-registered cell (default point: the
+# last of STEPS) that alone carries the verdict, and EXPECT="ARM=better|worse ..." the hypotheses about it;
+# every other cell is exploratory (Holm-corrected; omnigen.utils.stats). SEEDS (default "7 8 9");
 # STEPS (the checkpoints evaluated, default "600 1200 2200": the last one is the verdict's); MINUTES (e.g.
 # "5 10 20", for experiments on the speedrun's clock: its checkpoints evaluated too, and a second report at
 # equal training time in <OUT>/equal_time; a fit is done at its last minute); FIT_ARGS and
@@ -109,10 +111,22 @@ for arm in "${arms[@]}"; do
   report+=("arms.$name=[$(IFS=,; echo "${dirs[*]}")]")
 done
 report+=(control="$control" floor="$floor" ceiling="$truth")
-for hypothesis in ${EXPECT:-}; do report+=("expect.$hypothesis"); done  # expect.ARM=better|worse
+primary=${PRIMARY:-} point=${PRIMARY#*@}
+[ "$point" != "$primary" ] || { point=${curve[-1]}; primary=${primary:+$primary@$point}; }
+hypotheses() {  # the primary cell and its hypotheses go to the one report whose evaluations hold its point
+  local at
+  [ -n "$primary" ] || return 0
+  for at in "$@"; do [ "$at" = "$point" ] || continue
+    echo "primary=$primary"
+    for hypothesis in ${EXPECT:-}; do echo "expect.$hypothesis"; done  # expect.ARM=better|worse
+  done
+}
 out=${OUT:-experiments/$experiment}
-python -m omnigen.report out="$out" title="$experiment" "${report[@]}" "curve=[$(IFS=,; echo "${curve[*]}")]"
+mapfile -t judged < <(hypotheses "${curve[@]}")
+python -m omnigen.report out="$out" title="$experiment" "${report[@]}" "${judged[@]}" \
+  "curve=[$(IFS=,; echo "${curve[*]}")]"
 if [ ${#clock[@]} -gt 0 ]; then
+  mapfile -t judged < <(hypotheses "${clock[@]}")
   python -m omnigen.report out="$out/equal_time" title="$experiment at equal training time" "${report[@]}" \
-    "curve=[$(IFS=,; echo "${clock[*]}")]"
+    "${judged[@]}" "curve=[$(IFS=,; echo "${clock[*]}")]"
 fi

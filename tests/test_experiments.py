@@ -4,9 +4,11 @@ evaluation, report."""
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from hydra_utils import FAST
+from omegaconf import OmegaConf
 
 from omnigen.report import main as report
 
@@ -59,22 +61,28 @@ def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_a
         "MINUTES": "0.001",
         "FIT_ARGS": " ".join([*FAST, "callbacks.sample_grid=null", "callbacks.wall_clock.minutes=[0,0.001]"]),
         "EVAL_ARGS": TINY_EVAL,
+        "PRIMARY": "text_to_image/object",
         "EXPECT": "causal=worse",
         "WANDB_MODE": "offline",
     }
     command = ["bash", str(ABLATION), "ablate_mask", "omnigen", "omnigen", "causal model/mask=causal"]
+    started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]
-    for arm in ("omnigen", "causal"):
+    masks = {"omnigen": "omnigen.model.masks.omnigen.OmniGenMask", "causal": "omnigen.model.masks.causal.CausalMask"}
+    for arm, mask in masks.items():
         for seed in (1, 2):
             run = runs / f"ablate_mask_{arm}_s{seed}"
-            assert f"model/mask={arm}" in (run / ".hydra" / "overrides.yaml").read_text() or arm == "omnigen"
-            assert int((run / "fit_seconds").read_text()) >= 0
+            config = OmegaConf.load(run / ".hydra" / "config.yaml")
+            assert (config.model.mask._target_, config.seed) == (mask, seed)  # the arm's fit, on its seed
+            assert 0 < int((run / "fit_seconds").read_text()) <= elapsed
             for step in (2, 4):
                 settings = json.loads((run / f"eval_step{step}" / "results.json").read_text())["settings"]
                 assert (settings["steps_trained"], settings["samples_per_family"]) == (step, 2)
     saved = json.loads((out / "results.json").read_text())
     assert saved["control"] == "omnigen" and saved["expect"] == {"causal": "worse"}
+    assert saved["primary"] == {"metric": "text_to_image/object", "point": "eval_step4"}  # the last step's
     assert saved["evaluated"] == "eval_step4" and list(saved["curve"]) == ["eval_step2", "eval_step4"]
     difference = saved["vs_control"]["causal"]["text_to_image/object"]
     assert difference["n"] == 2 and difference["verdict"] == "no verdict at 2 seeds"
@@ -83,6 +91,7 @@ def test_ablation_fits_every_arm_on_every_seed_evaluates_its_curve_and_reports_a
     assert (out / "examples_s1.png").is_file() and (out / "examples_s2.png").is_file()
     timed = json.loads((out / "equal_time" / "results.json").read_text())  # MINUTES: the clock's checkpoints too
     assert timed["evaluated"] == "eval_minute_0.001" and set(timed["vs_control"]) == {"causal"}
+    assert timed["primary"] is None and timed["expect"] == {}  # the primary cell is in the other report
     copy = kept / "ablate_mask_causal_s2"  # what is committed: enough for the report, no checkpoint
     assert sorted(path.name for path in copy.iterdir()) == [
         "csv",

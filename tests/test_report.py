@@ -121,12 +121,14 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
     saved = json.loads((out / "results.json").read_text())
     objects = saved["vs_control"]["new"]["text_to_image/object"]
     differences = [0.20, 0.15, 0.22]  # seeds 0-2 (seed 3 has no pair)
-    half = 4.303 * statistics.stdev(differences) / math.sqrt(3)
+    half = 4.302653 * statistics.stdev(differences) / math.sqrt(3)  # t(0.975, df 2)
     assert objects["n"] == 3 and objects["mean"] == pytest.approx(statistics.fmean(differences))
     assert (objects["low"], objects["high"]) == pytest.approx((objects["mean"] - half, objects["mean"] + half))
     md = (out / "results.md").read_text()
-    assert "- new, text_to_image/object: +0.190 [" in md and "(better)" in md
-    assert "- new, mixed_modal/unchanged_psnr: +0.000 [" in md and "(inconclusive)" in md
+    # no primary cell: both cells are exploratory, Holm-adjusted over the two (p = 0.012 -> 0.024)
+    assert objects["role"] == "exploratory" and objects["p_adjusted"] == pytest.approx(2 * objects["p"])
+    assert "- new, text_to_image/object: +0.190 [" in md and "(exploratory: better (Holm p = 0.024))" in md
+    assert "- new, mixed_modal/unchanged_psnr: +0.000 [" in md and "(exploratory: inconclusive" in md
     assert "| floor: untrained | 0.600 | 5.0 |" in md and "| ceiling: ground truth | 1.000 | 100.0 |" in md
     assert saved["references"]["floor: untrained"]["text_to_image"]["object"] == 0.6
     with pytest.raises(ValueError, match="shares 1 seed"):
@@ -135,12 +137,12 @@ def test_report_pairs_arms_by_seed_against_the_control_with_reference_rows(tmp_p
         main([f"out={out}", arm("ctl", control), "control=nope"])
 
 
-def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_last_point(tmp_path):
-    """curve= reads eval_step<N>/ inside every run: the table and verdicts are the last point's, every point
-    gets its paired differences, and expect= turns directions into supported / refuted."""
+def test_report_draws_every_arms_learning_curve_and_judges_the_hypothesis_on_the_primary_cell(tmp_path):
+    """curve= reads eval_step<N>/ inside every run: the table is the last point's, every point gets its paired
+    differences, and expect= turns the primary cell's direction (alone) into supported / refuted."""
     control = {7: [(0.3, 10.0), (0.50, 20.0)], 8: [(0.3, 11.0), (0.60, 22.0)], 9: [(0.2, 12.0), (0.40, 21.0)]}
     better = {7: [(0.4, 10.0), (0.70, 20.5)], 8: [(0.3, 11.0), (0.75, 21.0)], 9: [(0.1, 12.0), (0.62, 21.5)]}
-    worse = {seed: [(a - 0.1, b), (c - 0.2, d)] for seed, [(a, b), (c, d)] in control.items()}
+    worse = {seed: [(a - 0.1, b), (c - 0.2 - 0.01 * (seed - 7), d - 5)] for seed, [(a, b), (c, d)] in control.items()}
     for name, arm in (("ctl", control), ("up", better), ("down", worse)):
         for seed, points in arm.items():
             for step, scores in zip((600, 1200), points, strict=True):
@@ -161,6 +163,7 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
             arm("down"),
             "control=ctl",
             "curve=[eval_step600,eval_step1200]",
+            "primary=text_to_image/object@eval_step1200",
             "expect.up=better",
             "expect.down=better",
         ]
@@ -169,15 +172,28 @@ def test_report_draws_every_arms_learning_curve_and_judges_hypotheses_at_the_las
     assert table["ctl"]["final_loss"]["seeds"] == [0.5]  # the loss up to the evaluated checkpoint only
     saved = json.loads((out / "results.json").read_text())
     assert saved["evaluated"] == "eval_step1200" and saved["expect"] == {"up": "better", "down": "better"}
-    assert saved["vs_control"]["up"]["text_to_image/object"]["verdict"] == "supported: better"
-    assert saved["vs_control"]["down"]["text_to_image/object"]["verdict"] == "refuted: worse"
-    assert saved["vs_control"]["up"]["mixed_modal/unchanged_psnr"]["verdict"] == "inconclusive"
+    assert saved["primary"] == {"metric": "text_to_image/object", "point": "eval_step1200"}
+    up, down = saved["vs_control"]["up"], saved["vs_control"]["down"]
+    assert up["text_to_image/object"]["verdict"] == "supported: better"
+    assert down["text_to_image/object"]["verdict"] == "refuted: worse"
+    assert up["text_to_image/object"]["role"] == down["text_to_image/object"]["role"] == "primary"
+    # PSNR 5 dB lower on every seed is exploratory: a direction at most, never the hypothesis's verdict
+    assert down["mixed_modal/unchanged_psnr"]["role"] == "exploratory"
+    assert down["mixed_modal/unchanged_psnr"]["verdict"] == "no verdict: equal on every seed, spread unmeasured"
+    assert up["mixed_modal/unchanged_psnr"]["verdict"] == "inconclusive"
     early = saved["vs_control_curve"]["eval_step600"]["up"]["text_to_image/object"]
-    assert early["mean"] == pytest.approx(0.0) and early["verdict"] == "inconclusive"
+    assert early["mean"] == pytest.approx(0.0) and (early["role"], early["verdict"]) == ("exploratory", "inconclusive")
     assert saved["curve"]["eval_step600"]["ctl"]["text_to_image/object"]["mean"] == pytest.approx(0.8 / 3)
     md = (out / "results.md").read_text()
-    assert "| arm | metric | step600 | step1200 |" in md and "(supported: better)" in md
+    assert "| arm | metric | step600 | step1200 |" in md and "primary: supported: better" in md
+    assert "**Primary (pre-registered): text_to_image/object at step1200.**" in md
+    assert "- up (hypothesis: better): +0.190 [" in md
     assert (out / "plot.png").stat().st_size > 1000
+    points = "curve=[eval_step600,eval_step1200]"
+    with pytest.raises(ValueError, match="primary=METRIC@POINT"):
+        main([f"out={out}", arm("ctl"), arm("up"), "control=ctl", points, "expect.up=better"])
+    with pytest.raises(ValueError, match="primary point 'eval_step9'"):
+        main([f"out={out}", arm("ctl"), arm("up"), "control=ctl", points, "primary=text_to_image/object@eval_step9"])
     with pytest.raises(ValueError, match="expect.ARM=better"):
         main([f"out={out}", arm("ctl"), arm("up"), "control=ctl", "expect.up=higher"])
     with pytest.raises(ValueError, match="ending in their step"):

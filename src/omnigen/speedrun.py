@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from omnigen.utils.cli import MissingPath, UsageError, check_paths, parse_cli, run_main
-from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of
+from omnigen.utils.stats import difference_lines, judge, paired_interval, pairs_with_control, seed_of
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
 TARGETS: dict[str, list[tuple[str, float]]] = {
@@ -85,9 +85,12 @@ def summarise(
     control: str | None,
     ceiling: Path | None = None,
     minutes: tuple[float, ...] = REPORTED_MINUTES,
+    primary: str | None = None,
 ) -> dict[str, Any]:
     """Per row: time to each target, metrics at the reported minutes, the mean curve, and paired
-    differences against `control`, at each of `minutes`. `references`: the floor (the first row's untrained minute-0
+    differences against `control`, at each of `minutes`: `primary` (`family/metric@minute`) is the
+    pre-registered cell that carries each row's verdict, every other cell is exploratory (Holm-corrected
+    over all rows' exploratory cells; omnigen.utils.stats). `references`: the floor (the first row's untrained minute-0
     models) and the ceiling (`ceiling`, an evaluation of the ground truth)."""
     curves = {name: [read_run(run) for run in runs] for name, runs in rows.items()}
     records: dict[str, Any] = {}
@@ -127,16 +130,32 @@ def summarise(
         records[name] = row
     if control is not None:
         seeded = {name: list(zip(map(seed_of, rows[name]), runs, strict=True)) for name, runs in curves.items()}
-        for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items():
-            records[name]["vs_control"] = {
-                f"{metric}@{minute:g}": paired_interval(
-                    [c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs]
-                )
-                for minute in minutes
-                for metric in METRICS
-                if all(minute in c and minute in k for (_, c), (_, k) in pairs)
-            }
+        cells = {
+            (name, f"{metric}@{minute:g}"): paired_interval(
+                [c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs]
+            )
+            for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items()
+            for minute in minutes
+            for metric in METRICS
+            if all(minute in c and minute in k for (_, c), (_, k) in pairs)
+        }
+        main = [cell for cell in cells if cell[1] == primary_cell(primary)] if primary else []
+        if primary and not main:
+            raise ValueError(f"primary {primary!r} is none of the compared cells (metric@minute of {list(minutes)})")
+        for (name, cell), judged in judge(cells, main).items():
+            records[name].setdefault("vs_control", {})[cell] = judged
     return records
+
+
+def primary_cell(primary: str) -> str:
+    """`family/metric@minute` in the form the cells are named (`@30.0` -> `@30`)."""
+    metric, _, minute = primary.partition("@")
+    try:
+        return f"{metric}@{float(minute):g}"
+    except ValueError:
+        raise ValueError(
+            f"primary is family/metric@minute, e.g. text_to_image/exact_scene@30; got {primary!r}"
+        ) from None
 
 
 def finite(value: float) -> float | None:
@@ -210,6 +229,7 @@ class SpeedrunConfig:
     control: str | None = None  # the row the others are compared with, seed by seed
     minutes: list[float] = field(default_factory=lambda: list(REPORTED_MINUTES))  # the minutes the table gives
     ceiling: str | None = None  # an evaluation of the ground truth (evaluate ground_truth=true): the ceiling row
+    primary: str | None = None  # family/metric@minute: the pre-registered cell that carries each row's verdict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: [Path(run) for run in runs] for name, runs in cfg.rows.items()}
     check_paths([*(run for runs in rows.values() for run in runs), cfg.ceiling], "expected a run directory")
     minutes = tuple(cfg.minutes)
-    records = summarise(rows, cfg.control, Path(cfg.ceiling) if cfg.ceiling else None, minutes)
+    records = summarise(rows, cfg.control, Path(cfg.ceiling) if cfg.ceiling else None, minutes, cfg.primary)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "records.json").write_text(json.dumps(records, indent=1, allow_nan=False))

@@ -27,9 +27,12 @@ from omnigen.report.tables import (
     aggregate,
     curve_markdown,
     headline_metrics,
+    judge_differences,
     markdown,
     mean_sd,
+    parse_primary,
     point_value,
+    primary_markdown,
     read_run,
     versus_control,
 )
@@ -48,12 +51,15 @@ def report(
     ceiling: Path | None = None,
     curve: list[str] | None = None,
     expect: dict[str, str] | None = None,
+    primary: str | None = None,
 ) -> dict[str, Any]:
     """Read every run, write results.json / results.md / plot.png under out, return the aggregate table.
-    `control`: the arm the others are compared with, seed by seed, against the hypotheses `expect`
-    ({arm: 'better' | 'worse'}); `floor` / `ceiling`: evaluation directories of the untrained model and of
-    the ground truth, shown as reference rows; `curve`: evaluation directories inside every run, in training
-    order (eval_step600, ...): a learning curve, whose last point is the table's."""
+    `control`: the arm the others are compared with, seed by seed; `primary` (`family/metric@point`, the point
+    an entry of `curve`, default its last): the pre-registered cell that alone tests the hypotheses `expect`
+    ({arm: 'better' | 'worse'}), every other cell exploratory (Holm-corrected); `floor` / `ceiling`: evaluation
+    directories of the untrained model and of the ground truth, shown as reference rows; `curve`: evaluation
+    directories inside every run, in training order (eval_step600, ...): a learning curve, whose last point is
+    the table's."""
     if not arms or any(not runs for runs in arms.values()):
         raise ValueError("every arm needs at least one run directory")
     expect = expect or {}
@@ -80,7 +86,12 @@ def report(
         for label, path in (("floor: untrained", floor), ("ceiling: ground truth", ceiling))
         if path is not None
     }
-    by_point = {p: versus_control(read_at[p], control, metrics, expect) for p in points} if control else None
+    main_cell = parse_primary(primary, metrics, points) if primary else None
+    by_point = (
+        judge_differences({p: versus_control(read_at[p], control, metrics) for p in points}, main_cell, expect)
+        if control
+        else None
+    )
     differences = by_point[points[-1]] if by_point else None
     out.mkdir(parents=True, exist_ok=True)
     seeds = min(len(runs) for runs in read.values())
@@ -93,6 +104,7 @@ def report(
                 "references": references,
                 "control": control,
                 "expect": expect,
+                "primary": {"metric": main_cell[0], "point": main_cell[1]} if main_cell else None,
                 "vs_control": differences,
                 "curve": aggregated if curve else None,
                 "vs_control_curve": by_point if curve else None,
@@ -101,7 +113,9 @@ def report(
             indent=2,
         )
     )
-    text = markdown(table, metrics, seeds, references, differences, control, expect)
+    text = markdown(table, metrics, seeds, references, differences, control)
+    if by_point and main_cell:
+        text += primary_markdown(by_point, main_cell, expect)
     if curve:
         text += curve_markdown(aggregated, metrics, by_point, control)
         plot_curves(read_at, metrics, references, out / "plot.png", title or out.name)
@@ -124,7 +138,8 @@ class ReportConfig:
     floor: str | None = None  # an evaluation of the untrained model: the floor row
     ceiling: str | None = None  # an evaluation of the ground truth (evaluate ground_truth=true)
     curve: list[str] | None = None  # evaluation directories inside every run, in training order: learning curves
-    expect: dict[str, str] = field(default_factory=dict)  # expect.ARM=better|worse: the hypotheses verdicts test
+    primary: str | None = None  # family/metric@point: the pre-registered cell that carries the verdict
+    expect: dict[str, str] = field(default_factory=dict)  # expect.ARM=better|worse: about the primary cell
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -135,7 +150,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_paths([*(run for runs in arms.values() for run in runs), cfg.floor, cfg.ceiling], "expected a run directory")
     out, path = Path(cfg.out), lambda p: Path(p) if p else None
     table = report(
-        arms, out, cfg.metrics, cfg.title, cfg.control, path(cfg.floor), path(cfg.ceiling), cfg.curve, cfg.expect
+        arms,
+        out,
+        cfg.metrics,
+        cfg.title,
+        cfg.control,
+        path(cfg.floor),
+        path(cfg.ceiling),
+        cfg.curve,
+        cfg.expect,
+        cfg.primary,
     )
     print((out / "results.md").read_text())
     return table

@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from omnigen.utils.stats import difference_lines, paired_interval, pairs_with_control, seed_of, verdict
+from omnigen.utils.stats import (
+    difference_lines,
+    interval_text,
+    judge,
+    paired_interval,
+    pairs_with_control,
+    seed_of,
+    verdict_text,
+)
 
 # What a table shows by default, per family present in the runs' evaluations.
 HEADLINE: dict[str, list[str]] = {
@@ -112,18 +120,48 @@ def digits(key: str) -> int:
 
 
 def versus_control(
-    read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str], expect: dict[str, str]
-) -> dict[str, dict[str, Any]]:
-    """arm -> {metric: paired_interval of (arm - control) over the seeds the two share, with its verdict
-    (against the hypothesis expect[arm] where there is one)}."""
+    read: dict[str, list[dict[str, Any]]], control: str, metrics: list[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """arm -> {metric: paired_interval of (arm - control) over the seeds the two share}."""
     pairs = pairs_with_control(read, control, lambda run: seed_of(Path(run["run"])))
-    differences = {}
-    for arm, arm_pairs in pairs.items():
-        differences[arm] = {}
-        for key in metrics:
-            d = paired_interval([score(r["results"], key) - score(c["results"], key) for r, c in arm_pairs])
-            differences[arm][key] = {**d, "verdict": verdict(d, expect.get(arm))}
-    return differences
+    return {
+        arm: {
+            key: paired_interval([score(r["results"], key) - score(c["results"], key) for r, c in arm_pairs])
+            for key in metrics
+        }
+        for arm, arm_pairs in pairs.items()
+    }
+
+
+def parse_primary(primary: str, metrics: list[str], points: list[str]) -> tuple[str, str]:
+    """`family/metric@point` (`@point` optional: the last evaluation) -> (metric, point)."""
+    metric, _, point = primary.partition("@")
+    point = point or points[-1]
+    if metric not in metrics:
+        raise ValueError(f"primary metric {metric!r} is not among the compared metrics {metrics}")
+    if point not in points:
+        raise ValueError(f"primary point {point!r} is not among the evaluations {points} (curve=)")
+    return metric, point
+
+
+def judge_differences(
+    by_point: dict[str, dict[str, dict[str, dict[str, Any]]]],
+    primary: tuple[str, str] | None,
+    expect: dict[str, str],
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """{point: {arm: {metric: paired_interval}}} judged as one experiment: each arm's primary cell (metric,
+    point) tests its hypothesis expect[arm]; every other cell, at every point, is exploratory (omnigen.utils.stats)."""
+    if expect and primary is None:
+        raise ValueError("expect.ARM= states a hypothesis about the primary cell: name it with primary=METRIC@POINT")
+    cells = {
+        (p, arm, key): d for p, arms in by_point.items() for arm, by_key in arms.items() for key, d in by_key.items()
+    }
+    main = [(primary[1], arm, primary[0]) for arm in by_point[primary[1]]] if primary else []
+    judged = judge(cells, main, {(point, arm, key): expect[arm] for point, arm, key in main if arm in expect})
+    return {
+        p: {arm: {key: judged[(p, arm, key)] for key in by_key} for arm, by_key in arms.items()}
+        for p, arms in by_point.items()
+    }
 
 
 def markdown(
@@ -133,7 +171,6 @@ def markdown(
     references: dict[str, dict[str, Any]] | None = None,
     differences: dict[str, dict[str, Any]] | None = None,
     control: str | None = None,
-    expect: dict[str, str] | None = None,
 ) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for label, results in (references or {}).items():
@@ -151,7 +188,20 @@ def markdown(
         "Final train loss: the mean of the last tenth of logged steps."
     )
     if differences:
-        lines += difference_lines(control, differences, expect)
+        lines += difference_lines(control, differences)
+    return "\n".join(lines) + "\n"
+
+
+def primary_markdown(
+    by_point: dict[str, dict[str, dict[str, dict[str, Any]]]], primary: tuple[str, str], expect: dict[str, str]
+) -> str:
+    """The pre-registered cell's verdict per arm, ahead of everything exploratory."""
+    metric, point = primary
+    lines = ["", f"**Primary (pre-registered): {metric} at {point_label(point) if point else 'the evaluation'}.**", ""]
+    for arm, by_key in by_point[point].items():
+        hypothesis = f" (hypothesis: {expect[arm]})" if arm in expect else ""
+        d = by_key[metric]
+        lines.append(f"- {arm}{hypothesis}: {interval_text(d, digits(metric))}, {verdict_text(d)}")
     return "\n".join(lines) + "\n"
 
 
@@ -188,7 +238,7 @@ def curve_markdown(
     if differences:
         lines += [
             "",
-            f"Paired differences against `{control}` at each evaluation (mean [95 % t interval], verdict):",
+            f"Paired differences against `{control}` at each evaluation (mean [95 % t interval], role: verdict):",
             "",
             head,
             "|---" * (len(points) + 2) + "|",
@@ -196,8 +246,7 @@ def curve_markdown(
         for arm in differences[points[0]]:
             for key in metrics:
                 cells = [
-                    f"{d['mean']:+.{digits(key)}f} [{d['low']:+.{digits(key)}f}, {d['high']:+.{digits(key)}f}] "
-                    f"{d['verdict']}"
+                    f"{interval_text(d, digits(key))} {verdict_text(d)}"
                     for d in (differences[p][arm][key] for p in points)
                 ]
                 lines.append(f"| {arm} | {key} | {' | '.join(cells)} |")
