@@ -137,6 +137,11 @@ def test_records_table_with_a_control_row(tmp_path, capsys):
         "two, text_to_image/object@5: +0.450 (equal on every seed: no interval) (exploratory: no verdict at 2 seeds)"
         in markdown(two, "baseline")
     )
+    judged = summarise({"baseline": slow, "better": fast}, control="baseline", primary="text_to_image/object@5.0")
+    roles = {cell: d["role"] for cell, d in judged["better"]["vs_control"].items()}
+    assert roles.pop("text_to_image/object@5") == "primary" and set(roles.values()) == {"exploratory"}
+    with pytest.raises(ValueError, match="none of row 'better'"):
+        summarise({"baseline": slow, "better": fast}, control="baseline", primary="text_to_image/object@7")
     with pytest.raises(ValueError, match="shares 1 seed"):
         summarise({"baseline": slow, "one": fast[:1]}, control="baseline")
     with pytest.raises(ValueError, match="_s<seed>"):

@@ -88,10 +88,11 @@ def summarise(
     primary: str | None = None,
 ) -> dict[str, Any]:
     """Per row: time to each target, metrics at the reported minutes, the mean curve, and paired
-    differences against `control`, at each of `minutes`: `primary` (`family/metric@minute`) is the
-    pre-registered cell that carries each row's verdict, every other cell is exploratory (Holm-corrected
-    over all rows' exploratory cells; omnigen.utils.stats). `references`: the floor (the first row's untrained minute-0
-    models) and the ceiling (`ceiling`, an evaluation of the ground truth)."""
+    differences against `control`, at each of `minutes`. Each row against the control is one experiment (a
+    candidate change): `primary` (`family/metric@minute`) is its pre-registered cell, which carries its verdict;
+    every other cell of the row is exploratory, Holm-corrected over the row's cells (omnigen.utils.stats).
+    `references`: the floor (the first row's untrained minute-0 models) and the ceiling (`ceiling`, an
+    evaluation of the ground truth)."""
     curves = {name: [read_run(run) for run in runs] for name, runs in rows.items()}
     records: dict[str, Any] = {}
     floor_runs = curves[control or next(iter(curves))]
@@ -130,20 +131,19 @@ def summarise(
         records[name] = row
     if control is not None:
         seeded = {name: list(zip(map(seed_of, rows[name]), runs, strict=True)) for name, runs in curves.items()}
-        cells = {
-            (name, f"{metric}@{minute:g}"): paired_interval(
-                [c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs]
-            )
-            for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items()
-            for minute in minutes
-            for metric in METRICS
-            if all(minute in c and minute in k for (_, c), (_, k) in pairs)
-        }
-        main = [cell for cell in cells if cell[1] == primary_cell(primary)] if primary else []
-        if primary and not main:
-            raise ValueError(f"primary {primary!r} is none of the compared cells (metric@minute of {list(minutes)})")
-        for (name, cell), judged in judge(cells, main).items():
-            records[name].setdefault("vs_control", {})[cell] = judged
+        for name, pairs in pairs_with_control(seeded, control, lambda run: run[0], what="row").items():
+            cells = {
+                f"{metric}@{minute:g}": paired_interval(
+                    [c[minute][metric] - k[minute][metric] for (_, c), (_, k) in pairs]
+                )
+                for minute in minutes
+                for metric in METRICS
+                if all(minute in c and minute in k for (_, c), (_, k) in pairs)
+            }
+            main = [primary_cell(primary)] if primary else []
+            if primary and main[0] not in cells:
+                raise ValueError(f"primary {primary!r} is none of row {name!r}'s cells ({', '.join(cells)})")
+            records[name]["vs_control"] = judge(cells, main)
     return records
 
 
