@@ -186,7 +186,7 @@ def test_report_draws_every_arms_learning_curve_and_judges_the_hypothesis_on_the
     assert saved["curve"]["eval_step600"]["ctl"]["text_to_image/object"]["mean"] == pytest.approx(0.8 / 3)
     md = (out / "results.md").read_text()
     assert "| arm | metric | step600 | step1200 |" in md and "primary: supported: better" in md
-    assert "**Primary (pre-registered): text_to_image/object at step1200.**" in md
+    assert "**Primary cell: text_to_image/object at step1200** (the one cell" in md
     assert "- up (hypothesis: better): +0.190 [" in md
     assert (out / "plot.png").stat().st_size > 1000
     points = "curve=[eval_step600,eval_step1200]"

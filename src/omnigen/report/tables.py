@@ -197,7 +197,8 @@ def primary_markdown(
 ) -> str:
     """The pre-registered cell's verdict per arm, ahead of everything exploratory."""
     metric, point = primary
-    lines = ["", f"**Primary (pre-registered): {metric} at {point_label(point) if point else 'the evaluation'}.**", ""]
+    at = point_label(point) if point else "the evaluation"
+    lines = ["", f"**Primary cell: {metric} at {at}** (the one cell that carries the hypothesis; run.sh names it):", ""]
     for arm, by_key in by_point[point].items():
         hypothesis = f" (hypothesis: {expect[arm]})" if arm in expect else ""
         d = by_key[metric]
