@@ -77,7 +77,6 @@ def test_two_process_ddp_from_the_command_line_is_one_run_with_equal_weights(tmp
         assert torch.equal(value, checkpoint["state_dict"][name]), f"the checkpoint differs from rank 0 in {name}"
 
 
-@pytest.mark.slow  # ~15 s; test_two_process_ddp_from_the_command_line_... covers DDP itself
 def test_ddp_spawn_trains_in_process(tmp_path):
     """trainer=ddp_spawn: two CPU ranks started from inside `train` (as in a notebook)."""
     objects = train(

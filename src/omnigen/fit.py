@@ -16,9 +16,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, OmegaConf
 
+from omnigen.checkpoints.format import check_resume_checkpoint
 from omnigen.config import CONFIG_DIR
 from omnigen.module import build_module
 from omnigen.training.resume import persist_wandb_run_id
+from omnigen.utils.cli import run_main
 
 log = logging.getLogger(__name__)
 # The VAE is frozen in eval mode on purpose; Lightning's warning about it would only alarm users.
@@ -82,6 +84,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one fit; returns the built objects (the trainer holds the final state)."""
+    check_resume_checkpoint(cfg.get("ckpt_path"))  # a wrong path is named before anything is built
     L.seed_everything(cfg.seed, workers=True)
     # A relaunch in the same run directory (`hydra.run.dir=<run dir> ckpt_path=last`) logs to the same W&B run.
     persist_wandb_run_id(cfg, cfg.paths.output_dir)
@@ -104,7 +107,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="fit")
 def main(cfg: DictConfig) -> None:
     log.info("output directory: %s", cfg.paths.output_dir)
-    train(cfg)
+    # Inside Hydra's main: Hydra prints its own traceback for an exception but lets SystemExit through.
+    run_main(lambda: train(cfg), "omnigen.fit")
 
 
 if __name__ == "__main__":

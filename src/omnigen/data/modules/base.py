@@ -22,6 +22,7 @@ from omnigen.data.schema import SKIP_REASONS, BadSample, X2ISample, format_mix
 from omnigen.data.sources.base import Source
 from omnigen.data.stream import COUNTS_ONLY, FamilyStream, X2IStream
 from omnigen.processor import OmniGenProcessor, PromptError
+from omnigen.utils.cli import UserError
 
 log = logging.getLogger(__name__)
 PREVIEW_SEED_OFFSET = 1_000_003  # previews read in an order the training stream does not use
@@ -43,9 +44,10 @@ class TokenBudget:
             raise BadSample("too_many_tokens", sample.key, str(error)) from None
 
 
-class DataStop(RuntimeError):
+class DataStop(UserError, RuntimeError):
     """Training stopped by the data: past the skip limit, or a whole pass formed no batch. It comes between
-    two steps, so the run's last.ckpt is written at the last whole step (omnigen.callbacks.checkpoint)."""
+    two steps, so the run's last.ckpt is written at the last whole step (omnigen.callbacks.checkpoint), and
+    the command says it in one line (the data are the user's)."""
 
 
 class DataAccounting:
