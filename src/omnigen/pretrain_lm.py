@@ -32,7 +32,7 @@ from omnigen.config import CONFIG_DIR
 from omnigen.data.shapes import load_shapes_tokenizer, sample_at
 from omnigen.evaluation import EVAL_SEED_OFFSET
 from omnigen.processor import OmniGenProcessor, drop_images
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import MissingPath, UserError, parse_cli, run_main
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,10 @@ def backbone_config(backbone: str) -> dict:
         Path(backbone) if backbone.endswith(".yaml") else Path(CONFIG_DIR) / "model" / "backbone" / f"{backbone}.yaml"
     )
     if not path.is_file():
-        raise FileNotFoundError(f"no backbone config {path}")
+        raise MissingPath(f"no backbone config {path}")
     config = OmegaConf.to_container(OmegaConf.load(path).get("config"))
     if not isinstance(config, dict) or "model_type" not in config:
-        raise ValueError(
-            f"{path} has no `config:` with a model_type (a pretrained backbone cannot be pre-trained here)"
-        )
+        raise UserError(f"{path} has no `config:` with a model_type (a pretrained backbone cannot be pre-trained here)")
     return config
 
 
@@ -94,7 +92,7 @@ def held_out_loss(model: PreTrainedModel, batch: tuple[torch.Tensor, torch.Tenso
 
 def pretrain(cfg: PretrainLMConfig) -> dict:
     if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
+        raise UserError(f"steps and batch_size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -102,7 +100,7 @@ def pretrain(cfg: PretrainLMConfig) -> dict:
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
     tokenizer = load_shapes_tokenizer()
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(
+        raise UserError(
             f"the Shapes-X2I tokenizer has {tokenizer.vocab_size} tokens, the backbone's vocabulary "
             f"{model.config.vocab_size}"
         )
@@ -149,4 +147,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "omnigen.pretrain_lm")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnigen.utils.cli import MissingPath, UsageError, check_paths, parse_cli, run_main
+from omnigen.utils.cli import MissingPath, UsageError, UserError, check_paths, parse_cli, run_main
 from omnigen.utils.stats import difference_lines, judge, paired_interval, pairs_with_control, seed_of
 
 # name -> [(family/metric, threshold)]: every condition must hold (metric >= threshold).
@@ -142,7 +142,7 @@ def summarise(
             }
             main = [primary_cell(primary)] if primary else []
             if primary and main[0] not in cells:
-                raise ValueError(f"primary {primary!r} is none of row {name!r}'s cells ({', '.join(cells)})")
+                raise UserError(f"primary {primary!r} is none of row {name!r}'s cells ({', '.join(cells)})")
             records[name]["vs_control"] = judge(cells, main)
     return records
 
@@ -153,7 +153,7 @@ def primary_cell(primary: str) -> str:
     try:
         return f"{metric}@{float(minute):g}"
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"primary is family/metric@minute, e.g. text_to_image/exact_scene@30; got {primary!r}"
         ) from None
 

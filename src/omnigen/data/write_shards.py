@@ -37,7 +37,7 @@ from webdataset import ShardWriter
 from omnigen.data.schema import MAX_IMAGE_PIXELS, BadSample, X2ISample, check_family_inputs
 from omnigen.data.sources.base import Source
 from omnigen.data.sources.webdataset import INDEX_FILE, read_index
-from omnigen.utils.cli import parse_cli
+from omnigen.utils.cli import UserError, parse_cli, run_main
 
 MAX_LISTED = 20  # skipped records listed with their messages
 
@@ -57,12 +57,12 @@ def pack(
     them once the new shards are complete).
     """
     if maxcount < 1:
-        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+        raise UserError(f"maxcount must be >= 1, got {maxcount}")
     try:
         if pattern % 0 == pattern % 1:
             raise TypeError
     except TypeError:
-        raise ValueError(
+        raise UserError(
             f"output pattern needs one integer field for the shard number, e.g. "
             f"'shards/shard-%06d.tar'; got {pattern!r}"
         ) from None
@@ -184,7 +184,7 @@ class WriteShardsConfig:
 
 def source_of(cfg: WriteShardsConfig) -> Source:
     if (cfg.jsonl is None) == (not cfg.shapes):
-        raise ValueError("name one source: jsonl=FILE or shapes.FAMILY=RATIO ...")
+        raise UserError("name one source: jsonl=FILE or shapes.FAMILY=RATIO ...")
     if cfg.jsonl is not None:
         from omnigen.data.sources.jsonl import JsonlSource
 
@@ -199,7 +199,7 @@ def source_of(cfg: WriteShardsConfig) -> Source:
     from omnigen.data.sources.shapes import ShapesSource
 
     if cfg.count is None:
-        raise ValueError("shapes needs count=N (the number of records)")
+        raise UserError("shapes needs count=N (the number of records)")
     return ShapesSource(dict(cfg.shapes), image_size=cfg.image_size, seed=cfg.seed, length=cfg.count)
 
 
@@ -232,4 +232,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "omnigen.data.write_shards"))

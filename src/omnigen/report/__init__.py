@@ -36,7 +36,7 @@ from omnigen.report.tables import (
     read_run,
     versus_control,
 )
-from omnigen.utils.cli import UsageError, check_paths, parse_cli
+from omnigen.utils.cli import UsageError, UserError, check_paths, parse_cli
 
 __all__ = ["ReportConfig", "main", "mean_sd", "report"]
 
@@ -61,14 +61,12 @@ def report(
     directories inside every run, in training order (eval_step600, ...): a learning curve, whose last point is
     the table's."""
     if not arms or any(not runs for runs in arms.values()):
-        raise ValueError("every arm needs at least one run directory")
+        raise UserError("every arm needs at least one run directory")
     expect = expect or {}
     if bad := {
         arm: d for arm, d in expect.items() if arm not in arms or arm == control or d not in ("better", "worse")
     }:
-        raise ValueError(
-            f"expect is expect.ARM=better or expect.ARM=worse for an arm other than the control, got {bad}"
-        )
+        raise UserError(f"expect is expect.ARM=better or expect.ARM=worse for an arm other than the control, got {bad}")
     points = curve or [""]
     for point in curve or []:
         point_value(point)  # named for its step or minute, before anything is read
@@ -78,7 +76,7 @@ def report(
     metrics = metrics or headline_metrics(everything)
     unknown = [m for m in metrics if "/" not in m]
     if unknown:
-        raise ValueError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
+        raise UserError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
     aggregated = {p: aggregate(read_at[p], metrics) for p in points}
     table = aggregated[points[-1]]
     references = {

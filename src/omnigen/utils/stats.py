@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 from scipy import stats
 
+from omnigen.utils.cli import UserError, did_you_mean
+
 Run = TypeVar("Run")
 
 MIN_SEEDS_FOR_VERDICT = 3
@@ -38,7 +40,7 @@ def seed_of(run: Path) -> str:
     """The seed a run directory is named for (`..._s<seed>`), which pairs it with the control's run."""
     match = re.search(r"_s(\d+)$", run.name)
     if match is None:
-        raise ValueError(f"{run}: name run directories ..._s<seed> so arms pair by seed")
+        raise UserError(f"{run}: name run directories ..._s<seed> so arms pair by seed")
     return match.group(1)
 
 
@@ -87,9 +89,9 @@ def judge(
     it may name primary cells only."""
     primary, expect = set(primary), expect or {}
     if unknown := sorted(set(primary) - set(cells)):
-        raise ValueError(f"primary cell(s) {unknown} are not among the compared cells")
+        raise UserError(f"primary cell(s) {unknown} are not among the compared cells")
     if stray := sorted(set(expect) - primary):
-        raise ValueError(f"a hypothesis (expect) applies to the primary cell alone; got it for {stray}")
+        raise UserError(f"a hypothesis (expect) applies to the primary cell alone; got it for {stray}")
     judged = {}
     for role, keys in (("primary", primary), ("exploratory", set(cells) - primary)):
         adjusted = holm({key: cells[key]["p"] for key in keys})
@@ -120,7 +122,9 @@ def pairs_with_control(
     """Every arm but the control -> its (run, control's run) pairs on the seeds the two share; at least
     two per arm. `seed` names a run's seed; `what` is the word for an arm in messages."""
     if control not in arms:
-        raise ValueError(f"control {what} {control!r} is not among the {what}s {sorted(arms)}")
+        raise UserError(
+            f"control {what} {control!r} is not among the {what}s {sorted(arms)}{did_you_mean(control, arms)}"
+        )
     baseline = {seed(run): run for run in arms[control]}
     pairs = {}
     for arm, runs in arms.items():
@@ -128,7 +132,7 @@ def pairs_with_control(
             continue
         pairs[arm] = [(run, baseline[s]) for run in runs if (s := seed(run)) in baseline]
         if len(pairs[arm]) < 2:
-            raise ValueError(
+            raise UserError(
                 f"{what} {arm!r} shares {len(pairs[arm])} seed(s) with the control {control!r}: pair at "
                 "least two by seed (run directories named ..._s<seed>)"
             )
