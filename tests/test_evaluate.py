@@ -51,6 +51,7 @@ def test_the_ground_truth_scores_the_ceiling_of_every_metric(tmp_path):
             if name != "n":
                 assert value == pytest.approx(MAX_PSNR if name.endswith("psnr") else 1.0), (family, name)
     assert "the ground truth" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["unseen"].startswith("not computed: the ground truth")
     by_size = {
         task: scores["n"] for task, scores in results["per_task"].items() if task.startswith("text_to_image/t2i/")
     }
@@ -98,6 +99,8 @@ def test_evaluate_asks_for_a_size_the_checkpoint_does_not_record(fitted_checkpoi
         ]
     )
     assert results["text_to_image"]["n"] == 1
+    unseen = json.loads((tmp_path / "eval" / "results.json").read_text())["unseen"]
+    assert unseen == "not computed: the checkpoint's data are not recorded, not the Shapes-X2I DataModule"
 
 
 def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
@@ -126,3 +129,73 @@ def test_per_task_scores_keep_tasks_of_two_families_apart(fitted_checkpoint):
             s["n"] for t, s in results["per_task"].items() if t.startswith(family + "/") and t.endswith(" shapes")
         ]
         assert 0 < sum(by_size) <= 24  # the tasks that draw a scene, again by its size
+
+
+def test_scores_do_not_depend_on_the_batch_size(fitted_checkpoint):
+    """Each sample's noise comes from (seed, its index): batches of 1 and of 3 draw the same images. Batches
+    pad their prompts to the longest and attention masks the padding out, so only float rounding could
+    differ between them; a pixel may move by one level, no more."""
+    import numpy as np
+
+    from omnigen.evaluation import evaluate_shapes
+    from omnigen.pipeline import OmniGenPipeline
+
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    runs = {
+        size: evaluate_shapes(pipe, ["text_to_image", "mixed_modal"], 3, 32, 2, batch_size=size)[1]
+        for size in (1, 3)
+    }
+    for one, three in zip(runs[1], runs[3], strict=True):
+        assert one["instruction"] == three["instruction"]
+        assert np.abs(one["generated"].astype(int) - three["generated"].astype(int)).max() <= 1
+        assert one["scores"] == pytest.approx(three["scores"])
+
+
+def test_unseen_part_holds_the_samples_whose_instruction_the_training_stream_never_held(fitted_checkpoint, tmp_path):
+    """The checkpoint's stream regenerated up to its step: told it trained 3000 steps of batch 4 (12,000
+    samples, half of them captions), most one-shape captions of the evaluation were seen, few longer ones."""
+    from omnigen.data.modules.shapes import trained_instructions
+    from omnigen.pipeline import OmniGenPipeline
+
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    pipe.module.loaded_step = 3000
+    pipe.save_pretrained(tmp_path / "export")
+    main(
+        [f"ckpt={tmp_path}/export", "families=[text_to_image]", "samples_per_family=24", "num_inference_steps=1"]
+        + [f"out={tmp_path}/eval"]
+    )
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    seen, unseen = saved["seen"]["text_to_image"], saved["unseen"]["text_to_image"]
+    assert seen["n"] > 0 and unseen["n"] > 0 and seen["n"] + unseen["n"] == 24
+    trained = trained_instructions(pipe.module.run_config, 3000)
+    assert saved["settings"]["training_instructions"]["distinct_instructions"] == len(trained)
+    one_shape = [i for i in range(24) if " and " not in sample_caption(i)]
+    assert sum(sample_caption(i) in trained for i in one_shape) > len(one_shape) / 2
+    assert "| n | 24 | " in (tmp_path / "eval" / "results.md").read_text()
+
+
+def sample_caption(index: int) -> str:
+    from omnigen.data.shapes import sample_at
+    from omnigen.evaluation import EVAL_SEED_OFFSET
+
+    return sample_at(index, EVAL_SEED_OFFSET, {"text_to_image": 1.0}, 32).instruction
+
+
+def test_the_regenerated_stream_is_what_training_read(fitted_checkpoint):
+    """trained_instructions against the instructions the fit's own DataModule gives its first steps; and
+    where the stream cannot be regenerated, why."""
+    from hydra.utils import instantiate
+
+    from omnigen.data.modules.shapes import StreamUnknown, trained_instructions
+    from omnigen.pipeline import OmniGenPipeline
+
+    config = OmniGenPipeline.from_checkpoint(fitted_checkpoint).module.run_config
+    loader = instantiate(config["data"], _convert_="all").train_dataloader()
+    read = [i for _, batch in zip(range(3), loader, strict=False) for i in batch["instruction"]]
+    assert len(read) == 3 * config["data"]["batch_size"] and trained_instructions(config, 3) == set(read)
+    doubled = config | {"trainer": config["trainer"] | {"accumulate_grad_batches": 2}}
+    assert trained_instructions(doubled, 1) == set(read[: 2 * config["data"]["batch_size"]])
+    with pytest.raises(StreamUnknown, match="data are omnigen.data.modules.mixture.MixtureDataModule, not"):
+        trained_instructions({"data": {"_target_": "omnigen.data.modules.mixture.MixtureDataModule"}}, 1)
+    with pytest.raises(StreamUnknown, match="do not fix how many samples a step read"):
+        trained_instructions(config | {"trainer": config["trainer"] | {"devices": "auto"}}, 1)

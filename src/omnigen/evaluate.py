@@ -3,11 +3,14 @@
     python -m omnigen.evaluate ckpt=logs/fit/runs/<run>/checkpoints/last.ckpt suite=shapes out=eval/
     python -m omnigen.evaluate ground_truth=true image_size=32 out=eval_ground_truth/   # the ceiling
 
-Writes `<out>/results.json` (mean of every metric per family and per task, with the settings)
-and `<out>/results.md` (one table per family) and `<out>/examples.png` (input | target | generated
-per family); `wandb=true` also logs a W&B table with example images (offline unless
-WANDB_MODE says otherwise). `omnigen.callbacks.evaluation.EvaluationCallback` runs the same
-during a fit.
+Writes `<out>/results.json` (mean of every metric per family and per task, with the settings; under
+"seen" and "unseen" the same per family over the samples whose instruction the checkpoint's training
+stream did or did not hold, with their count "n", regenerated from the checkpoint's run config up to its
+step, or a string saying why not) and `<out>/results.md` (one table per family) and `<out>/examples.png`
+(input | target | generated per family); `suite=held_out_combos` scores only samples showing an attribute
+pair that `data.holdout=combos` keeps out of training, `suite=seen_combos` only samples showing none.
+`wandb=true` also logs a W&B table with example images (offline unless WANDB_MODE says otherwise).
+`omnigen.callbacks.evaluation.EvaluationCallback` runs the same during a fit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omnigen.evaluation import SUITES, evaluate_shapes, example_grid, flat_metrics, log_wandb_table, markdown
+from omnigen.evaluation import (
+    SUITES,
+    evaluate_shapes,
+    example_grid,
+    flat_metrics,
+    log_wandb_table,
+    markdown,
+    seen_and_unseen,
+)
 from omnigen.metrics import FAMILIES
 from omnigen.pipeline import OmniGenPipeline
 from omnigen.utils.cli import UsageError, check_choice, parse_cli, run_main
@@ -28,7 +39,7 @@ from omnigen.utils.cli import UsageError, check_choice, parse_cli, run_main
 class EvaluateConfig:
     ckpt: str = ""  # a checkpoint file or exported directory (not read with ground_truth)
     ground_truth: bool = False  # score the targets themselves: the ceiling each metric can reach
-    suite: str = "shapes"
+    suite: str = "shapes"  # or held_out_combos / seen_combos: samples with / without a pair data.holdout=combos drops
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     samples_per_family: int = 64
     image_size: int | None = None  # None: the checkpoint's training size
@@ -66,12 +77,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.img_guidance_scale,
         cfg.batch_size,
         cfg.seed,
+        cfg.suite,
     )
-    settings = asdict(cfg) | {"image_size": size, "steps_trained": pipe.module.steps_trained if pipe else None}
+    parts, regenerated = seen_and_unseen(pipe, examples)
+    settings = asdict(cfg) | {
+        "image_size": size,
+        "steps_trained": pipe.module.steps_trained if pipe else None,
+        "training_instructions": regenerated,
+    }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2))
-    table = markdown(results, settings)
+    split = {"seen": parts, "unseen": parts} if isinstance(parts, str) else parts
+    (out / "results.json").write_text(json.dumps({"settings": settings, "results": results} | split, indent=2))
+    table = markdown(results, settings, parts)
     (out / "results.md").write_text(table)
     example_grid(examples).save(out / "examples.png")
     if cfg.wandb:

@@ -1,21 +1,40 @@
 """Scoring a pipeline on held-out Shapes-X2I samples with the programmatic metrics (omnigen.metrics): what
-`python -m omnigen.evaluate` and `omnigen.callbacks.evaluation.EvaluationCallback` run."""
+`python -m omnigen.evaluate` and `omnigen.callbacks.evaluation.EvaluationCallback` run.
+
+Held out by seed is not held out by content: a one-shape caption of the evaluation stream is almost surely
+in a quickstart's training stream too. `instruction_parts` splits the scores into the samples whose
+instruction the checkpoint trained on (seen) and the others (unseen); the suites `held_out_combos` and
+`seen_combos` draw samples that hold, or do not hold, an attribute pair `data.holdout=combos` keeps out
+of training (omnigen.data.shapes.holdout)."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from omnigen.data.shapes import sample_at
+from omnigen.data.modules.shapes import StreamUnknown, trained_instructions
+from omnigen.data.shapes import HOLDOUTS, ShapesSample, sample_at
 from omnigen.metrics import FAMILIES, score
 from omnigen.pipeline import OmniGenPipeline
 from omnigen.utils.images import from_array, grid, to_pil
 
-SUITES = ("shapes",)
+# suite -> which samples of the evaluation stream it scores (None: every one)
+SUITES: dict[str, Callable[[ShapesSample], bool] | None] = {
+    "shapes": None,
+    "held_out_combos": HOLDOUTS["combos"].holds,  # compositional generalisation after data.holdout=combos
+    "seen_combos": HOLDOUTS["combos"].excludes,  # the same model on the pairs it trained on
+}
 EVAL_SEED_OFFSET = 2_000_003  # held-out: neither the training stream nor the previews use this seed
+
+
+def noise_generator(seed: int, index: int) -> torch.Generator:
+    """Sample `index`'s own noise, so its image does not depend on the batch it is generated in."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
 
 
 def evaluate_shapes(
@@ -28,17 +47,24 @@ def evaluate_shapes(
     img_guidance_scale: float = 1.5,
     batch_size: int = 16,
     seed: int = 0,
+    suite: str = "shapes",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
-    examples are every scored sample (instruction, images, scores). `pipe=None` scores the targets."""
+    examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
+    noise comes from (seed, i) alone: the scores do not depend on `batch_size`."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"no Shapes-X2I metrics for {unknown}; known families: {list(FAMILIES)}")
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {list(SUITES)}")
     by_family: dict[str, list[dict[str, float]]] = defaultdict(list)
     by_task: dict[str, list[dict[str, float]]] = defaultdict(list)
     examples = []
     for family in families:
-        samples = [sample_at(i, seed + EVAL_SEED_OFFSET, {family: 1.0}, image_size) for i in range(samples_per_family)]
+        samples = [
+            sample_at(i, seed + EVAL_SEED_OFFSET, {family: 1.0}, image_size, SUITES[suite])
+            for i in range(samples_per_family)
+        ]
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
             if pipe is None:
@@ -52,7 +78,7 @@ def evaluate_shapes(
                     num_inference_steps,
                     guidance_scale,
                     img_guidance_scale,
-                    generator=torch.Generator().manual_seed(seed + start),
+                    generator=[noise_generator(seed, i) for i in range(start, start + len(chunk))],
                 )
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))
@@ -66,6 +92,7 @@ def evaluate_shapes(
                         "family": family,
                         "task": sample.task,
                         "instruction": sample.instruction,
+                        "spec": sample.spec,
                         "inputs": sample.input_images,
                         "target": sample.output_image,
                         "generated": pixels,
@@ -82,19 +109,64 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([row[k] for row in rows if k in row])) for k in keys} | {"n": float(len(rows))}
 
 
-def markdown(results: dict[str, Any], settings: dict[str, Any]) -> str:
+def instruction_parts(examples: list[dict[str, Any]], trained: set[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{"seen": {family: mean scores}, "unseen": {...}}: the samples whose instruction is, or is not, among
+    `trained` (the instructions of the checkpoint's training stream); "n" counts each part's samples."""
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {"seen": defaultdict(list), "unseen": defaultdict(list)}
+    for e in examples:
+        rows["seen" if e["instruction"] in trained else "unseen"][e["family"]].append(e["scores"])
+    families = list(dict.fromkeys(e["family"] for e in examples))
+    return {part: {f: mean_scores(by_family[f]) for f in families} for part, by_family in rows.items()}
+
+
+def seen_and_unseen(pipe: OmniGenPipeline | None, examples: list[dict[str, Any]]) -> tuple[dict[str, Any] | str, dict]:
+    """(instruction_parts against the checkpoint's own training stream, regenerated up to its step, or why not;
+    what the regeneration took: distinct instructions and seconds)."""
+    if pipe is None:
+        return "not computed: the ground truth has no training stream", {}
+    start = time.perf_counter()
+    try:
+        trained = trained_instructions(pipe.module.run_config, pipe.module.steps_trained)
+    except StreamUnknown as why:
+        return f"not computed: {why}", {}
+    seconds = round(time.perf_counter() - start, 2)
+    return instruction_parts(examples, trained), {"distinct_instructions": len(trained), "seconds": seconds}
+
+
+def markdown(results: dict[str, Any], settings: dict[str, Any], parts: dict[str, Any] | str | None = None) -> str:
+    """One table per family (all samples, and with `parts` the seen and unseen instructions), then per task.
+    `parts` as a string: why the parts were not computed."""
     what = (
         "the ground truth (targets scored as if generated)" if settings.get("ground_truth") else f"`{settings['ckpt']}`"
     )
     lines = [
         f"# Shapes-X2I evaluation of {what}",
         "",
-        f"{settings['samples_per_family']} samples per family at {settings['image_size']}², "
-        f"{settings['num_inference_steps']} Euler steps, guidance {settings['guidance_scale']} / "
-        f"image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.",
+        f"{settings['samples_per_family']} samples per family of suite {settings.get('suite', 'shapes')} at "
+        f"{settings['image_size']}², {settings['num_inference_steps']} Euler steps, guidance "
+        f"{settings['guidance_scale']} / image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.",
         "",
     ]
+    if isinstance(parts, str):
+        lines += [f"Seen / unseen instructions: {parts}.", ""]
+    elif parts:
+        lines += ["Unseen: samples whose instruction the checkpoint's training stream never held.", ""]
     for family in (f for f in results if f != "per_task"):
+        if isinstance(parts, dict):
+            columns = [results[family], parts["seen"][family], parts["unseen"][family]]
+            lines += [
+                f"## {family}",
+                "",
+                "| metric | all | seen instructions | unseen instructions |",
+                "|---|---|---|---|",
+            ]
+            lines.append("| n | " + " | ".join(f"{c['n']:.0f}" for c in columns) + " |")
+            lines += [
+                f"| {k} | " + " | ".join(f"{c[k]:.3f}" if k in c else "–" for c in columns) + " |"
+                for k in results[family]
+                if k != "n"
+            ] + [""]
+            continue
         lines += [f"## {family}", "", "| metric | mean |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in results[family].items() if k != "n"] + [""]
     lines += ["## per task", "", "| task | n | scores |", "|---|---|---|"]

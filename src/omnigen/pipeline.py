@@ -235,11 +235,12 @@ class OmniGenPipeline:
         guidance_scale: float = 3.0,
         img_guidance_scale: float = 1.6,
         negative_prompt: str = "",
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         use_kv_cache: bool = True,
         progress: bool = False,
     ) -> Tensor:
-        """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]."""
+        """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
+        for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch)."""
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
@@ -256,7 +257,13 @@ class OmniGenPipeline:
             texts += [negative_prompt] * n
             latents += [[] for _ in range(n)]
         f = module.vae.downsample_factor
-        noise = torch.randn(n, module.vae.latent_channels, height // f, width // f, generator=generator)
+        shape = (module.vae.latent_channels, height // f, width // f)
+        if isinstance(generator, list):
+            if len(generator) != n:
+                raise ValueError(f"{len(generator)} generators for {n} prompts: pass one per prompt, or one")
+            noise = torch.stack([torch.randn(shape, generator=g) for g in generator])
+        else:
+            noise = torch.randn(n, *shape, generator=generator)
         noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
         batch, ordered = module.prepare(texts, latents, noise)
         velocity = self.velocity_fn(

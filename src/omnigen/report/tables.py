@@ -33,7 +33,9 @@ HEADLINE: dict[str, list[str]] = {
 def read_run(path: Path) -> dict[str, Any]:
     """{"results": evaluate's per-family means, "loss": [(step, loss)], "fit_seconds": float | None}.
     `path` is a run directory (its evaluation in eval/) or an evaluation directory inside a run (e.g.
-    an earlier checkpoint's: <run>/eval_step600)."""
+    an earlier checkpoint's: <run>/eval_step600). The samples of seen and of unseen instructions (evaluate's
+    "seen" / "unseen", where computed) read as two more families, "seen" and "unseen", whose metrics are
+    family/metric: metrics=[text_to_image/object,seen/text_to_image/object,unseen/text_to_image/object]."""
     results_file, run = path / "results.json", path.parent
     if not results_file.is_file():
         results_file, run = path / "eval" / "results.json", path
@@ -56,11 +58,20 @@ def read_run(path: Path) -> dict[str, Any]:
     return {
         "run": str(run),
         "evaluation": str(results_file.parent),
-        "results": {k: v for k, v in results["results"].items() if k != "per_task"},
+        "results": {k: v for k, v in results["results"].items() if k != "per_task"} | part_metrics(results),
         "per_task": results["results"].get("per_task", {}),
         "steps_trained": steps,
         "loss": loss,
         "fit_seconds": float(seconds.read_text()) if seconds.is_file() else None,
+    }
+
+
+def part_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """evaluate's "seen" / "unseen" {family: {metric: mean}} as {"seen": {"family/metric": mean}, ...}."""
+    return {
+        part: {f"{family}/{k}": v for family, scores in results[part].items() for k, v in scores.items()}
+        for part in ("seen", "unseen")
+        if isinstance(results.get(part), dict)  # older files have none; a string says why they were not computed
     }
 
 

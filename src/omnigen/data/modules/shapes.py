@@ -1,6 +1,7 @@
 """Shapes-X2I as a LightningDataModule: procedural samples generated on the fly, by index."""
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -35,8 +36,10 @@ class ShapesX2IDataset(Dataset):
         length: int,
         curriculum: Curriculum | None = None,
         samples_per_step: int = 1,
+        holdout: str | None = None,
     ) -> None:
-        self.source = ShapesSource(families, image_size, seed, length)  # validates the families here, not in a worker
+        # validates the families and the holdout here, not in a worker
+        self.source = ShapesSource(families, image_size, seed, length, holdout=holdout)
         self.image_size, self.curriculum, self.samples_per_step = image_size, curriculum, samples_per_step
 
     def __len__(self) -> int:
@@ -84,6 +87,7 @@ class ShapesX2IDataModule(LightningDataModule):
         seed: int = 0,
         length: int = 1_000_000,
         curriculum: Curriculum | None = None,
+        holdout: str | None = None,
     ) -> None:
         super().__init__()
         self.families = dict(families) if families is not None else {"text_to_image": 0.5, "mixed_modal": 0.5}
@@ -104,7 +108,7 @@ class ShapesX2IDataModule(LightningDataModule):
                     f"the family mix and the resolution mode, and draw at most at image_size={image_size} "
                     "(data=mixture takes any stage)"
                 )
-        self.train_set = ShapesX2IDataset(self.families, image_size, seed, length, curriculum)
+        self.train_set = ShapesX2IDataset(self.families, image_size, seed, length, curriculum, holdout=holdout)
 
     def setup(self, stage: str | None = None) -> None:
         # What the run will read: `data.families={...}` on the command line merges into the default
@@ -142,3 +146,32 @@ class ShapesX2IDataModule(LightningDataModule):
         active = [f for f, r in self.families.items() if r > 0]
         samples = [to_x2i(make_sample(active[i % len(active)], rng, self.image_size), f"preview:{i}") for i in range(n)]
         return [to_item(s) for s in samples]
+
+
+class StreamUnknown(Exception):
+    """A checkpoint's training stream that cannot be regenerated here; the message says why."""
+
+
+def trained_instructions(run_config: dict[str, Any] | None, steps: int) -> set[str]:
+    """The instruction of every sample the first `steps` optimizer steps of a fit read, regenerated from
+    the fit's resolved config (what a checkpoint keeps as run_config): the Shapes-X2I stream is a pure
+    function of it, and step s reads samples [s, s + 1) × accumulation × batch size × ranks. Raises
+    StreamUnknown where the data are not this DataModule's or the config leaves the stream open."""
+    config = run_config or {}
+    data, trainer = dict(config.get("data") or {}), config.get("trainer") or {}
+    target = data.pop("_target_", None)
+    if target != f"{__name__}.{ShapesX2IDataModule.__name__}":
+        raise StreamUnknown(f"the checkpoint's data are {target or 'not recorded'}, not the Shapes-X2I DataModule")
+    counts = {key: trainer.get(key, 1) for key in ("devices", "num_nodes", "accumulate_grad_batches")}
+    if not all(isinstance(v, int) and v > 0 for v in counts.values()):
+        raise StreamUnknown(f"the trainer's {counts} do not fix how many samples a step read")
+    data.pop("curriculum", None)  # its stages resize the same samples (and keep the batch size)
+    try:
+        module = ShapesX2IDataModule(**data)
+    except (TypeError, ValueError) as error:  # a config of another version of this DataModule
+        raise StreamUnknown(f"the checkpoint's data config does not build today's DataModule ({error})") from error
+    stream = module.train_set.source
+    samples = steps * module.batch_size * math.prod(counts.values())
+    if samples > len(stream):
+        raise StreamUnknown(f"{steps} steps read {samples} samples, past the stream's {len(stream)}")
+    return {stream.sample(i).instruction for i in range(samples)}

@@ -4,6 +4,7 @@ families over it (text_to_image, mixed_modal, subject_driven, visual_condition, 
 from typing import Any
 
 from omnigen.data.shapes.conditions import CV_TASKS, VISUAL_CONDITIONS
+from omnigen.data.shapes.holdout import HOLDOUTS, Holdout, holdout_named
 from omnigen.data.shapes.maps import (
     DEPTH_BACKGROUND,
     DEPTH_ROWS,
@@ -74,6 +75,7 @@ __all__ = [
     "EDIT_TEMPLATES",
     "FAMILIES",
     "FAMILY_TASKS",
+    "HOLDOUTS",
     "IMAGE_PREFIX",
     "MASK_COLOUR",
     "PATTERNS",
@@ -85,6 +87,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TOKENIZER_PATH",
     "VISUAL_CONDITIONS",
+    "Holdout",
     "Scene",
     "ShapeSpec",
     "ShapesSample",
@@ -100,6 +103,7 @@ __all__ = [
     "family_probabilities",
     "gaussian_blur",
     "greyscale",
+    "holdout_named",
     "image_tag",
     "label_map",
     "load_shapes_tokenizer",

@@ -178,11 +178,29 @@ def family_probabilities(families: dict[str, float]) -> tuple[list[str], np.ndar
     return names, weights / weights.sum()
 
 
-def sample_at(index: int, seed: int, families: dict[str, float], image_size: int) -> ShapesSample:
-    """Sample `index` of the stream `seed`: a pure function of its arguments (random access)."""
+MAX_REDRAWS = 1000  # a filter that rejects this many draws in a row rejects (nearly) everything
+
+
+def sample_at(
+    index: int,
+    seed: int,
+    families: dict[str, float],
+    image_size: int,
+    accept: Callable[[ShapesSample], bool] | None = None,
+) -> ShapesSample:
+    """Sample `index` of the stream `seed`: a pure function of its arguments (random access). With `accept`
+    (e.g. Holdout.excludes), a sample it refuses is redrawn in the same family from (seed, index, attempt),
+    so the family mix stays as set and the samples it accepts are the unfiltered stream's."""
     names, probabilities = family_probabilities(families)
     # Seeding per (seed, index) rather than advancing one stream makes samples
     # independent of iteration order, worker sharding and resumption.
     rng = np.random.default_rng([seed, index])
     family = names[int(rng.choice(len(names), p=probabilities))]
-    return make_sample(family, rng, image_size)
+    sample = make_sample(family, rng, image_size)
+    attempt = 0
+    while accept is not None and not accept(sample):
+        attempt += 1
+        if attempt > MAX_REDRAWS:
+            raise ValueError(f"sample {index} of stream {seed}: {MAX_REDRAWS} {family} draws in a row refused")
+        sample = make_sample(family, np.random.default_rng([seed, index, attempt]), image_size)
+    return sample

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from omnigen.data.schema import Skipped, X2ISample
+from omnigen.data.shapes.holdout import holdout_named
 from omnigen.data.shapes.tasks import ShapesSample, family_probabilities, sample_at
 from omnigen.data.sources.base import IndexedSource, checked
 
@@ -15,6 +16,7 @@ class ShapesSource(IndexedSource):
 
     Records are already i.i.d. draws by index, so `shuffle` only permutes the reading order (seeded by
     (seed, epoch)) and every epoch holds the same records; a different `seed` gives a different data set.
+    `holdout` (a name of omnigen.data.shapes.HOLDOUTS) redraws every record that shows a held-out pair.
     """
 
     def __init__(
@@ -24,14 +26,20 @@ class ShapesSource(IndexedSource):
         seed: int = 0,
         length: int = 1_000_000,
         name: str | None = None,
+        holdout: str | None = None,
     ) -> None:
         family_probabilities(families)  # unknown families or bad ratios fail here, not in a worker
+        self.holdout = holdout_named(holdout)  # and so does an unknown holdout
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        if length:
-            sample_at(0, seed, families, image_size)  # so does an image size the renderer refuses
         self.families, self.image_size, self.seed, self.length = dict(families), image_size, seed, length
+        if length:
+            self.sample(0)  # so does an image size the renderer refuses
         self.name = name or f"shapes(seed={seed})"
+
+    def sample(self, index: int) -> ShapesSample:
+        accept = self.holdout.excludes if self.holdout is not None else None
+        return sample_at(index, self.seed, self.families, self.image_size, accept)
 
     def __len__(self) -> int:
         return self.length
@@ -39,7 +47,7 @@ class ShapesSource(IndexedSource):
     def get(self, index: int) -> X2ISample | Skipped:
         if not 0 <= index < self.length:
             raise IndexError(f"{self.name}: record {index} out of range [0, {self.length})")
-        return checked(to_x2i(sample_at(index, self.seed, self.families, self.image_size), f"shapes:{index}"))
+        return checked(to_x2i(self.sample(index), f"shapes:{index}"))
 
 
 def to_x2i(sample: ShapesSample, key: str) -> X2ISample:
