@@ -126,7 +126,7 @@ def test_fsdp_config_builds_a_trainer_that_shards_by_decoder_layer(monkeypatch, 
     assert isinstance(policy, DecoderLayerPolicy)
     # the default EMA averages full weights: under FSDP it refuses and says how to train without it
     ema = next(c for c in objects["trainer"].callbacks if isinstance(c, PowerEMAWeightAveraging))
-    with pytest.raises(ValueError, match="callbacks=default"):
+    with pytest.raises(ValueError, match="callbacks=no_ema"):
         ema.setup(objects["trainer"], objects["module"], "fit")
 
     # FSDP itself needs an accelerator; activation checkpointing walks the tree with the same

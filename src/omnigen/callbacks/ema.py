@@ -35,6 +35,6 @@ class PowerEMAWeightAveraging(WeightAveraging):
         if isinstance(trainer.strategy, FSDPStrategy):
             raise ValueError(
                 "callbacks.ema (an EMA of the full weights) does not support trainer=fsdp: "
-                "add callbacks=default to train without it"
+                "add callbacks=no_ema to train without it"
             )
         super().setup(trainer, pl_module, stage)
