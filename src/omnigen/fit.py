@@ -48,7 +48,8 @@ def instantiate_group(cfg: DictConfig, group: str) -> list[Any]:
 
 
 def warn_if_bf16_is_slow_here(trainer_cfg: DictConfig) -> None:
-    """The CPU trainer autocasts to bf16 (1.7x per step where oneDNN has AVX-512 bf16 kernels); a CPU without
+    """The CPU trainer autocasts to bf16 (1.45x per step where oneDNN has AVX-512 bf16 kernels:
+    experiments/performance/precision_quickstart_1thread.json); a CPU without
     them runs bf16 through slow fallbacks, so say so and how to train in fp32 instead."""
     if (
         trainer_cfg.get("accelerator") == "cpu"
