@@ -142,8 +142,7 @@ def test_scores_do_not_depend_on_the_batch_size(fitted_checkpoint):
 
     pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
     runs = {
-        size: evaluate_shapes(pipe, ["text_to_image", "mixed_modal"], 3, 32, 2, batch_size=size)[1]
-        for size in (1, 3)
+        size: evaluate_shapes(pipe, ["text_to_image", "mixed_modal"], 3, 32, 2, batch_size=size)[1] for size in (1, 3)
     }
     for one, three in zip(runs[1], runs[3], strict=True):
         assert one["instruction"] == three["instruction"]
@@ -172,6 +171,12 @@ def test_unseen_part_holds_the_samples_whose_instruction_the_training_stream_nev
     one_shape = [i for i in range(24) if " and " not in sample_caption(i)]
     assert sum(sample_caption(i) in trained for i in one_shape) > len(one_shape) / 2
     assert "| n | 24 | " in (tmp_path / "eval" / "results.md").read_text()
+    # the ceiling split over the same stream; an earlier step's stream (stream_step) saw none of them
+    truth = ["ground_truth=true", "image_size=32", "families=[text_to_image]", "samples_per_family=24"]
+    main([*truth, f"ckpt={tmp_path}/export", f"out={tmp_path}/truth"])
+    assert json.loads((tmp_path / "truth" / "results.json").read_text())["seen"]["text_to_image"]["n"] == seen["n"]
+    main([*truth, f"ckpt={tmp_path}/export", "stream_step=0", f"out={tmp_path}/truth0"])
+    assert json.loads((tmp_path / "truth0" / "results.json").read_text())["unseen"]["text_to_image"]["n"] == 24
 
 
 def sample_caption(index: int) -> str:

@@ -6,9 +6,10 @@
 Writes `<out>/results.json` (mean of every metric per family and per task, with the settings; under
 "seen" and "unseen" the same per family over the samples whose instruction the checkpoint's training
 stream did or did not hold, with their count "n", regenerated from the checkpoint's run config up to its
-step, or a string saying why not) and `<out>/results.md` (one table per family) and `<out>/examples.png`
-(input | target | generated per family); `suite=held_out_combos` scores only samples showing an attribute
-pair that `data.holdout=combos` keeps out of training, `suite=seen_combos` only samples showing none.
+step or `stream_step`, or a string saying why not; with ground_truth=true, `ckpt` names the stream) and
+`<out>/results.md` (one table per family) and `<out>/examples.png` (input | target | generated per family).
+`suite=held_out_combos` scores only samples showing an attribute pair that `data.holdout=combos` keeps out of
+training, `suite=seen_combos` only samples showing none.
 `wandb=true` also logs a W&B table with example images (offline unless WANDB_MODE says otherwise).
 `omnigen.callbacks.evaluation.EvaluationCallback` runs the same during a fit.
 """
@@ -37,7 +38,7 @@ from omnigen.utils.cli import UsageError, check_choice, parse_cli, run_main
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = ""  # a checkpoint file or exported directory (not read with ground_truth)
+    ckpt: str = ""  # a checkpoint file or exported directory (with ground_truth: only its training stream is read)
     ground_truth: bool = False  # score the targets themselves: the ceiling each metric can reach
     suite: str = "shapes"  # or held_out_combos / seen_combos: samples with / without a pair data.holdout=combos drops
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
@@ -51,6 +52,9 @@ class EvaluateConfig:
     out: str = "eval"
     wandb: bool = False
     device: str = "cpu"
+    # The step up to which the checkpoint's training stream is regenerated to split seen from unseen instructions
+    # (None: its own); e.g. an untrained checkpoint's parts over the samples a later one of its run had read.
+    stream_step: int | None = None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -79,7 +83,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.seed,
         cfg.suite,
     )
-    parts, regenerated = seen_and_unseen(pipe, examples)
+    # The training stream that splits the samples into seen and unseen instructions: the checkpoint's (with
+    # ground_truth, that of ckpt= if given), up to its step or stream_step.
+    stream = pipe or (OmniGenPipeline.from_checkpoint(cfg.ckpt) if cfg.ckpt else None)
+    if stream is None:
+        parts, regenerated = "not computed: the ground truth, and no ckpt= names a training stream", {}
+    else:
+        step = stream.module.steps_trained if cfg.stream_step is None else cfg.stream_step
+        parts, regenerated = seen_and_unseen(stream.module.run_config, step, examples)
+        regenerated |= {"steps": step}
     settings = asdict(cfg) | {
         "image_size": size,
         "steps_trained": pipe.module.steps_trained if pipe else None,

@@ -119,14 +119,14 @@ def instruction_parts(examples: list[dict[str, Any]], trained: set[str]) -> dict
     return {part: {f: mean_scores(by_family[f]) for f in families} for part, by_family in rows.items()}
 
 
-def seen_and_unseen(pipe: OmniGenPipeline | None, examples: list[dict[str, Any]]) -> tuple[dict[str, Any] | str, dict]:
-    """(instruction_parts against the checkpoint's own training stream, regenerated up to its step, or why not;
-    what the regeneration took: distinct instructions and seconds)."""
-    if pipe is None:
-        return "not computed: the ground truth has no training stream", {}
+def seen_and_unseen(
+    run_config: dict[str, Any] | None, steps: int, examples: list[dict[str, Any]]
+) -> tuple[dict[str, Any] | str, dict[str, Any]]:
+    """(instruction_parts against the training stream of `run_config` (a checkpoint's) regenerated up to `steps`,
+    or why not; what the regeneration took: distinct instructions and seconds)."""
     start = time.perf_counter()
     try:
-        trained = trained_instructions(pipe.module.run_config, pipe.module.steps_trained)
+        trained = trained_instructions(run_config, steps)
     except StreamUnknown as why:
         return f"not computed: {why}", {}
     seconds = round(time.perf_counter() - start, 2)
