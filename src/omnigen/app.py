@@ -30,7 +30,7 @@ from PIL import Image
 
 from omnigen.data.shapes import load_shapes_tokenizer, sample_at
 from omnigen.evaluation import EVAL_SEED_OFFSET
-from omnigen.pipeline import OmniGenPipeline
+from omnigen.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, OmniGenPipeline
 from omnigen.utils.cli import UserError, parse_cli, run_main
 
 MAX_INPUTS = 3
@@ -201,9 +201,9 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
                     width_box = gr.Slider(step, largest, value=width, step=step, label="width")
                     use_input_size = gr.Checkbox(False, label="size of input image 1")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=20, step=1, label="steps")
-                    guidance = gr.Slider(1.0, 10.0, value=2.0, step=0.1, label="guidance")
-                    img_guidance = gr.Slider(1.0, 5.0, value=1.5, step=0.1, label="image guidance")
+                    steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
+                    guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.1, label="guidance")
+                    img_guidance = gr.Slider(1.0, 5.0, value=DEFAULT_IMAGE_GUIDANCE, step=0.1, label="image guidance")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="seed")
                     random_seed = gr.Checkbox(False, label="random seed")

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from omnigen.pipeline import OmniGenPipeline
+from omnigen.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, OmniGenPipeline
 from omnigen.utils.cli import parse_cli, run_main
 
 
@@ -30,9 +30,9 @@ class GenerateConfig:
     out: str = "generated.png"
     height: int | None = None  # None: the checkpoint's training size
     width: int | None = None
-    num_inference_steps: int = 50
-    guidance_scale: float = 3.0
-    img_guidance_scale: float = 1.6
+    num_inference_steps: int = DEFAULT_STEPS  # one default for generate, the app and evaluate (omnigen.pipeline)
+    guidance_scale: float = DEFAULT_GUIDANCE
+    img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE
     negative_prompt: str = ""
     seed: int = 0
     use_kv_cache: bool = True

@@ -30,6 +30,11 @@ from omnigen.training import finetune
 from omnigen.utils.cli import UserError, missing_path
 from omnigen.utils.images import from_array, to_pil
 
+# One sampling default for every entry (generate, the app, evaluate, the sample grid, this class): the
+# settings every evaluation in experiments/ was made with. OmniGen-v1's release was sampled with 50 steps
+# at guidance 3.0 / 1.6: pass those for an imported release.
+DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE = 20, 2.0, 1.5
+
 log = logging.getLogger(__name__)
 
 ImageInput = Image.Image | str | Path | np.ndarray | Tensor  # a tensor is (3, H, W) in [-1, 1]
@@ -104,9 +109,9 @@ class OmniGenPipeline:
         input_images: list[ImageInput] | list[list[ImageInput]] | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 3.0,
-        img_guidance_scale: float = 1.6,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
         negative_prompt: str = "",
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -231,9 +236,9 @@ class OmniGenPipeline:
         input_images: list[list[Tensor]] | None = None,
         height: int = 32,
         width: int = 32,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 3.0,
-        img_guidance_scale: float = 1.6,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
         negative_prompt: str = "",
         generator: torch.Generator | list[torch.Generator] | None = None,
         use_kv_cache: bool = True,
