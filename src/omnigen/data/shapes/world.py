@@ -193,8 +193,16 @@ def cell_offsets(position: str, size: int) -> tuple[tuple[slice, slice], np.ndar
 
 
 def _mask_in_cell(shape: ShapeSpec, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
-    (rows, cols), y, x = cell_offsets(shape.position, size)
-    return (rows, cols), kind_mask(shape.kind, y, x, SIZES[shape.size] / 2)
+    return _cell_mask(shape.kind, shape.size, shape.position, size)
+
+
+@cache
+def _cell_mask(kind: str, extent: str, position: str, size: int) -> tuple[tuple[slice, slice], np.ndarray]:
+    # 54 masks per image side, drawn once: rendering is most of what regenerating a training stream costs.
+    (rows, cols), y, x = cell_offsets(position, size)
+    mask = kind_mask(kind, y, x, SIZES[extent] / 2)
+    mask.flags.writeable = False  # shared by every render
+    return (rows, cols), mask
 
 
 def shape_mask(shape: ShapeSpec, size: int) -> np.ndarray:
