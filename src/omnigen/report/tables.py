@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omnigen.utils.cli import MissingPath, UserError
 from omnigen.utils.stats import (
     difference_lines,
     interval_text,
@@ -40,9 +41,7 @@ def read_run(path: Path) -> dict[str, Any]:
     if not results_file.is_file():
         results_file, run = path / "eval" / "results.json", path
     if not results_file.is_file():
-        raise FileNotFoundError(
-            f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)"
-        )
+        raise MissingPath(f"{path}: no eval/results.json (run python -m omnigen.evaluate ckpt=... out={path}/eval)")
     results = json.loads(results_file.read_text())
     steps = results["settings"].get("steps_trained")
     loss = []
@@ -149,9 +148,9 @@ def parse_primary(primary: str, metrics: list[str], points: list[str]) -> tuple[
     metric, _, point = primary.partition("@")
     point = point or points[-1]
     if metric not in metrics:
-        raise ValueError(f"primary metric {metric!r} is not among the compared metrics {metrics}")
+        raise UserError(f"primary metric {metric!r} is not among the compared metrics {metrics}")
     if point not in points:
-        raise ValueError(f"primary point {point!r} is not among the evaluations {points} (curve=)")
+        raise UserError(f"primary point {point!r} is not among the evaluations {points} (curve=)")
     return metric, point
 
 
@@ -163,7 +162,7 @@ def judge_differences(
     """{point: {arm: {metric: paired_interval}}} judged as one experiment: each arm's primary cell (metric,
     point) tests its hypothesis expect[arm]; every other cell, at every point, is exploratory (omnigen.utils.stats)."""
     if expect and primary is None:
-        raise ValueError("expect.ARM= states a hypothesis about the primary cell: name it with primary=METRIC@POINT")
+        raise UserError("expect.ARM= states a hypothesis about the primary cell: name it with primary=METRIC@POINT")
     cells = {
         (p, arm, key): d for p, arms in by_point.items() for arm, by_key in arms.items() for key, d in by_key.items()
     }
@@ -221,7 +220,7 @@ def point_value(point: str) -> float:
     """The training step or minute an evaluation directory is named for (eval_step600 -> 600)."""
     match = re.search(r"(\d+(?:\.\d+)?)$", point)
     if match is None:
-        raise ValueError(
+        raise UserError(
             f"curve names evaluation directories ending in their step or minute "
             f"(eval_step600, eval_minute_10), got {point!r}"
         )
