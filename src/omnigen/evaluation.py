@@ -21,6 +21,7 @@ from omnigen.data.modules.shapes import StreamUnknown, trained_instructions
 from omnigen.data.shapes import HOLDOUTS, ShapesSample, sample_at
 from omnigen.metrics import FAMILIES, score
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.cli import UserError, did_you_mean
 from omnigen.utils.images import from_array, grid, to_pil
 
 # suite -> which samples of the evaluation stream it scores (None: every one)
@@ -54,9 +55,9 @@ def evaluate_shapes(
     noise comes from (seed, i) alone: the scores do not depend on `batch_size`."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
-        raise ValueError(f"no Shapes-X2I metrics for {unknown}; known families: {list(FAMILIES)}")
+        raise UserError(f"no Shapes-X2I metrics for {unknown}; known families: {list(FAMILIES)}")
     if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; known: {list(SUITES)}")
+        raise UserError(f"unknown suite {suite!r}{did_you_mean(suite, SUITES)}; known: {list(SUITES)}")
     by_family: dict[str, list[dict[str, float]]] = defaultdict(list)
     by_task: dict[str, list[dict[str, float]]] = defaultdict(list)
     examples = []
