@@ -35,9 +35,6 @@ from urllib.parse import unquote
 ROOT = Path(__file__).resolve().parents[1]
 DOC_GLOBS = ("README.md", "docs/**/*.md", "experiments/*.md", "experiments/*/*.md")
 GENERATED = {"results.md", "records.md"}  # written by omnigen.report / omnigen.speedrun: sources, not claims
-# Uncited table rows written before the convention, one "path<TAB>row" a line: tolerated while the row
-# stays as it is. A row that changes must cite its source, and its line here is then stale (an error).
-BASELINE = Path(__file__).with_name("docs_claims_baseline.txt")
 
 MINUS = "\u2212"
 # A measured-looking number: a decimal, or a number with a unit that marks a measurement.
@@ -256,36 +253,14 @@ def wrong_values(page: Page, cache: dict[str, object]) -> list[Problem]:
     return problems
 
 
-def read_baseline(path: Path) -> set[tuple[str, str]]:
-    if not path.is_file():
-        return set()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return {tuple(line.split("\t", 1)) for line in lines if "\t" in line and not line.startswith("#")}
-
-
-def check(
-    paths: list[Path] | None = None,
-    root: Path = ROOT,
-    tracked: set[str] | None = None,
-    baseline: set[tuple[str, str]] | None = None,
-) -> list[Problem]:
-    """Every problem of the given pages (default: the docs of the repository at root, against BASELINE)."""
+def check(paths: list[Path] | None = None, root: Path = ROOT, tracked: set[str] | None = None) -> list[Problem]:
+    """Every problem of the given pages (default: the docs of the repository at root)."""
     tracked = tracked_files(root) if tracked is None else tracked
-    if baseline is None:
-        baseline = read_baseline(BASELINE) if paths is None and root == ROOT else set()
     cache: dict[str, object] = {}
-    problems, tolerated = [], set()
+    problems = []
     for path in paths if paths is not None else doc_files(root):
         page = Page(Path(path), root, tracked)
-        for problem in uncited_rows(page):
-            key = (page.rel, page.lines[problem.line - 1].strip())
-            if key in baseline:
-                tolerated.add(key)
-            else:
-                problems.append(problem)
-        problems += wrong_values(page, cache)
-    for rel, row in sorted(baseline - tolerated):
-        problems.append(Problem(BASELINE.name, 0, f"stale: {rel} has no uncited row {row[:60]!r}…: delete the line"))
+        problems += uncited_rows(page) + wrong_values(page, cache)
     return problems
 
 
