@@ -23,6 +23,8 @@ def test_format1_checkpoint_loads_and_samples_the_images_it_sampled_when_written
         height=32,
         width=32,
         num_inference_steps=3,
+        guidance_scale=3.0,  # the pipeline's defaults when the images were sampled
+        img_guidance_scale=1.6,
         seed=0,
         output_type="pt",
         progress=False,
