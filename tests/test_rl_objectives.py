@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from omnigen.flow.sampler import euler_timesteps
-from omnigen.rl.objectives import gaussian_log_prob, group_advantages, grpo_loss, nft_loss, sde_step
+from omnigen.flow.sampler import euler_sample, euler_timesteps
+from omnigen.rl.objectives import (
+    gaussian_log_prob,
+    group_advantages,
+    grpo_loss,
+    nft_loss,
+    sde_sample,
+    sde_step,
+)
 
 MU, S = 1.5, 0.5  # 1-D data x1 ~ N(MU, S²): the exact velocity field is known in closed form
 
@@ -82,3 +89,24 @@ def test_the_nft_loss_matches_a_hand_computed_case():
     v = torch.tensor([[2.0]], requires_grad=True)
     nft_loss(v, v_old, target, torch.tensor([1.0]), beta=0.5).backward()
     assert v.grad.item() == pytest.approx(2 * 1.5 * 0.5)  # d/dv (0.5·1 + 0.5·v)² at v = 2
+
+
+def test_sde_sampling_records_a_trajectory_whose_log_probabilities_recompute_exactly():
+    velocity = torch.nn.Linear(4, 4).double()  # a stand-in policy: v(x, t) = W x + b + t
+    policy = lambda x, t: velocity(x) + t.view(-1, 1)  # noqa: E731
+    noise = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        euler = euler_sample(policy, noise, 5)
+        same, empty = sde_sample(policy, noise, 5, 0.0)
+        x, record = sde_sample(policy, noise, 5, 0.7, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(same, euler)
+    assert empty.states == [] and len(record.states) == len(record.log_probs) == 5
+    assert not torch.allclose(x, euler) and torch.equal(record.next_states[-1], x)
+    times = euler_timesteps(5)  # the grid the sampler stepped on (its float32 steps, not exactly 0.2)
+    max_sigma = 1 - float(times[1])
+    for k, (state, t, drawn, old) in enumerate(
+        zip(record.states, record.times, record.next_states, record.log_probs, strict=True)
+    ):
+        dt = float(times[k + 1] - times[k])
+        _, mean, std = sde_step(state, policy(state, t), t, dt, 0.7, max_sigma, torch.zeros_like(state))
+        assert torch.equal(gaussian_log_prob(drawn, mean, std), old), k  # the ratio is exactly 1 on policy

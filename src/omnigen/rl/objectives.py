@@ -22,9 +22,12 @@ v⁺ = (1 − β)·v_old + β·v and v⁻ = (1 + β)·v_old − β·v:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from omnigen.flow.sampler import VelocityFn, euler_timesteps
 
 
 def per_sample_mean(x: Tensor) -> Tensor:
@@ -45,6 +48,39 @@ def sde_step(
     if noise is None:
         noise = torch.randn_like(x)
     return mean + std * noise, mean, std.expand_as(x)
+
+
+@dataclass
+class Trajectory:
+    """What sampling with the SDE recorded, per step k: the state it started from, its time and the state it
+    drew (with the log-probability of that draw under the sampling policy). Training recomputes the mean
+    at (states[k], times[k]) with the current policy and scores next_states[k] under it."""
+
+    states: list[Tensor] = field(default_factory=list)  # (B, ...) x_t
+    times: list[Tensor] = field(default_factory=list)  # (B,)
+    next_states: list[Tensor] = field(default_factory=list)  # (B, ...) x_{t + dt}
+    log_probs: list[Tensor] = field(default_factory=list)  # (B,)
+
+
+def sde_sample(
+    velocity: VelocityFn, noise: Tensor, num_steps: int, noise_level: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Trajectory]:
+    """Integrate from x(0) = noise to t = 1 with `num_steps` SDE steps on the Euler grid (noise_level 0: the
+    Euler sampler), recording the trajectory. σ is capped at the first step's level."""
+    times = euler_timesteps(num_steps).to(noise.device)
+    max_sigma = 1 - float(times[1])
+    x, record = noise, Trajectory()
+    for t0, t1 in zip(times[:-1], times[1:], strict=True):
+        t = t0.expand(x.shape[0])  # (B,)
+        z = torch.randn(x.shape, generator=generator).to(x)  # drawn on the CPU: a seed means the same on any device
+        nxt, mean, std = sde_step(x, velocity(x, t), t, float(t1 - t0), noise_level, max_sigma, z)
+        if noise_level > 0:
+            record.states.append(x)
+            record.times.append(t)
+            record.next_states.append(nxt)
+            record.log_probs.append(gaussian_log_prob(nxt, mean, std))
+        x = nxt
+    return x, record
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
