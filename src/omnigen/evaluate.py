@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omnigen.checkpoints.format import CHECKPOINT_KEY, check_path, read_checkpoint, read_export_config
 from omnigen.evaluation import (
     SUITES,
     evaluate_shapes,
@@ -85,12 +86,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     # The training stream that splits the samples into seen and unseen instructions: the checkpoint's (with
     # ground_truth, that of ckpt= if given), up to its step or stream_step.
-    stream = pipe or (OmniGenPipeline.from_checkpoint(cfg.ckpt) if cfg.ckpt else None)
+    stream = training_stream(cfg.ckpt, pipe)
     if stream is None:
         parts, regenerated = "not computed: the ground truth, and no ckpt= names a training stream", {}
     else:
-        step = stream.module.steps_trained if cfg.stream_step is None else cfg.stream_step
-        parts, regenerated = seen_and_unseen(stream.module.run_config, step, examples)
+        run_config, steps_trained = stream
+        step = steps_trained if cfg.stream_step is None else cfg.stream_step
+        parts, regenerated = seen_and_unseen(run_config, step, examples)
         regenerated |= {"steps": step}
     settings = asdict(cfg) | {
         "image_size": size,
@@ -114,6 +116,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run.finish()
     print(table)
     return results
+
+
+def training_stream(ckpt: str, pipe: OmniGenPipeline | None) -> tuple[dict[str, Any] | None, int] | None:
+    """(run config, steps trained) of the checkpoint whose training stream splits seen from unseen: the loaded
+    pipeline's, or else (the ground truth) the description `ckpt` keeps, read without building its model."""
+    if pipe is not None:
+        return pipe.module.run_config, pipe.module.steps_trained
+    if not ckpt:
+        return None
+    meta = read_export_config(ckpt) if check_path(ckpt) == "export" else read_checkpoint(ckpt)[CHECKPOINT_KEY]
+    return meta.get("run_config"), meta.get("global_step", 0)
 
 
 if __name__ == "__main__":
