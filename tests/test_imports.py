@@ -12,8 +12,8 @@ PACKAGE = Path(omnigen.__file__).parent
 LAYERS = [
     ("base", ["omnigen.model", "omnigen.flow", "omnigen.data", "omnigen.metrics", "omnigen.processor",
               "omnigen.utils", "omnigen.config", "omnigen.checkpoints.format", "omnigen.checkpoints.atomic_io"]),
-    ("training", ["omnigen.checkpoints.release_layout", "omnigen.training", "omnigen.module", "omnigen.rl"]),
-    ("inference", ["omnigen.pipeline", "omnigen.evaluation", "omnigen.callbacks", "omnigen.checkpoints"]),
+    ("training", ["omnigen.checkpoints.release_layout", "omnigen.training", "omnigen.module"]),
+    ("inference", ["omnigen.pipeline", "omnigen.evaluation", "omnigen.rl", "omnigen.callbacks", "omnigen.checkpoints"]),
     ("commands", ["omnigen"]),  # fit, generate, evaluate, convert, report, speedrun, pretrain_lm, bench
 ]  # fmt: skip
 

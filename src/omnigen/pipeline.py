@@ -249,18 +249,7 @@ class OmniGenPipeline:
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
-        n, any_images = len(prompts), any(inputs)
-        # A branch is only run when its scale changes the result: text-only prompts need no image
-        # branch, and scales of 1 reduce to the conditional branch alone.
-        guided = guidance_scale != 1.0 or (any_images and img_guidance_scale != 1.0)
-        with_images = guided and any_images
-        texts, latents = list(prompts), list(inputs)
-        if with_images:  # a prompt without images gets its uncond here: guidance reduces to u + s(c - u)
-            texts += [drop_text(p) if zs else negative_prompt for p, zs in zip(prompts, inputs, strict=True)]
-            latents += inputs
-        if guided:
-            texts += [negative_prompt] * n
-            latents += [[] for _ in range(n)]
+        n = len(prompts)
         f = module.vae.downsample_factor
         shape = (module.vae.latent_channels, height // f, width // f)
         if isinstance(generator, list):
@@ -270,9 +259,8 @@ class OmniGenPipeline:
         else:
             noise = torch.randn(n, *shape, generator=generator)
         noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
-        batch, ordered = module.prepare(texts, latents, noise)
-        velocity = self.velocity_fn(
-            batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
+        velocity = self.conditioned(
+            prompts, inputs, noise, guidance_scale, img_guidance_scale, negative_prompt, use_kv_cache
         )
         bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
 
@@ -286,6 +274,35 @@ class OmniGenPipeline:
         finally:
             bar.close()
         return module.vae.decode(latent).clamp(-1, 1)
+
+    def conditioned(
+        self,
+        prompts: list[str],
+        inputs: list[list[Tensor]],
+        output: Tensor,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
+        negative_prompt: str = "",
+        use_kv_cache: bool = True,
+    ) -> VelocityFn:
+        """The guided velocity of `prompts` with their input latents (encode_inputs'), for outputs shaped like
+        `output` (B, C, h, w). Gradients flow through it unless the caller turns them off."""
+        module, n, any_images = self.module, len(prompts), any(inputs)
+        # A branch is only run when its scale changes the result: text-only prompts need no image
+        # branch, and scales of 1 reduce to the conditional branch alone.
+        guided = guidance_scale != 1.0 or (any_images and img_guidance_scale != 1.0)
+        with_images = guided and any_images
+        texts, latents = list(prompts), list(inputs)
+        if with_images:  # a prompt without images gets its uncond here: guidance reduces to u + s(c - u)
+            texts += [drop_text(p) if zs else negative_prompt for p, zs in zip(prompts, inputs, strict=True)]
+            latents += inputs
+        if guided:
+            texts += [negative_prompt] * n
+            latents += [[] for _ in range(n)]
+        batch, ordered = module.prepare(texts, latents, output)
+        return self.velocity_fn(
+            batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
+        )
 
     def velocity_fn(
         self,

@@ -18,6 +18,7 @@ from torch import Tensor
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 from omnigen.processor import WRAPPED_IMAGE_TAG
+from omnigen.rl.rewards import RolloutSample
 from omnigen.utils.cli import UserError, missing_path
 
 
@@ -50,6 +51,11 @@ class ClipReward:
         image = embedding(self.model.get_image_features(pixel_values=pixels))
         cosine = torch.nn.functional.cosine_similarity(image, text, dim=-1)  # (B,)
         return ((cosine + 1) / 2).float().cpu()
+
+    def score_batch(self, samples: list[RolloutSample], images: list[np.ndarray]) -> tuple[list[float], list[dict]]:
+        """The reward plugin interface (omnigen.rl.rewards.ShapesReward.score_batch): reward and metrics per image."""
+        values = self([s.instruction for s in samples], images).tolist()
+        return values, [{"clip_score": value} for value in values]
 
 
 def embedding(output: Tensor | object) -> Tensor:

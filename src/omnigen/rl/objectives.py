@@ -112,12 +112,16 @@ def grpo_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_r
     return torch.maximum(-advantages * ratio, -advantages * clipped).mean(), ratio
 
 
-def nft_loss(v: Tensor, v_old: Tensor, target: Tensor, reward: Tensor, beta: float) -> Tensor:
+def nft_loss(v: Tensor, v_old: Tensor, target: Tensor, reward: Tensor, beta: float, adaptive: bool = False) -> Tensor:
     """DiffusionNFT's loss for (B, ...) velocities and the flow-matching target x1 − ε, with (B,) rewards
     in [0, 1]: the positive policy pulled to the target where the reward is high, the negative one
-    where it is low. Mean over the batch of each sample's mean squared error."""
+    where it is low. Mean over the batch of each sample's mean squared error; `adaptive` divides each
+    sample's two errors by the detached mean absolute error of its positive policy (the paper's adaptive
+    normalisation: every sample's step has a comparable size, whatever its noise level)."""
     positive = (1 - beta) * v_old + beta * v
     negative = (1 + beta) * v_old - beta * v
+    scale = per_sample_mean((positive - target).abs()).detach().clamp(min=1e-5) if adaptive else 1.0  # (B,)
     return (
-        reward * per_sample_mean((positive - target) ** 2) + (1 - reward) * per_sample_mean((negative - target) ** 2)
+        (reward * per_sample_mean((positive - target) ** 2) + (1 - reward) * per_sample_mean((negative - target) ** 2))
+        / scale
     ).mean()

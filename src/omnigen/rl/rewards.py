@@ -78,6 +78,22 @@ class ShapesReward:
         metrics = score(family, task, spec, generated)
         return combine(terms, metrics), metrics
 
+    def score_batch(self, samples: list[RolloutSample], images: list[np.ndarray]) -> tuple[list[float], list[dict]]:
+        """(reward, metrics) of each (H, W, 3) uint8 image of each sample: the interface every reward plugin has."""
+        scored = [self(s.family, s.task, s.spec, image) for s, image in zip(samples, images, strict=True)]
+        return [value for value, _ in scored], [metrics for _, metrics in scored]
+
+
+@dataclass(frozen=True)
+class RolloutSample:
+    """What a reward may read of a generated sample's prompt: Shapes-X2I's family, task and scene spec
+    (programmatic rewards) and the instruction (learned rewards)."""
+
+    family: str
+    task: str
+    spec: dict[str, Any]
+    instruction: str
+
 
 def combine(terms: list[Term], metrics: dict[str, float]) -> float:
     total = sum(term.weight for term in terms)
