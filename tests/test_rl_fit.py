@@ -172,3 +172,31 @@ def test_lora_reference_is_the_model_with_its_adapters_switched_off(tmp_path, fi
 def test_grpo_without_a_noise_level_is_refused_in_one_line(tmp_path):
     with pytest.raises(Exception, match="grpo needs the SDE's log-probabilities"):
         build(compose_fit(RL + ["rl/algorithm=grpo", "model.algorithm.noise_level=0"], tmp_path))
+
+
+def test_resuming_rl_from_a_supervised_checkpoint_is_refused_in_one_line(tmp_path, fitted_checkpoint):
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", *RL, f"ckpt_path={fitted_checkpoint}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not written by reward fine-tuning" in result.stderr and "init_from" in result.stderr
+
+
+def test_the_docs_command_for_a_real_checkpoint_with_a_learned_reward_composes(tmp_path):
+    cfg = compose_fit(
+        [
+            "experiment=rl_edit",
+            "model=omnigen_v1",
+            "~model.optimizer.muon_lr",
+            "model/finetune=lora",
+            "rl/reward=clip",
+            "model.reward.path=/models/clip",
+            "callbacks.reward_guard.families=[text_to_image]",
+        ],
+        tmp_path,
+    )
+    assert cfg.model._target_ == "omnigen.rl.module.RewardFineTuneModule" and cfg.model.finetune.mode == "lora"
+    assert cfg.model.reward._target_ == "omnigen.rl.learned.ClipReward" and "muon_lr" not in cfg.model.optimizer

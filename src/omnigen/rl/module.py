@@ -32,6 +32,7 @@ from omnigen.module import OmniGenLitModule
 from omnigen.pipeline import OmniGenPipeline
 from omnigen.rl.algorithms import Algorithm
 from omnigen.rl.rollout import Rollout, Sampling, reward_summary, roll_out
+from omnigen.utils.cli import UserError
 
 RL_ARGUMENTS = ("algorithm", "reward", "group_size", "sampling", "old_decay", "updates_per_rollout")
 STATE_KEY = "reward_finetune"  # the checkpoint's entry for the sampling policy and the current rollout
@@ -150,12 +151,14 @@ class RewardFineTuneModule(OmniGenLitModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(STATE_KEY)
         if state is None:
-            raise ValueError(
+            raise UserError(
                 "this checkpoint was not written by reward fine-tuning, so it cannot resume it: start from it "
                 "with model.finetune.init_from=<checkpoint> instead of ckpt_path"
             )
         if (state["old"] is None) != (self.old is None):
-            raise ValueError("the checkpoint's old_decay and this run's disagree (one has a sampling policy, one not)")
+            raise UserError(
+                "the checkpoint's model.old_decay and this run's disagree: one has a sampling policy, one not"
+            )
         self.old = state["old"]
         self.rollout = Rollout.from_state(state["rollout"]) if state["rollout"] is not None else None
 
