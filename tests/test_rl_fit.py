@@ -200,3 +200,19 @@ def test_the_docs_command_for_a_real_checkpoint_with_a_learned_reward_composes(t
     )
     assert cfg.model._target_ == "omnigen.rl.module.RewardFineTuneModule" and cfg.model.finetune.mode == "lora"
     assert cfg.model.reward._target_ == "omnigen.rl.learned.ClipReward" and "muon_lr" not in cfg.model.optimizer
+
+
+def test_an_rl_runs_seen_instructions_include_those_its_start_trained_on(tmp_path, fitted_checkpoint):
+    from omnigen.checkpoints.format import read_checkpoint
+    from omnigen.data.modules.shapes import StreamUnknown, trained_instructions
+    from omnigen.evaluation import started_from_instructions
+
+    meta = read_checkpoint(fitted_checkpoint)["omnigen"]
+    start = trained_instructions(meta["run_config"], meta["global_step"])
+    assert len(start) > 1
+    assert started_from_instructions({"model": {"finetune": {"init_from": str(fitted_checkpoint)}}}) == start
+    release = tmp_path / "release"
+    release.mkdir()
+    assert started_from_instructions({"model": {"finetune": {"init_from": str(release)}}}) == set()
+    with pytest.raises(StreamUnknown, match="not here"):
+        started_from_instructions({"model": {"finetune": {"init_from": str(tmp_path / "gone.ckpt")}}})

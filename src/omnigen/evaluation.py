@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from omnigen.checkpoints.format import CHECKPOINT_KEY, EXPORT_CONFIG, read_checkpoint, read_export_config
 from omnigen.data.modules.shapes import StreamUnknown, trained_instructions
 from omnigen.data.shapes import HOLDOUTS, ShapesSample, sample_at
 from omnigen.metrics import FAMILIES, score
@@ -124,14 +126,36 @@ def seen_and_unseen(
     run_config: dict[str, Any] | None, steps: int, examples: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | str, dict[str, Any]]:
     """(instruction_parts against the training stream of `run_config` (a checkpoint's) regenerated up to `steps`,
+    with the streams of the checkpoints it started from (`model.finetune.init_from`: a reward fine-tune's start),
     or why not; what the regeneration took: distinct instructions and seconds)."""
     start = time.perf_counter()
     try:
-        trained = trained_instructions(run_config, steps)
+        trained = trained_instructions(run_config, steps) | started_from_instructions(run_config)
     except StreamUnknown as why:
         return f"not computed: {why}", {}
     seconds = round(time.perf_counter() - start, 2)
     return instruction_parts(examples, trained), {"distinct_instructions": len(trained), "seconds": seconds}
+
+
+def started_from_instructions(run_config: dict[str, Any] | None) -> set[str]:
+    """The instructions every checkpoint a run started from (model.finetune.init_from, followed back) trained on;
+    none for a run that started from fresh weights or from an imported release (no Shapes-X2I stream)."""
+    finetune = ((run_config or {}).get("model") or {}).get("finetune") or {}
+    init = finetune.get("init_from")
+    if not init:
+        return set()
+    path = Path(init)
+    if not path.exists():
+        raise StreamUnknown(f"the run started from {init} (model.finetune.init_from), which is not here")
+    if path.is_dir() and not (path / EXPORT_CONFIG).is_file():  # a release directory: its training data are not ours
+        return set()
+    try:
+        meta = read_export_config(path) if path.is_dir() else read_checkpoint(path)[CHECKPOINT_KEY]
+    except UserError as error:
+        raise StreamUnknown(f"the run's start {init} cannot be read ({error})") from error
+    return trained_instructions(meta.get("run_config"), meta.get("global_step", 0)) | started_from_instructions(
+        meta.get("run_config")
+    )
 
 
 def markdown(results: dict[str, Any], settings: dict[str, Any], parts: dict[str, Any] | str | None = None) -> str:
