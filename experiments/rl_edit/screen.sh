@@ -5,7 +5,7 @@
 # Screens are counted in iterations, not minutes, so two run side by side without biasing each other.
 #   experiments/rl_edit/screen.sh NAME START SEED [fit overrides...]
 #   e.g. experiments/rl_edit/screen.sh lr3e-4 edits 7 model.optimizer.lr=3e-4 model.optimizer.muon_lr=3e-3
-# Writes runs/rl_screen_<NAME>_<START>_s<SEED>/ (fit, eval/) and runs/rl_start_<START>_s<SEED>/eval_screen/.
+# Writes runs/rl_screen_<NAME>_<START>_s<SEED>/ (fit, fit_seconds, eval/) and runs/rl_start_<START>_s<SEED>/eval_screen/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=$1 start=$2 seed=$3; shift 3
@@ -16,8 +16,12 @@ evaluate() {  # evaluate CKPT OUT
   [ -f "$2/results.json" ] || python -m omnigen.evaluate ckpt="$1" "families=[text_to_image,mixed_modal]" \
     samples_per_family="$samples" out="$2" > /dev/null
 }
-[ -f "$run/checkpoints/last.ckpt" ] || python -m omnigen.fit experiment=rl_edit seed="$seed" \
-  model.finetune.init_from="$from/checkpoints/step_0002200.ckpt" trainer.max_steps="${ITERS:-100}" \
-  callbacks.reward_guard.every_n_steps=0 logger=csv "$@" hydra.run.dir="$run" > "$run.log" 2>&1
+if [ ! -f "$run/fit_seconds" ]; then
+  began=$(date +%s)
+  python -m omnigen.fit experiment=rl_edit seed="$seed" model.finetune.init_from="$from/checkpoints/step_0002200.ckpt" \
+    trainer.max_steps="${ITERS:-100}" callbacks.reward_guard.every_n_steps=0 logger=csv "$@" hydra.run.dir="$run" \
+    > "$run.log" 2>&1
+  echo $(( $(date +%s) - began )) > "$run/fit_seconds"
+fi
 evaluate "$run/checkpoints/last.ckpt" "$run/eval"
 evaluate "$from/checkpoints/step_0002200.ckpt" "$from/eval_screen"
