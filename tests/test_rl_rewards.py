@@ -82,3 +82,22 @@ def test_a_misspelt_metric_a_psnr_and_an_unknown_family_or_task_are_named():
     sample = sample_at(0, 5, {"text_to_image": 1.0}, 32)
     with pytest.raises(UserError, match="no terms for text_to_image/t2i"):
         reward("text_to_image", sample.task, sample.spec, np.asarray(sample.output_image))
+
+
+@pytest.mark.parametrize("name", ["edit", "mini_paper"])
+def test_each_shipped_reward_config_scores_the_ground_truth_one_in_every_family_it_rewards(name):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from omnigen.config import CONFIG_DIR
+
+    reward = instantiate(OmegaConf.load(f"{CONFIG_DIR}/rl/reward/{name}.yaml"), _convert_="all")
+    families = {key.partition("/")[0] for key in reward.terms}
+    assert name != "mini_paper" or families == {
+        "text_to_image", "mixed_modal", "subject_driven", "visual_condition", "cv_tasks"
+    }  # fmt: skip
+    for family in sorted(families):
+        for i in range(40):  # every task of the family turns up in 40 draws
+            sample = sample_at(i, 3, {family: 1.0}, 32)
+            value, _ = reward(family, sample.task, sample.spec, np.asarray(sample.output_image))
+            assert value == pytest.approx(1.0), (name, family, sample.task)
