@@ -85,6 +85,7 @@ def test_grpo_is_exactly_on_policy_at_each_rollouts_first_update_and_clips_after
             RL
             + [
                 "rl/algorithm=grpo",
+                "trainer.max_steps=3",
                 f"model.finetune.init_from={fitted_checkpoint}",
                 "model.updates_per_rollout=2",
                 "model.algorithm.timestep_fraction=1.0",
