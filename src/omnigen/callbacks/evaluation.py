@@ -36,10 +36,11 @@ class EvaluationCallback(PeriodicCallback):
         )
         self.guidance_scale, self.img_guidance_scale, self.seed = guidance_scale, img_guidance_scale, seed
 
-    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        results, examples = evaluate_shapes(
+    def evaluate(self, pl_module: LightningModule, families: list[str] | None = None) -> tuple[dict, list[dict]]:
+        """evaluate_shapes' (results, examples) of the module now, on `families` (default: this callback's)."""
+        return evaluate_shapes(
             OmniGenPipeline(pl_module),
-            self.families,
+            families or self.families,
             self.samples_per_family,
             self.image_size,
             self.num_inference_steps,
@@ -47,6 +48,9 @@ class EvaluationCallback(PeriodicCallback):
             self.img_guidance_scale,
             seed=self.seed,
         )
+
+    def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results, examples = self.evaluate(pl_module)
         metrics = flat_metrics(results)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)

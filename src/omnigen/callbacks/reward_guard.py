@@ -14,45 +14,32 @@ from typing import Any
 
 from lightning import LightningModule, Trainer
 
-from omnigen.callbacks.periodic import PeriodicCallback
-from omnigen.evaluation import evaluate_shapes
-from omnigen.pipeline import OmniGenPipeline
+from omnigen.callbacks.evaluation import EvaluationCallback
 from omnigen.rl.rewards import RolloutSample
 
 log = logging.getLogger(__name__)
 ACTIONS = ("warn", "stop")
+# Cheaper than a full evaluation's, and sampled as rollouts are (no guidance): the guard compares like with like.
+GUARD_DEFAULTS = {"every_n_steps": 50, "samples_per_family": 32, "num_inference_steps": 10, "guidance_scale": 1.0,
+                  "img_guidance_scale": 1.0}  # fmt: skip
 
 
-class RewardGuard(PeriodicCallback):
-    def __init__(
-        self,
-        every_n_steps: int = 50,
-        families: list[str] | None = None,
-        samples_per_family: int = 32,
-        image_size: int = 32,
-        num_inference_steps: int = 10,
-        guidance_scale: float = 1.0,
-        img_guidance_scale: float = 1.0,
-        tolerance: float = 0.1,
-        action: str = "warn",
-        seed: int = 0,
-    ) -> None:
-        """families: those to hold out (None: the ones the reward has terms for); tolerance: how far the two
-        rewards' gains may part, and how far an unpaid [0, 1] metric may fall, before the guard acts."""
-        super().__init__(every_n_steps)
+class RewardGuard(EvaluationCallback):
+    def __init__(self, tolerance: float = 0.1, action: str = "warn", **evaluation: Any) -> None:
+        """tolerance: how far the two rewards' gains may part, and how far an unpaid [0, 1] metric may fall, before
+        the guard acts. `evaluation`: EvaluationCallback's settings (every_n_steps, families, samples_per_family,
+        image_size, num_inference_steps, guidance_scale, img_guidance_scale, seed); families None holds out the
+        families the reward has terms for."""
+        super().__init__(**(GUARD_DEFAULTS | evaluation))
+        samples_per_family = self.samples_per_family
         if action not in ACTIONS:
             raise ValueError(f"reward_guard.action must be one of {ACTIONS}, got {action!r}")
         if samples_per_family < 1 or tolerance <= 0:
             raise ValueError(
                 f"reward_guard needs samples_per_family >= 1 and tolerance > 0, got {samples_per_family}, {tolerance}"
             )
-        self.families, self.samples_per_family, self.image_size = families, samples_per_family, image_size
-        self.num_inference_steps, self.guidance_scale, self.img_guidance_scale = (
-            num_inference_steps,
-            guidance_scale,
-            img_guidance_scale,
-        )
-        self.tolerance, self.action, self.seed = tolerance, action, seed
+        self.held_out = evaluation.get("families")  # None: the reward's families, known once the module is
+        self.tolerance, self.action = tolerance, action
         self.start: dict[str, Any] | None = None  # the first check's values: what later ones are compared to
         self.train_rewards: list[float] = []  # the rollouts' mean rewards since the last check
         self.last_rollout: int | None = None
@@ -79,17 +66,8 @@ class RewardGuard(PeriodicCallback):
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         reward = pl_module.reward
-        families = self.families or reward_families(reward)
-        results, examples = evaluate_shapes(
-            OmniGenPipeline(pl_module),
-            families,
-            self.samples_per_family,
-            self.image_size,
-            self.num_inference_steps,
-            self.guidance_scale,
-            self.img_guidance_scale,
-            seed=self.seed,
-        )
+        families = self.held_out or reward_families(reward)
+        results, examples = self.evaluate(pl_module, families)
         samples = [RolloutSample(e["family"], e["task"], e["spec"], e["instruction"]) for e in examples]
         values, _ = reward.score_batch(samples, [e["generated"] for e in examples])
         heldout = sum(values) / len(values)
