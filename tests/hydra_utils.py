@@ -21,6 +21,15 @@ FAST = [
     "trainer.enable_model_summary=false",
 ]
 
+# And for reward fine-tuning (experiment=rl_*): small groups, short rollouts, a guard of a few samples.
+RL_FAST = [
+    "model.group_size=3",
+    "model.sampling.num_steps=3",
+    "callbacks.reward_guard.samples_per_family=2",
+    "callbacks.reward_guard.num_inference_steps=2",
+    "callbacks.rollout_grid.groups=2",
+]
+
 
 def compose_fit(overrides: list[str], output_dir: Path) -> DictConfig:
     """omnigen.config.compose_fit with the hydra node, and the run writing into `output_dir`."""

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from hydra_utils import EXPERIMENTS, FAST, compose_fit
+from hydra_utils import EXPERIMENTS, FAST, RL_FAST, compose_fit
 from omegaconf import OmegaConf
 
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
@@ -43,7 +43,8 @@ def test_every_experiment_composes_instantiates_and_trains(experiment, tmp_path)
     assert build(cfg)["trainer"].max_steps == cfg.trainer.max_steps
     assert cfg.task_name == experiment
     # and a few steps of it run end to end
-    objects = train(compose_fit([f"experiment={experiment}", *FAST, "logger=csv"], tmp_path))
+    rl = RL_FAST if cfg.model._target_ == "omnigen.rl.module.RewardFineTuneModule" else []
+    objects = train(compose_fit([f"experiment={experiment}", *FAST, *rl, "logger=csv"], tmp_path))
     assert objects["trainer"].global_step == 4 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from hydra_utils import FAST, compose_fit
+from hydra_utils import FAST, RL_FAST, compose_fit
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from omnigen.callbacks.reward_guard import RewardGuard
@@ -25,15 +25,11 @@ RL = [
     *FAST,
     "logger=csv",
     "data.batch_size=2",
-    "model.group_size=3",
-    "model.sampling.num_steps=3",
+    *RL_FAST,
     "model.reward.terms.mixed_modal=[{weight: 1.0, product: [unchanged_score]}]",
     "data.families={text_to_image: 0.0, mixed_modal: 1.0}",
-    "callbacks.reward_guard.samples_per_family=2",
-    "callbacks.reward_guard.num_inference_steps=2",
     "callbacks.reward_guard.every_n_steps=2",
     "callbacks.rollout_grid.every_n_steps=2",
-    "callbacks.rollout_grid.groups=2",
 ]
 
 
