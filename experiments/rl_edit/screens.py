@@ -67,7 +67,11 @@ def main(kept_only: bool) -> None:
     screens = []
     for run in sorted(p for p in KEPT.iterdir() if p.is_dir() and not p.name.startswith("start_")):
         name, start, seed = run.name.rsplit("_", 2)
-        before = json.loads((KEPT / f"start_{start}_{seed}" / "results.json").read_text())["results"]
+        start_file = KEPT / f"start_{start}_{seed}" / "results.json"
+        if not start_file.is_file():
+            print(f"{run.name}: left out, its start has no evaluation yet ({start_file})")
+            continue
+        before = json.loads(start_file.read_text())["results"]
         after = json.loads((run / "results.json").read_text())["results"]
         row = {"screen": name, "start": start, "seed": int(seed.removeprefix("s")), "dir": run.name}
         for family, metric, _ in CELLS:
