@@ -89,7 +89,8 @@ def main(kept_only: bool) -> None:
         "samples: the floor of the comparison), on the held-out samples counted in `n`. The ceiling is the ground "
         "truth: 1.0 and the PSNR cap, 100 dB. Screens are looks, not verdicts (one or two seeds, no intervals).",
         "",
-        "| screen | start | seed | n | " + " | ".join(f"{label}: start → after" for *_, label in CELLS)
+        "| screen | start | seed | n | "
+        + " | ".join(f"{label}: start → after" for *_, label in CELLS)
         + " | reward first 10 → last 10 | flat groups (last 10) | s / iteration |",
         "|---|---|---|---|" + "---|" * len(CELLS) + "---|---|---|",
     ]
@@ -102,7 +103,8 @@ def main(kept_only: bool) -> None:
         seconds = row["seconds_sampling"] + row["seconds_reward"] + row["seconds_update"]
         lines.append(
             f"| [{row['screen']}](screens/{row['dir']}/results.json) | {row['start']} | {row['seed']} | "
-            f"{row['samples_per_family']} | " + " | ".join(cells)
+            f"{row['samples_per_family']} | "
+            + " | ".join(cells)
             + f" | {row['reward_first10']:.3f} → {row['reward_last10']:.3f} | {row['flat_groups_last10']:.2f} | "
             f"{seconds:.1f} |"
         )
