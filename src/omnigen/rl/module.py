@@ -22,12 +22,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from omnigen.flow.sampler import VelocityFn
 from omnigen.module import OmniGenLitModule
 from omnigen.pipeline import OmniGenPipeline
 from omnigen.rl.algorithms import Algorithm
@@ -143,10 +143,8 @@ class RewardFineTuneModule(OmniGenLitModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[STATE_KEY] = {
-            "old": self.old,
-            "rollout": self.rollout.state() if self.rollout is not None else None,
-        }
+        reused = self.rollout is not None and self.updates_per_rollout > 1  # else the next step draws a new one
+        checkpoint[STATE_KEY] = {"old": self.old, "rollout": self.rollout.state() if reused else None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(STATE_KEY)
@@ -168,38 +166,26 @@ class RolloutPolicies:
     forward training differentiates is the one the rollout was drawn with (exact_replay)."""
 
     def __init__(self, module: RewardFineTuneModule, rollout: Rollout) -> None:
-        self.module, self.rollout = module, rollout
+        self.module, self.rollout, self.pipe = module, rollout, OmniGenPipeline(module)
         self.has_old = module.old is not None
+        self.velocities: dict[bool, VelocityFn] = {}  # guided or not, built on first use (GRPO replays guided)
 
-    @cached_property
-    def pipe(self) -> OmniGenPipeline:
-        return OmniGenPipeline(self.module)
-
-    @cached_property
-    def conditional_velocity(self):  # noqa: ANN201 (a VelocityFn)
-        return self.pipe.conditioned(
-            self.rollout.instructions, self.rollout.inputs, self.rollout.latents, 1.0, 1.0, use_kv_cache=False
-        )
-
-    @cached_property
-    def sampled_velocity(self):  # noqa: ANN201
-        sampling = self.module.sampling
-        return self.pipe.conditioned(
-            self.rollout.instructions,
-            self.rollout.inputs,
-            self.rollout.latents,
-            sampling.guidance_scale,
-            sampling.img_guidance_scale,
-            use_kv_cache=False,
-        )
+    def velocity(self, guided: bool) -> VelocityFn:
+        if guided not in self.velocities:
+            sampling = self.module.sampling
+            scales = (sampling.guidance_scale, sampling.img_guidance_scale) if guided else (1.0, 1.0)
+            self.velocities[guided] = self.pipe.conditioned(
+                self.rollout.instructions, self.rollout.inputs, self.rollout.latents, *scales, use_kv_cache=False
+            )
+        return self.velocities[guided]
 
     def conditional(self, x: Tensor, t: Tensor, weights: str | None = None) -> Tensor:
         with self.module.use_weights(weights):
-            return self.conditional_velocity(x, t)
+            return self.velocity(guided=False)(x, t)
 
     def sampled(self, x: Tensor, t: Tensor, weights: str | None = None) -> Tensor:
         with self.module.use_weights(weights):
-            return self.sampled_velocity(x, t)
+            return self.velocity(guided=True)(x, t)
 
     def timesteps(self, n: int, generator: torch.Generator) -> Tensor:
         return self.module.timesteps.sample(n, device=self.module.device, generator=generator)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from omnigen.pipeline import OmniGenPipeline
-from omnigen.rl.objectives import Trajectory, sde_sample
+from omnigen.rl.objectives import Trajectory, group_advantages, sde_sample
 from omnigen.rl.rewards import RolloutSample
 from omnigen.utils.images import to_pil
 
@@ -146,16 +146,15 @@ def output_size(batch: dict[str, Any]) -> tuple[int, int]:
 def reward_summary(rollout: Rollout) -> dict[str, float]:
     """rl/reward (mean), rl/reward_spread (the mean within-group standard deviation) and rl/flat_groups (the
     share of groups whose samples all scored alike: they teach nothing), overall and per family/task."""
-    by_label: dict[str, list[Tensor]] = defaultdict(list)
+    _, flat = group_advantages(rollout.rewards, rollout.group_size)  # (prompts,): the rule training uses
     grouped = rollout.rewards.view(-1, rollout.group_size)  # (prompts, G)
-    for label, rewards in zip(rollout.groups()[:: rollout.group_size], grouped, strict=True):
-        by_label[""].append(rewards)
-        by_label[f"/{label}"].append(rewards)
+    by_label: dict[str, list[int]] = defaultdict(list)  # label -> its groups
+    for group, label in enumerate(rollout.groups()[:: rollout.group_size]):
+        by_label[""].append(group)
+        by_label[f"/{label}"].append(group)
     out = {}
     for label, groups in by_label.items():
-        stacked = torch.stack(groups)  # (groups, G)
-        spread = stacked.std(dim=1, unbiased=False)
-        out[f"rl/reward{label}"] = float(stacked.mean())
-        out[f"rl/reward_spread{label}"] = float(spread.mean())
-        out[f"rl/flat_groups{label}"] = float((spread < 1e-6).float().mean())
+        out[f"rl/reward{label}"] = float(grouped[groups].mean())
+        out[f"rl/reward_spread{label}"] = float(grouped[groups].std(dim=1, unbiased=False).mean())
+        out[f"rl/flat_groups{label}"] = float(flat[groups].float().mean())
     return out
