@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # rl_edit's headline: from each start (starts.sh: the adopted recipe's 2200 steps, "plain", and the same with the
-# edit-region weighting, "edits") and each seed, 10 more minutes of reward fine-tuning (arm rl: experiment=rl_edit
-# with RL_ARGS, the settings the screens chose) against 10 more minutes of the same supervised training (arm sft:
-# the start's own run resumed from its step 2200, optimizer, EMA and data stream included). The two arms of a
-# (start, seed) run side by side, one thread each, on the training clock (WallClockCheckpoint: 2.5 / 5 / 10
-# minutes, saving outside the clock); nothing else runs during the fits.
-# Every clock checkpoint is evaluated (128 held-out samples per family, evaluate's defaults: 20 Euler steps,
-# guidance 2.0 / 1.5), the start itself as minute 0 of both arms. Floor: the untrained model (the start run's
-# minute_0.ckpt); ceiling: the ground truth.
+# edit-region weighting, "edits") and each seed, 10 more minutes of reward fine-tuning (arm rl: experiment=rl_edit,
+# whose sampling policy the screens chose, model.old_decay=0.5; RL_ARGS adds overrides) against 10 more minutes
+# of the same supervised training (arm sft: the start's own run resumed from its step 2200, optimizer, EMA and
+# data stream included). The two arms of a (start, seed) run side by side, one thread each, on the training clock
+# (WallClockCheckpoint: 2.5 / 5 / 10 minutes, saving outside the clock); nothing else runs during the fits.
+# Every clock checkpoint is evaluated, the two starts' evaluations side by side (128 held-out samples per family,
+# evaluate's defaults: 20 Euler steps, guidance 2.0 / 1.5), the start itself as minute 0 of both arms. Floor: the
+# untrained model (the start run's minute_0.ckpt); ceiling: the ground truth.
 #
 # PRIMARY (pre-registered in README.md before any headline fit ran): for start plain,
 # mixed_modal/edit_correct@eval_minute_10, rl against the control sft, hypothesis rl=better; for start edits,
@@ -46,6 +46,21 @@ keep() {  # what the report reads, small enough to commit: each evaluation's res
   done
   mkdir -p "$dest/csv/version_0" && cp "$1/csv/version_0/metrics.csv" "$dest/csv/version_0/"
 }
+evaluate_start() {  # every evaluation of one start's seeds and arms, kept in $kept
+  local start=$1 seed from arm run m
+  for seed in "${seeds[@]}"; do
+    from=$runs/rl_start_${start}_s$seed
+    evaluate "$from/checkpoints/step_0002200.ckpt" "$from/eval_minute_0"
+    evaluate "$from/checkpoints/minute_0.ckpt" "$from/eval_floor"
+    for arm in rl sft; do
+      run=$runs/rl_edit_${arm}_${start}_s$seed
+      mkdir -p "$run/eval_minute_0" && cp "$from/eval_minute_0/results.json" "$run/eval_minute_0/"
+      for m in "${minutes[@]}"; do evaluate "$run/checkpoints/minute_$m.ckpt" "$run/eval_minute_$m"; done
+      keep "$run"
+    done
+    mkdir -p "$kept/${from##*/}/eval_floor" && cp "$from/eval_floor/results.json" "$kept/${from##*/}/eval_floor/"
+  done
+}
 if [ "${REPORT:-}" != only ]; then
   mkdir -p "$runs"
   for start in "${starts[@]}"; do
@@ -55,20 +70,9 @@ if [ "${REPORT:-}" != only ]; then
       wait "$pid"
     done
   done
-  for start in "${starts[@]}"; do
-    for seed in "${seeds[@]}"; do
-      from=$runs/rl_start_${start}_s$seed
-      evaluate "$from/checkpoints/step_0002200.ckpt" "$from/eval_minute_0"
-      evaluate "$from/checkpoints/minute_0.ckpt" "$from/eval_floor"
-      for arm in rl sft; do
-        run=$runs/rl_edit_${arm}_${start}_s$seed
-        mkdir -p "$run/eval_minute_0" && cp "$from/eval_minute_0/results.json" "$run/eval_minute_0/"
-        for m in "${minutes[@]}"; do evaluate "$run/checkpoints/minute_$m.ckpt" "$run/eval_minute_$m"; done
-        keep "$run"
-      done
-      mkdir -p "$kept/${from##*/}/eval_floor" && cp "$from/eval_floor/results.json" "$kept/${from##*/}/eval_floor/"
-    done
-  done
+  pids=()
+  for start in "${starts[@]}"; do evaluate_start "$start" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # each wait fails the script if that start's evaluations did
   [ -f "$truth/results.json" ] || python -m omnigen.evaluate ground_truth=true image_size=32 \
     "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$truth" > /dev/null
   mkdir -p "$kept/ground_truth" && cp "$truth/results.json" "$kept/ground_truth/"
