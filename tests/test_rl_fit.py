@@ -84,6 +84,7 @@ def test_grpo_is_exactly_on_policy_at_each_rollouts_first_update_and_clips_after
                 "trainer.max_steps=3",
                 f"model.finetune.init_from={fitted_checkpoint}",
                 "model.updates_per_rollout=2",
+                "model.old_decay=0",  # on policy, as Flow-GRPO: the ratio is against the sampling policy
                 "model.algorithm.timestep_fraction=1.0",
                 "model.sampling.guidance_scale=2.0",  # the replayed forward is the guided one
                 "model.sampling.img_guidance_scale=1.5",
