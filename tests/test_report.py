@@ -198,3 +198,41 @@ def test_report_draws_every_arms_learning_curve_and_judges_the_hypothesis_on_the
         main([f"out={out}", arm("ctl"), arm("up"), "control=ctl", "expect.up=higher"])
     with pytest.raises(ValueError, match="ending in their step"):
         main([f"out={out}", arm("ctl"), "curve=[eval]"])
+
+
+def test_a_split_the_reference_rows_lack_reads_as_a_dash_in_the_table_and_no_line_in_the_plot(tmp_path):
+    """evaluate's seen / unseen split is a metric of the arms; the ground truth has no split (a string saying
+    why) and an untrained floor has no seen samples, so their cells read "–" and the report still draws."""
+    for seed, (seen, unseen) in {0: (0.9, 0.5), 1: (0.8, 0.6)}.items():
+        for arm, shift in (("ctl", 0.0), ("new", 0.1)):
+            directory = tmp_path / f"{arm}_s{seed}" / "eval"
+            write_evaluation(directory, (0.7, 20.0))
+            saved = json.loads((directory / "results.json").read_text())
+            saved["seen"] = {"text_to_image": {"object": seen + shift, "n": 3.0}}
+            saved["unseen"] = {"text_to_image": {"object": unseen + shift, "n": 5.0}}
+            (directory / "results.json").write_text(json.dumps(saved))
+    write_evaluation(tmp_path / "floor", (0.6, 5.0))
+    floor = json.loads((tmp_path / "floor" / "results.json").read_text())
+    floor["seen"], floor["unseen"] = {"text_to_image": {"n": 0.0}}, {"text_to_image": {"object": 0.6, "n": 8.0}}
+    (tmp_path / "floor" / "results.json").write_text(json.dumps(floor))
+    write_evaluation(tmp_path / "truth", (1.0, 100.0))
+    truth = json.loads((tmp_path / "truth" / "results.json").read_text())
+    truth["seen"] = truth["unseen"] = "not computed: the ground truth"
+    (tmp_path / "truth" / "results.json").write_text(json.dumps(truth))
+
+    out = tmp_path / "report"
+    table = main(
+        [
+            f"out={out}",
+            f"arms.ctl=[{tmp_path / 'ctl_s0'},{tmp_path / 'ctl_s1'}]",
+            f"arms.new=[{tmp_path / 'new_s0'},{tmp_path / 'new_s1'}]",
+            "control=ctl",
+            "metrics=[text_to_image/object,seen/text_to_image/object,unseen/text_to_image/object]",
+            f"floor={tmp_path / 'floor'}",
+            f"ceiling={tmp_path / 'truth'}",
+        ]
+    )
+    assert table["new"]["seen/text_to_image/object"]["seeds"] == pytest.approx([1.0, 0.9])
+    md = (out / "results.md").read_text()
+    assert "| floor: untrained | 0.600 | – | 0.600 |" in md and "| ceiling: ground truth | 1.000 | – | – |" in md
+    assert (out / "plot.png").is_file()

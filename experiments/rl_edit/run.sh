@@ -77,12 +77,17 @@ if [ "${REPORT:-}" != only ]; then
     "families=[text_to_image,mixed_modal]" samples_per_family=128 out="$truth" > /dev/null
   mkdir -p "$kept/ground_truth" && cp "$truth/results.json" "$kept/ground_truth/"
 fi
+t2i=text_to_image/object,text_to_image/colour,text_to_image/position,text_to_image/count,text_to_image/exact_scene
+edits=mixed_modal/edit_correct,mixed_modal/unchanged_psnr,mixed_modal/target_exact_scene,mixed_modal/target_object
+metrics=$t2i,$edits,seen/text_to_image/exact_scene,unseen/text_to_image/exact_scene  # edits: every instruction is seen
 for start in "${starts[@]}"; do
   primary=mixed_modal/edit_correct@eval_minute_10
   [ "$start" = edits ] && primary=mixed_modal/unchanged_psnr@eval_minute_10
   arm_runs() { printf "$kept/rl_edit_$1_${start}_s%s," "${seeds[@]}"; }
-  python -m omnigen.report out="$out/$start" title="rl_edit from the $start start: 10 minutes of RL against SFT" \
+  # (the title is quoted inside the key=value argument: its ": " would read as a mapping)
+  python -m omnigen.report out="$out/$start" "title='rl_edit from the $start start: 10 minutes of RL against SFT'" \
+    "metrics=[$metrics]" \
     control=sft "arms.sft=[$(arm_runs sft | sed 's/,$//')]" "arms.rl=[$(arm_runs rl | sed 's/,$//')]" \
     floor="$kept/rl_start_${start}_s${seeds[0]}/eval_floor" ceiling="$kept/ground_truth" \
-    "curve=[eval_minute_0,eval_minute_2.5,eval_minute_5,eval_minute_10]" primary="$primary" expect="rl=better"
+    "curve=[eval_minute_0,eval_minute_2.5,eval_minute_5,eval_minute_10]" primary="$primary" expect.rl=better
 done

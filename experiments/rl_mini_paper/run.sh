@@ -83,4 +83,4 @@ arm_runs() { printf "$kept/rl_mp_$1_s%s," "${seeds[@]}" | sed 's/,$//'; }
 python -m omnigen.report out="$out" "title='rl_mini_paper: 12 minutes of RL against SFT from mini_paper step 2400'" \
   control=sft "arms.sft=[$(arm_runs sft)]" "arms.rl=[$(arm_runs rl)]" floor="$kept/rl_mp_start_s${seeds[0]}/eval_floor" \
   ceiling="$truth" "curve=[eval_minute_0,eval_minute_3,eval_minute_6,eval_minute_12]" \
-  primary=cv_tasks/seg_miou@eval_minute_12 expect="rl=better"
+  primary=cv_tasks/seg_miou@eval_minute_12 expect.rl=better

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omnigen.report.tables import point_label, point_value, score
+from omnigen.report.tables import point_label, point_value, reference_score, score
 from omnigen.utils.stats import seed_of
 
 
@@ -55,8 +55,9 @@ def plot_curves(
             ax.plot(xs, [sum(v) / len(v) for v in values], color=f"C{i}", marker="o", label=arm, linewidth=1.2)
             ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=f"C{i}", alpha=0.15)
         for (label, results), style in zip(references.items(), (":", "--"), strict=False):
-            if not (key.endswith("psnr") and label.startswith("ceiling")):  # 100 dB would flatten the axis
-                ax.axhline(score(results, key), color="grey", linestyle=style, linewidth=1, label=label)
+            value = reference_score(results, key)  # None: this reference has no such value
+            if value is not None and not (key.endswith("psnr") and label.startswith("ceiling")):  # 100 dB flattens
+                ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=label)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel(point_label(points[0]).rstrip("0123456789. ") or "evaluation")
         ax.legend(fontsize=6)

@@ -125,6 +125,12 @@ def score(results: dict[str, dict[str, float]], key: str) -> float:
     return results[family][metric]
 
 
+def reference_score(results: dict[str, dict[str, float]], key: str) -> float | None:
+    """A floor's or ceiling's value, None where it has none (the ground truth has no seen / unseen split)."""
+    family, metric = key.split("/", 1)
+    return results.get(family, {}).get(metric)
+
+
 def digits(key: str) -> int:
     return 1 if key.endswith("psnr") else 3
 
@@ -184,7 +190,7 @@ def markdown(
 ) -> str:
     lines = [f"| arm | {' | '.join(metrics)} | final train loss | fit wall (s) |", "|---" * (len(metrics) + 3) + "|"]
     for label, results in (references or {}).items():
-        cells = [f"{score(results, key):.{digits(key)}f}" for key in metrics]
+        cells = ["–" if (v := reference_score(results, key)) is None else f"{v:.{digits(key)}f}" for key in metrics]
         lines.append(f"| {label} | {' | '.join(cells)} | – | – |")
     for arm, row in table.items():
         cells = []
