@@ -45,7 +45,9 @@ def main() -> None:
         _, _, arm, start, seed = run.name.split("_")
         metrics = run / "csv" / "version_0" / "metrics.csv"
         row = {"arm": arm, "start": start, "seed": int(seed.removeprefix("s"))}
-        row["t2"] = {m: t2_cells(json.loads((run / f"eval_minute_{m}" / "results.json").read_text())["results"]) for m in MINUTES}
+        row["t2"] = {
+            m: t2_cells(json.loads((run / f"eval_minute_{m}" / "results.json").read_text())["results"]) for m in MINUTES
+        }
         if arm == "rl":
             timed = training_rewards(metrics)
             row |= {"iterations": timed["iterations"]} | {f"seconds_{p}": timed[f"seconds_{p}"] for p in PARTS}
@@ -55,7 +57,9 @@ def main() -> None:
     rl = [r for r in runs if r["arm"] == "rl"]
     per_part = {p: statistics.mean(r[f"seconds_{p}"] for r in rl) for p in PARTS}
     total = sum(per_part.values())
-    (HERE / "headline.json").write_text(json.dumps({"runs": runs, "mean_seconds_per_iteration": per_part}, indent=1) + "\n")
+    (HERE / "headline.json").write_text(
+        json.dumps({"runs": runs, "mean_seconds_per_iteration": per_part}, indent=1) + "\n"
+    )
     lines = [
         "# rl_edit headline: T2 per seed, and where the time went",
         "",
