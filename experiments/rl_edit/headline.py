@@ -64,7 +64,8 @@ def main() -> None:
         "# rl_edit headline: T2 per seed, and where the time went",
         "",
         "T2: edit correctness ≥ 0.8, t2i exact scene ≥ 0.6 and unchanged PSNR ≥ 25 dB, all three. Each cell: "
-        "edit correct / t2i exact scene / PSNR (dB), and ✓ where T2 holds (128 held-out samples per family).",
+        "edit correct / t2i exact scene / PSNR (dB), and ✓ where T2 holds (128 held-out samples per family). "
+        "Source: `headline.json`, from each run's `runs/<run>/eval_minute_<m>/results.json`.",
         "",
         "| arm | start | seed | " + " | ".join(f"minute {m}" for m in MINUTES) + " |",
         "|---|---|---|" + "---|" * len(MINUTES),
@@ -78,7 +79,8 @@ def main() -> None:
     lines += [
         "",
         "Mean seconds per RL iteration (8 prompts × G 8 = 64 samples, 10 Euler steps), over the "
-        f"{len(rl)} RL runs (one thread each, the SFT arm beside it on the 2-core CPU machine):",
+        f"{len(rl)} RL runs (one thread each, the SFT arm beside it on the 2-core CPU machine). Source: "
+        "`headline.json`, from the runs' `runs/<run>/csv/version_0/metrics.csv`:",
         "",
         "| part | seconds | share |",
         "|---|---|---|",
