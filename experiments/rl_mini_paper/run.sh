@@ -25,7 +25,7 @@ start() {  # start SEED: mini_paper's first 2400 steps (and its untrained weight
   [ -f "$run/checkpoints/$start_ckpt" ] && return 0
   python -m omnigen.fit experiment=mini_paper seed="$1" trainer.max_steps=$start_steps logger=csv \
     +callbacks.wall_clock._target_=omnigen.callbacks.wall_clock.WallClockCheckpoint "+callbacks.wall_clock.minutes=[0]" \
-    "+callbacks.wall_clock.dirpath=$run/checkpoints" hydra.run.dir="$run" > "$run.log" 2>&1
+    +callbacks.wall_clock.stop_after_last=false "+callbacks.wall_clock.dirpath=$run/checkpoints" hydra.run.dir="$run" > "$run.log" 2>&1
 }
 fit() {  # fit ARM SEED: done once its last clock checkpoint exists
   local run=$runs/rl_mp_$1_s$2 from=$runs/rl_mp_start_s$2/checkpoints/$start_ckpt
