@@ -18,7 +18,8 @@ seeds=(${SEEDS:-0 1 2}) minutes=(3 6 12) start_steps=2400 start_ckpt=step_000240
 ALL=text_to_image,mixed_modal,subject_driven,visual_condition,cv_tasks
 out=experiments/rl_mini_paper kept=experiments/rl_mini_paper/runs runs=runs truth=experiments/mini_paper/runs/mini_paper_ground_truth
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-clock=("callbacks.wall_clock.minutes=[$(IFS=,; echo "${minutes[*]}")]" callbacks.wall_clock.stop_after_last=true
+clock=(+callbacks.wall_clock._target_=omnigen.callbacks.wall_clock.WallClockCheckpoint  # neither arm's experiment has one
+  "+callbacks.wall_clock.minutes=[$(IFS=,; echo "${minutes[*]}")]" +callbacks.wall_clock.stop_after_last=true
   trainer.max_steps=1000000 callbacks.checkpoint.every_n_train_steps=1000000)
 start() {  # start SEED: mini_paper's first 2400 steps (and its untrained weights, the floor); once
   local run=$runs/rl_mp_start_s$1
@@ -30,34 +31,31 @@ start() {  # start SEED: mini_paper's first 2400 steps (and its untrained weight
 fit() {  # fit ARM SEED: done once its last clock checkpoint exists
   local run=$runs/rl_mp_$1_s$2 from=$runs/rl_mp_start_s$2/checkpoints/$start_ckpt
   [ -f "$run/checkpoints/minute_${minutes[-1]}.ckpt" ] && return 0
-  if [ "$1" = rl ]; then
-    python -m omnigen.fit experiment=rl_mini_paper seed="$2" model.finetune.init_from="$from" \
-      callbacks.reward_guard.every_n_steps=0 +callbacks.wall_clock._target_=omnigen.callbacks.wall_clock.WallClockCheckpoint \
-      "+callbacks.wall_clock.dirpath=$run/checkpoints" "+${clock[0]}" "+${clock[1]}" "${clock[@]:2}" \
-      logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
-  else
-    python -m omnigen.fit experiment=mini_paper seed="$2" ckpt_path="$from" \
-      +callbacks.wall_clock._target_=omnigen.callbacks.wall_clock.WallClockCheckpoint \
-      "+callbacks.wall_clock.dirpath=$run/checkpoints" "+${clock[0]}" "+${clock[1]}" "${clock[@]:2}" \
-      logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
-  fi
+  local arm=(experiment=mini_paper ckpt_path="$from")  # sft: the start's own run, resumed
+  [ "$1" = rl ] && arm=(experiment=rl_mini_paper model.finetune.init_from="$from" callbacks.reward_guard.every_n_steps=0)
+  python -m omnigen.fit "${arm[@]}" seed="$2" "${clock[@]}" "+callbacks.wall_clock.dirpath=$run/checkpoints" \
+    logger=csv hydra.run.dir="$run" > "$run.log" 2>&1
 }
 evaluate() {  # evaluate CKPT OUT
   [ -f "$2/results.json" ] || python -m omnigen.evaluate ckpt="$1" "families=[$ALL]" samples_per_family=64 \
     out="$2" > /dev/null
 }
+keep() {  # what the report reads, small enough to commit: each evaluation's results.json, the loss log
+  local dest=$kept/${1##*/} evaluation
+  for evaluation in "$1"/eval_minute_*; do
+    mkdir -p "$dest/${evaluation##*/}" && cp "$evaluation/results.json" "$dest/${evaluation##*/}/"
+  done
+  mkdir -p "$dest/csv/version_0" && cp "$1/csv/version_0/metrics.csv" "$dest/csv/version_0/"
+}
 evaluate_seed() {  # every evaluation of one seed, kept (results.json, the loss log) in $kept
-  local seed=$1 from=$runs/rl_mp_start_s$1 arm run m evaluation
+  local seed=$1 from=$runs/rl_mp_start_s$1 arm run m
   evaluate "$from/checkpoints/$start_ckpt" "$from/eval_minute_0"
   evaluate "$from/checkpoints/minute_0.ckpt" "$from/eval_floor"
   for arm in rl sft; do
     run=$runs/rl_mp_${arm}_s$seed
     mkdir -p "$run/eval_minute_0" && cp "$from/eval_minute_0/results.json" "$run/eval_minute_0/"
     for m in "${minutes[@]}"; do evaluate "$run/checkpoints/minute_$m.ckpt" "$run/eval_minute_$m"; done
-    for evaluation in "$run"/eval_minute_*; do
-      mkdir -p "$kept/${run##*/}/${evaluation##*/}" && cp "$evaluation/results.json" "$kept/${run##*/}/${evaluation##*/}/"
-    done
-    mkdir -p "$kept/${run##*/}/csv/version_0" && cp "$run/csv/version_0/metrics.csv" "$kept/${run##*/}/csv/version_0/"
+    keep "$run"
   done
   mkdir -p "$kept/${from##*/}/eval_floor" && cp "$from/eval_floor/results.json" "$kept/${from##*/}/eval_floor/"
 }
