@@ -11,7 +11,8 @@
 # rl=better. Everything else, the seven targets included, is exploratory (Holm).
 #   experiments/rl_mini_paper/run.sh            SEEDS="0" experiments/rl_mini_paper/run.sh
 #   REPORT=only experiments/rl_mini_paper/run.sh   # the tables again, from the copies in experiments/rl_mini_paper/runs
-# Writes runs/rl_mp_start_s<seed>/, runs/rl_mp_{rl,sft}_s<seed>/ and experiments/rl_mini_paper/results.{json,md}.
+# Writes runs/rl_mp_start_s<seed>/, runs/rl_mp_{rl,sft}_s<seed>/ experiments/rl_mini_paper/results.{json,md} and
+# targets.{json,md} (targets.py: where the seven targets land, per seed; the RL runs' loss, reward and timing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seeds=(${SEEDS:-0 1 2}) minutes=(3 6 12) start_steps=2400 start_ckpt=step_0002400.ckpt
@@ -82,3 +83,4 @@ python -m omnigen.report out="$out" "title='rl_mini_paper: 12 minutes of RL agai
   control=sft "arms.sft=[$(arm_runs sft)]" "arms.rl=[$(arm_runs rl)]" floor="$kept/rl_mp_start_s${seeds[0]}/eval_floor" \
   ceiling="$truth" "curve=[eval_minute_0,eval_minute_3,eval_minute_6,eval_minute_12]" \
   primary=cv_tasks/seg_miou@eval_minute_12 expect.rl=better
+python "$out/targets.py" $([ "${REPORT:-}" = only ] || echo --examples "$runs")
