@@ -119,7 +119,8 @@ def main() -> None:
     lines += [
         "",
         "Mean seconds per RL iteration (8 prompts × G 8 = 64 samples, 10 Euler steps, one thread, the SFT arm beside "
-        "it on the 2-core CPU machine); source: the RL runs' `runs/<run>/csv/version_0/metrics.csv`:",
+        "it on the 2-core CPU machine). Source: `targets.json`, from the RL runs' "
+        "`runs/<run>/csv/version_0/metrics.csv`:",
         "",
         "| part | seconds | share |",
         "|---|---|---|",
@@ -135,8 +136,8 @@ def main() -> None:
         )
         + ".",
         "",
-        f"Each RL run's loss and rollout reward, the mean of each block of {BLOCK} iterations in order (source as "
-        "above):",
+        f"Each RL run's loss and rollout reward, the mean of each block of {BLOCK} iterations in order. Source: "
+        "`targets.json`, from the same logs:",
         "",
         "| run | curve | values |",
         "|---|---|---|",
