@@ -40,3 +40,15 @@ class PoisonWeights(Callback):
         if trainer.global_step == self.at_step:
             with torch.no_grad():
                 pl_module.transformer.final_layer.linear.weight.fill_(float("nan"))
+
+
+class ShardProbe(Callback):
+    """Each rank writes `<run dir>/shards_<r>.pt` at the end of training: for every parameter of the module, its
+    full size and the size this rank holds (a DTensor's local shard under FSDP2)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sizes = {
+            name: (p.numel(), p.to_local().numel() if hasattr(p, "to_local") else p.numel())
+            for name, p in pl_module.named_parameters()
+        }
+        torch.save(sizes, Path(trainer.default_root_dir) / f"shards_{trainer.global_rank}.pt")

@@ -1,4 +1,4 @@
-"""Distributed training from config: 2-process DDP on the CPU (gloo) end to end, FSDP built from config."""
+"""Distributed training from config: 2-process DDP and FSDP2 on the CPU (gloo), end to end."""
 
 import os
 import subprocess
@@ -9,18 +9,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from hydra_utils import FAST, compose_fit
-from lightning.pytorch.accelerators import CUDAAccelerator
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-    CheckpointWrapper,
-    apply_activation_checkpointing,
-)
+from lightning.pytorch.strategies import DDPStrategy
 
-from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.checkpoints.atomic_io import AtomicCheckpointIO
 from omnigen.checkpoints.native import read_checkpoint
 from omnigen.fit import build, train
-from omnigen.training.distributed import DecoderLayerPolicy, transformer_layer_classes
+from omnigen.pipeline import OmniGenPipeline
+from omnigen.training.distributed import FullyShardedStrategy, transformer_layers
 
 TESTS = Path(__file__).resolve().parent
 
@@ -101,47 +96,69 @@ def test_ddp_configs_build_on_the_cpu(option, start_method, tmp_path):
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
-def pretend_one_cuda_device(monkeypatch) -> None:
-    """Lightning refuses FSDP without a GPU; this machine has none, so say it has one (nothing runs on it)."""
-    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
-    monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 1))
-    monkeypatch.setattr(CUDAAccelerator, "parse_devices", staticmethod(lambda devices: [0]))
-    monkeypatch.setattr(
-        CUDAAccelerator, "get_parallel_devices", staticmethod(lambda devices: [torch.device("cuda", 0)])
+FSDP_ON_CPU = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def fit_in_subprocess(overrides: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
     )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_fsdp_config_builds_a_trainer_that_shards_by_decoder_layer(monkeypatch, tmp_path):
-    pretend_one_cuda_device(monkeypatch)
-    cfg = compose_fit(["trainer=fsdp"], tmp_path)
-    objects = build(cfg)
-    strategy = objects["trainer"].strategy
-    assert isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == "full"
-    assert isinstance(strategy.checkpoint_io, AtomicCheckpointIO)  # full state dicts go through the plugin: atomic
-    assert strategy.precision_plugin.precision == "bf16-mixed"
-    mp = strategy.mixed_precision_config
-    assert (mp.param_dtype, mp.reduce_dtype, mp.buffer_dtype) == (torch.bfloat16, torch.float32, torch.float32)
-    assert strategy.kwargs["use_orig_params"] is True
-    policy = strategy.kwargs["auto_wrap_policy"]
-    assert isinstance(policy, DecoderLayerPolicy)
-    # the default EMA averages full weights: under FSDP it refuses and says how to train without it
-    ema = next(c for c in objects["trainer"].callbacks if isinstance(c, PowerEMAWeightAveraging))
-    with pytest.raises(ValueError, match="callbacks=no_ema"):
-        ema.setup(objects["trainer"], objects["module"], "fit")
+def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_exactly(tmp_path):
+    """`python -m omnigen.fit trainer=fsdp trainer.accelerator=cpu trainer.devices=2`: every transformer parameter
+    is split between the two ranks (gloo; bf16 compute, fp32 reduction), the frozen VAE is whole on each; the
+    final sample grid samples through the shards; last.ckpt is the one self-describing file that
+    OmniGenPipeline.from_checkpoint samples with; and a run resumed from the step-2 checkpoint ends with the same
+    raw and averaged (power EMA) weights as the uninterrupted one."""
+    run = tmp_path / "run"
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={run}", "+callbacks.shards._target_=probes.ShardProbe"])
+    shards = [torch.load(run / f"shards_{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, (full, local) in shards[0].items():
+        if name.startswith("transformer."):
+            assert local + shards[1][name][1] == full and local < full, f"{name} is not sharded: {full}, {local}"
+        else:
+            assert name.startswith("vae.") and local == full, f"{name}: {full}, {local}"
+    assert (run / "samples" / "step_0000004.png").is_file()
+    last = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 4 and last["omnigen"]["global_step"] == 4
+    pipeline = OmniGenPipeline.from_checkpoint(run / "checkpoints" / "last.ckpt")
+    for name, value in pipeline.module.state_dict().items():  # the averaged weights, whole
+        assert torch.equal(value, last["state_dict"][name].to(value.dtype)), name
+    image = pipeline.generate(["a red circle"], [[]], 32, 32, 2, generator=torch.Generator().manual_seed(0))[0]
+    assert image.shape == (3, 32, 32) and torch.isfinite(image).all()
 
-    # FSDP itself needs an accelerator; activation checkpointing walks the tree with the same
-    # (module, recurse, nonwrapped_numel) policy protocol and runs on the CPU.
-    module = objects["module"]
-    layers = transformer_layer_classes(module)
-    assert {c.__name__ for c in layers} == {"Phi3DecoderLayer"}
-    apply_activation_checkpointing(module, auto_wrap_policy=policy)
-    wrapped = [
-        type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)
-    ]
-    assert wrapped == ["Phi3DecoderLayer"] * cfg.model.backbone.config.num_hidden_layers
+    resumed = tmp_path / "resumed"
+    fit_in_subprocess(
+        [*FAST, *FSDP_ON_CPU, f"hydra.run.dir={resumed}", f"ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}"]
+    )
+    again = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    for key in ("state_dict", "current_model_state"):
+        assert last[key].keys() == again[key].keys()
+        for name, value in last[key].items():
+            assert torch.equal(value, again[key][name]), f"the resumed run's {key} differs in {name}"
 
 
-def test_the_wrap_policy_follows_the_backbone(tmp_path):
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_the_fsdp_config_is_fsdp2_with_bf16_compute_and_fp32_reduction(nodes, tmp_path):
+    cfg = compose_fit([*FSDP_ON_CPU, f"trainer.num_nodes={nodes}"], tmp_path)
+    trainer = build(cfg)["trainer"]
+    strategy = trainer.strategy
+    assert isinstance(strategy, FullyShardedStrategy) and strategy.reshard_after_forward is True
+    assert strategy._save_distributed_checkpoint is False  # one gathered, self-describing file
+    policy = strategy.mixed_precision
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert trainer.precision == "32-true"  # the optimizer updates fp32 shards
+    assert isinstance(strategy.checkpoint_io, AtomicCheckpointIO)
+    assert (trainer.num_nodes, trainer.num_devices, strategy.world_size) == (nodes, 2, 2 * nodes)
+
+
+def test_the_layers_to_shard_follow_the_backbone(tmp_path):
     """Another HF architecture: its own layer class, with no change to trainer/fsdp.yaml."""
     backbone = {
         "model_type": "llama",
@@ -155,11 +172,9 @@ def test_the_wrap_policy_follows_the_backbone(tmp_path):
         "max_position_embeddings": 512,
     }
     cfg = compose_fit([], tmp_path)
+    assert [type(m).__name__ for m in transformer_layers(instantiate(cfg.model, _convert_="all"))] == [
+        "Phi3DecoderLayer"
+    ] * cfg.model.backbone.config.num_hidden_layers
     cfg.model.backbone.config = backbone
     module = instantiate(cfg.model, _convert_="all")
-    policy = DecoderLayerPolicy()
-    apply_activation_checkpointing(module, auto_wrap_policy=policy)
-    wrapped = [
-        type(m._checkpoint_wrapped_module).__name__ for m in module.modules() if isinstance(m, CheckpointWrapper)
-    ]
-    assert wrapped == ["LlamaDecoderLayer"] * 3 and policy.class_names == {"LlamaDecoderLayer"}
+    assert [type(m).__name__ for m in transformer_layers(module)] == ["LlamaDecoderLayer"] * 3

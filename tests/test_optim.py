@@ -1,5 +1,7 @@
 """MuonAdamW: Muon on the decoder layers' matrices, AdamW on the rest, one schedule, exact resumes."""
 
+import copy
+
 import pytest
 import torch
 from hydra_utils import FAST, compose_fit
@@ -65,6 +67,47 @@ def test_bad_parameters_are_refused_with_a_reason():
         MuonAdamW([("head.weight", weight)])
     with pytest.raises(ValueError, match="not MuonAdamW's.*optimiser it was trained with"):  # e.g. AdamW's
         MuonAdamW([("body.layers.0.weight", weight)]).load_state_dict(torch.optim.AdamW([weight]).state_dict())
+
+
+def two_part_optimizer() -> tuple[MuonAdamW, list[torch.nn.Parameter]]:
+    torch.manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(4, 3)),
+        torch.nn.Parameter(torch.randn(3)),
+        torch.nn.Parameter(torch.randn(5, 4)),
+    ]
+    names = ["body.layers.0.weight", "head.bias", "body.layers.1.weight"]
+    return MuonAdamW(list(zip(names, params, strict=True)), lr=1e-2, muon_lr=0.02), params
+
+
+def steps(optimizer: MuonAdamW, params: list[torch.nn.Parameter], n: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("layout", ["torch", "before 2026-12-06"])
+def test_the_state_in_torchs_layout_and_in_the_old_one_resumes_exactly(layout):
+    """The state dict is torch's own layout (what torch.distributed.checkpoint reads and writes under FSDP2),
+    with both parts' groups; checkpoints in the old {"muon", "adamw"} layout still load."""
+    optimizer, params = two_part_optimizer()
+    steps(optimizer, params, 3, seed=1)
+    state = optimizer.state_dict()
+    assert set(state) == {"state", "param_groups"} and len(state["param_groups"]) == 2
+    assert sorted(state["state"]) == [0, 1, 2]  # every parameter, numbered across both parts
+    if layout != "torch":
+        state = {"muon": optimizer.muon.state_dict(), "adamw": optimizer.adamw.state_dict()}
+    resumed, resumed_params = two_part_optimizer()
+    with torch.no_grad():
+        for p, q in zip(resumed_params, params, strict=True):
+            p.copy_(q)
+    resumed.load_state_dict(copy.deepcopy(state))  # as from a file: torch's loading may alias the tensors
+    steps(optimizer, params, 2, seed=2)
+    steps(resumed, resumed_params, 2, seed=2)
+    for p, q in zip(resumed_params, params, strict=True):
+        assert torch.equal(p, q)
 
 
 def test_adamw_alone_is_one_override_away(tmp_path):

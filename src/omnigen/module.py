@@ -268,6 +268,17 @@ class OmniGenLitModule(LightningModule):
         if self.compile_backbone:
             self.transformer.llm.compile()  # in place: parameter names (and checkpoints) stay as they are
 
+    def configure_model(self) -> None:
+        # Under FSDP2 (trainer=fsdp) the strategy shards the transformer here, before the optimizer sees it.
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if hasattr(strategy, "shard"):
+            self.shard(strategy)
+
+    def shard(self, strategy: Any) -> None:
+        """Shard what trains (the transformer) with `strategy.shard`; the frozen VAE stays whole on every rank.
+        The EMA shards its copy of this module the same way (omnigen.callbacks.ema)."""
+        strategy.shard(self.transformer)
+
     def configure_optimizers(self) -> Any:
         # Named, so an optimiser can treat parameters by role (MuonAdamW); torch's take names too.
         params = [(name, p) for name, p in self.named_parameters() if p.requires_grad]

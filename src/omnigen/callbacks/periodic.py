@@ -4,6 +4,8 @@ from abc import abstractmethod
 
 from lightning import Callback, LightningModule, Trainer
 
+from omnigen.training.distributed import FullyShardedStrategy
+
 
 class PeriodicCallback(Callback):
     def __init__(self, every_n_steps: int = 0) -> None:
@@ -22,9 +24,10 @@ class PeriodicCallback(Callback):
             self.trigger(trainer, pl_module)
 
     def trigger(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Run once for this step, on global rank 0, in eval mode."""
+        """Run once for this step, in eval mode: on global rank 0, or on every rank when the model is sharded
+        (FSDP2: its forwards are collectives), where `run` writes on rank 0 alone."""
         self.last_step = trainer.global_step
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero and not isinstance(trainer.strategy, FullyShardedStrategy):
             return
         was_training = pl_module.training
         pl_module.eval()

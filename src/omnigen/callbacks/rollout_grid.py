@@ -23,7 +23,7 @@ class RolloutGridCallback(PeriodicCallback):
 
     def run(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rollout = pl_module.rollout
-        if rollout is None:
+        if rollout is None or not trainer.is_global_zero:  # decoding needs no other rank
             return
         size, rows, table = rollout.group_size, [], []
         width = max(len(zs) for zs in rollout.inputs[:: rollout.group_size])

@@ -61,6 +61,8 @@ class SampleGridCallback(PeriodicCallback):
             self.image_guidance_scale,
             generator=torch.Generator().manual_seed(self.seed),
         )
+        if not trainer.is_global_zero:  # a sharded model's other ranks took part in sampling
+            return
         max_inputs = max(len(s["input_images"]) for s in samples)
         rows = [
             [to_pil(im) for im in s["input_images"]]

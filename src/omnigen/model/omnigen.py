@@ -38,6 +38,10 @@ PREDICTIONS = ("velocity", "image")
 
 
 class OmniGen(nn.Module):
+    # Entry points besides forward (training with packing, the kv-cached sampler): a sharded model (FSDP2)
+    # must gather its parameters for these calls as it does for forward.
+    forward_methods = ("forward_packed", "cache_prefix", "forward_cached")
+
     def __init__(
         self,
         llm: nn.Module,

@@ -121,17 +121,33 @@ class MuonAdamW(Optimizer):
             part.step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw is not None else None}
-
+    # torch's own state-dict layout (the parts' groups in order, parameters by index): sharded checkpoints
+    # (torch.distributed.checkpoint, FSDP2) read and write optimisers through it.
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if set(state_dict) != {"muon", "adamw"}:
+        if set(state_dict) == {"muon", "adamw"}:  # the layout of checkpoints before 2026-12-06
+            self.muon.load_state_dict(state_dict["muon"])
+            if self.adamw is not None:
+                self.adamw.load_state_dict(state_dict["adamw"])
+        elif self.is_own_layout(state_dict):
+            groups = iter(state_dict["param_groups"])
+            for part in self.parts:
+                part_groups = [dict(next(groups)) for _ in part.param_groups]
+                local = {index: n for n, index in enumerate(i for group in part_groups for i in group["params"])}
+                for group in part_groups:  # each part numbers its own parameters from 0
+                    group["params"] = [local[i] for i in group["params"]]
+                states = {local[i]: values for i, values in state_dict["state"].items() if i in local}
+                part.load_state_dict({"state": states, "param_groups": part_groups})
+        else:
             raise ValueError(
-                "this optimiser state is not MuonAdamW's (its keys: "
-                f"{sorted(state_dict)[:4]}): resume a run with the optimiser it was trained with, "
-                "e.g. model.optimizer._target_=torch.optim.AdamW ~model.optimizer.muon_lr"
+                f"this optimiser state is not MuonAdamW's (its keys: {sorted(state_dict)[:4]}): resume a run with "
+                "the optimiser it was trained with, e.g. model.optimizer._target_=torch.optim.AdamW "
+                "~model.optimizer.muon_lr"
             )
-        self.muon.load_state_dict(state_dict["muon"])
-        if self.adamw is not None:
-            self.adamw.load_state_dict(state_dict["adamw"])
         self.param_groups = [group for part in self.parts for group in part.param_groups]
+
+    def is_own_layout(self, state_dict: dict[str, Any]) -> bool:
+        """Whether `state_dict` is torch's layout of this optimiser: its groups, with each part's options."""
+        saved = state_dict.get("param_groups")
+        if "state" not in state_dict or not isinstance(saved, list) or len(saved) != len(self.param_groups):
+            return False
+        return all(set(old) == set(new) for old, new in zip(saved, self.param_groups, strict=True))
