@@ -33,6 +33,18 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
+def fit_in_subprocess(overrides: list[str]) -> None:
+    """`python -m omnigen.fit OVERRIDES` in a subprocess, which must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "omnigen.fit", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def test_two_process_ddp_from_the_command_line_is_one_run_with_equal_weights(tmp_path):
     """`python -m omnigen.fit trainer=ddp trainer.devices=2`: Lightning re-launches the script for rank 1;
     both ranks must share rank 0's run directory (one W&B run), train on different samples and end
@@ -46,14 +58,7 @@ def test_two_process_ddp_from_the_command_line_is_one_run_with_equal_weights(tmp
         "callbacks.sample_grid=null",
         "+callbacks.rank_probe._target_=probes.RankProbe",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "omnigen.fit", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    fit_in_subprocess(overrides)
     runs = list((tmp_path / "fit" / "runs").iterdir())
     assert len(runs) == 1, f"one run directory expected, got {runs}"
     run = runs[0]
@@ -99,17 +104,6 @@ def test_ddp_configs_build_on_the_cpu(option, start_method, tmp_path):
 FSDP_ON_CPU = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 
-def fit_in_subprocess(overrides: list[str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "omnigen.fit", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
 def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_exactly(tmp_path):
     """`python -m omnigen.fit trainer=fsdp trainer.accelerator=cpu trainer.devices=2`: every transformer parameter
     is split between the two ranks (gloo; bf16 compute, fp32 reduction), the frozen VAE is whole on each; the
@@ -142,6 +136,22 @@ def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_
         assert last[key].keys() == again[key].keys()
         for name, value in last[key].items():
             assert torch.equal(value, again[key][name]), f"the resumed run's {key} differs in {name}"
+
+
+def test_lora_under_fsdp2_trains_the_adapters_alone(tmp_path):
+    """model/finetune=lora from a trained checkpoint, sharded over two CPU processes: the adapters move (lora_B
+    starts at zero) and the weights they adapt do not."""
+    base = tmp_path / "base"
+    fit_in_subprocess([*FAST, "trainer.max_steps=2", f"hydra.run.dir={base}", "callbacks.sample_grid=null"])
+    start = read_checkpoint(base / "checkpoints" / "last.ckpt")["state_dict"]
+    lora = tmp_path / "lora"
+    init = f"model.finetune.init_from={base / 'checkpoints' / 'last.ckpt'}"
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={lora}", "model/finetune=lora", init])
+    adapted = read_checkpoint(lora / "checkpoints" / "last.ckpt")["current_model_state"]
+    moved = [name for name, value in adapted.items() if "lora_B" in name and value.abs().sum() > 0]
+    assert len(moved) == len([name for name in adapted if "lora_B" in name]) > 0
+    wrapped = [name for name in adapted if ".base_layer." in name]
+    assert wrapped and all(torch.equal(adapted[n], start[n.replace(".base_layer.", ".")]) for n in wrapped)
 
 
 @pytest.mark.parametrize("nodes", [1, 2])

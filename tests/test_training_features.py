@@ -53,6 +53,7 @@ def test_the_final_sample_grid_draws_with_the_weights_last_ckpt_holds(tmp_path):
             default_root_dir=tmp_path / weights,
             global_step=objects["trainer"].global_step,
             loggers=[],
+            is_global_zero=True,
         )
         grid.run(trainer, load_module(ckpt, weights=weights))
         return np.asarray(Image.open(grid.saved[-1]))
