@@ -154,8 +154,8 @@ def examples_grid(runs: Path, seeds: tuple[int, ...] = (0, 2)) -> None:
     named = [(f"{arm} s{seed}", runs / f"rl_mp_{arm}_s{seed}") for seed in seeds for arm in ("sft", "rl")]
     grids = [Image.open(run / f"eval_minute_{MINUTES[-1]}" / "examples.png").convert("RGB") for _, run in named]
     gap, title = 10, 16
-    out = Image.new("RGB", (sum(g.width for g in grids) + gap * (len(grids) - 1), max(g.height for g in grids) + title))
-    out.paste("white", (0, 0, *out.size))
+    size = (sum(g.width for g in grids) + gap * (len(grids) - 1), max(g.height for g in grids) + title)
+    out = Image.new("RGB", size, "white")
     x = 0
     for (name, _), grid in zip(named, grids, strict=True):
         ImageDraw.Draw(out).text((x + 4, 2), f"{name}, minute {MINUTES[-1]}", fill="black")

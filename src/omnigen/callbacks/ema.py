@@ -66,13 +66,9 @@ class ShardableWeightAveraging(WeightAveraging):
                 "this checkpoint holds no weight average (it was not trained with callbacks.ema): resume it with "
                 "callbacks=no_ema"
             )
-        # The strategy has loaded the checkpoint's state_dict, the average, into the module: it becomes the
-        # average's, and the module gets its own weights back.
-        with torch.no_grad():
-            for average, current in zip(
-                self._average_model.module.state_dict().values(), pl_module.state_dict().values(), strict=True
-            ):
-                average.copy_(current)
+        # The strategy has loaded the checkpoint's state_dict, the average, into the module: swapped, it becomes
+        # the average's, and the module then gets its own weights back.
+        self._swap_models(pl_module)
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
         set_model_state_dict(pl_module, checkpoint["current_model_state"], options=options)
         self._average_model.n_averaged.copy_(checkpoint["averaging_state"]["n_averaged"])

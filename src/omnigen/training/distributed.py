@@ -73,10 +73,9 @@ class FullyShardedStrategy(ModelParallelStrategy):
                 f"FullyShardedStrategy found no transformer layer in {type(root).__name__}: its HF backbone "
                 "declares none in `_no_split_modules`"
             )
-        for layer in layers:
+        for unit in [*layers, root]:  # the layers first: the root unit holds what no layer took
             fully_shard(
-                layer, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward
+                unit, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward
             )
-        fully_shard(root, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward)
         for name in getattr(root, "forward_methods", ()):  # methods called instead of forward gather too
             register_fsdp_forward_method(root, name)
