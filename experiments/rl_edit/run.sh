@@ -17,6 +17,7 @@
 # Writes runs/rl_edit_{rl,sft}_<start>_s<seed>/ and experiments/rl_edit/<start>/results.{json,md}, plot.png.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/lib.sh  # keep_evaluations
 seeds=(${SEEDS:-7 8 9}) starts=(${STARTS:-plain edits}) minutes=(2.5 5 10)
 out=experiments/rl_edit kept=experiments/rl_edit/runs runs=runs truth=runs/speedrun_ground_truth
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -39,13 +40,6 @@ evaluate() {  # evaluate CKPT OUT
   [ -f "$2/results.json" ] || python -m omnigen.evaluate ckpt="$1" "families=[text_to_image,mixed_modal]" \
     samples_per_family=128 out="$2" > /dev/null
 }
-keep() {  # what the report reads, small enough to commit: each evaluation's results.json, the loss log
-  local dest=$kept/${1##*/} evaluation
-  for evaluation in "$1"/eval_minute_*; do
-    mkdir -p "$dest/${evaluation##*/}" && cp "$evaluation/results.json" "$dest/${evaluation##*/}/"
-  done
-  mkdir -p "$dest/csv/version_0" && cp "$1/csv/version_0/metrics.csv" "$dest/csv/version_0/"
-}
 evaluate_start() {  # every evaluation of one start's seeds and arms, kept in $kept
   local start=$1 seed from arm run m
   for seed in "${seeds[@]}"; do
@@ -56,7 +50,7 @@ evaluate_start() {  # every evaluation of one start's seeds and arms, kept in $k
       run=$runs/rl_edit_${arm}_${start}_s$seed
       mkdir -p "$run/eval_minute_0" && cp "$from/eval_minute_0/results.json" "$run/eval_minute_0/"
       for m in "${minutes[@]}"; do evaluate "$run/checkpoints/minute_$m.ckpt" "$run/eval_minute_$m"; done
-      keep "$run"
+      keep_evaluations "$run" "$kept/${run##*/}"
     done
     mkdir -p "$kept/${from##*/}/eval_floor" && cp "$from/eval_floor/results.json" "$kept/${from##*/}/eval_floor/"
   done

@@ -15,6 +15,7 @@
 # targets.{json,md} (targets.py: where the seven targets land, per seed; the RL runs' loss, reward and timing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/lib.sh  # keep_evaluations
 seeds=(${SEEDS:-0 1 2}) minutes=(3 6 12) start_steps=2400 start_ckpt=step_0002400.ckpt
 ALL=text_to_image,mixed_modal,subject_driven,visual_condition,cv_tasks
 out=experiments/rl_mini_paper kept=experiments/rl_mini_paper/runs runs=runs truth=experiments/mini_paper/runs/mini_paper_ground_truth
@@ -41,13 +42,6 @@ evaluate() {  # evaluate CKPT OUT
   [ -f "$2/results.json" ] || python -m omnigen.evaluate ckpt="$1" "families=[$ALL]" samples_per_family=64 \
     out="$2" > /dev/null
 }
-keep() {  # what the report reads, small enough to commit: each evaluation's results.json, the loss log
-  local dest=$kept/${1##*/} evaluation
-  for evaluation in "$1"/eval_minute_*; do
-    mkdir -p "$dest/${evaluation##*/}" && cp "$evaluation/results.json" "$dest/${evaluation##*/}/"
-  done
-  mkdir -p "$dest/csv/version_0" && cp "$1/csv/version_0/metrics.csv" "$dest/csv/version_0/"
-}
 evaluate_seed() {  # every evaluation of one seed, kept (results.json, the loss log) in $kept
   local seed=$1 from=$runs/rl_mp_start_s$1 arm run m
   evaluate "$from/checkpoints/$start_ckpt" "$from/eval_minute_0"
@@ -56,7 +50,7 @@ evaluate_seed() {  # every evaluation of one seed, kept (results.json, the loss 
     run=$runs/rl_mp_${arm}_s$seed
     mkdir -p "$run/eval_minute_0" && cp "$from/eval_minute_0/results.json" "$run/eval_minute_0/"
     for m in "${minutes[@]}"; do evaluate "$run/checkpoints/minute_$m.ckpt" "$run/eval_minute_$m"; done
-    keep "$run"
+    keep_evaluations "$run" "$kept/${run##*/}"
   done
   mkdir -p "$kept/${from##*/}/eval_floor" && cp "$from/eval_floor/results.json" "$kept/${from##*/}/eval_floor/"
 }
