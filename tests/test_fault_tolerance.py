@@ -50,10 +50,31 @@ def test_a_killed_saves_temporary_is_removed_by_the_next_save(tmp_path):
     assert sorted(p.name for p in directory.iterdir()) == ["step_0000006.ckpt"]
 
 
+def test_a_sharded_checkpoint_directory_is_replaced_whole_and_a_kill_between_the_renames_loses_nothing(tmp_path):
+    """Sharded checkpoints are directories (trainer=fsdp, save_distributed_checkpoint=true): a half-written one is
+    a stale temporary the next save removes, and a previous version moved aside by a save killed between its two
+    renames goes back in place."""
+    directory = tmp_path / "checkpoints"
+    (directory / "last.ckpt").mkdir(parents=True)
+    (directory / "last.ckpt" / "meta.pt").write_text("step 1")
+    new = directory / f".last.ckpt{TEMP_SUFFIX}"
+    new.mkdir()
+    (new / "meta.pt").write_text("step 2")
+    checkpoint_io.replace_path(new, directory / "last.ckpt")
+    assert sorted(p.name for p in directory.iterdir()) == ["last.ckpt"]
+    assert (directory / "last.ckpt" / "meta.pt").read_text() == "step 2"
+
+    os.replace(directory / "last.ckpt", directory / f".last.ckpt{checkpoint_io.OLD_SUFFIX}")  # killed here
+    (directory / f".step_0000003.ckpt{TEMP_SUFFIX}").mkdir()  # and a save killed half way
+    assert [p.name for p in checkpoint_io.remove_stale_temporaries(directory)] == [f".step_0000003.ckpt{TEMP_SUFFIX}"]
+    assert sorted(p.name for p in directory.iterdir()) == ["last.ckpt"]
+    assert (directory / "last.ckpt" / "meta.pt").read_text() == "step 2"
+
+
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp", "ddp_spawn"])
 def test_every_trainer_config_saves_atomically(trainer, tmp_path):
     cfg = compose_fit([f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.precision=32-true"], tmp_path)
-    assert isinstance(build(cfg)["trainer"].strategy.checkpoint_io, AtomicCheckpointIO)  # fsdp: test_distributed
+    assert isinstance(build(cfg)["trainer"].strategy.checkpoint_io, AtomicCheckpointIO)  # fsdp: test_fsdp
 
 
 # ---- kill and resume -------------------------------------------------------------------------

@@ -11,7 +11,8 @@ PACKAGE = Path(omnigen.__file__).parent
 # Layers from the bottom; a module may import its own layer and the ones below, never above.
 LAYERS = [
     ("base", ["omnigen.model", "omnigen.flow", "omnigen.data", "omnigen.metrics", "omnigen.processor",
-              "omnigen.utils", "omnigen.config", "omnigen.checkpoints.format", "omnigen.checkpoints.atomic_io"]),
+              "omnigen.utils", "omnigen.config", "omnigen.checkpoints.format", "omnigen.checkpoints.atomic_io",
+              "omnigen.checkpoints.sharded"]),
     ("training", ["omnigen.checkpoints.release_layout", "omnigen.training", "omnigen.module"]),
     ("inference", ["omnigen.pipeline", "omnigen.evaluation", "omnigen.rl", "omnigen.callbacks", "omnigen.checkpoints"]),
     ("commands", ["omnigen"]),  # fit, generate, evaluate, convert, report, speedrun, pretrain_lm, bench

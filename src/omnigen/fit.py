@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omnigen.checkpoints.format import check_resume_checkpoint
 from omnigen.config import CONFIG_DIR
 from omnigen.module import build_module
+from omnigen.training.distributed import check_resumable
 from omnigen.training.resume import persist_wandb_run_id
 from omnigen.utils.cli import run_main
 
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # A relaunch in the same run directory (`hydra.run.dir=<run dir> ckpt_path=last`) logs to the same W&B run.
     persist_wandb_run_id(cfg, cfg.paths.output_dir)
     objects = build(cfg)
+    check_resumable(cfg.get("ckpt_path"), objects["trainer"].strategy)
     for logger in objects["loggers"]:
         logger.log_hyperparams(objects["module"].run_config)
     try:

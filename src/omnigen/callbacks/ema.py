@@ -8,7 +8,8 @@ its mean age is about n / (gamma + 2) steps, at any length. gamma 7 is their sig
 
 Under FSDP2 each rank averages its own shard: the average is a copy of the module made before the module is
 sharded (a sharded module cannot be copied) and sharded the same way, so every update is local to the rank
-and costs no communication. A checkpoint gathers it whole, as it does the module.
+and costs no communication. A checkpoint gathers it whole, as it does the module, or keeps each rank's shards
+beside the module's in a sharded checkpoint (save_distributed_checkpoint=true).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.optim.swa_utils import AveragedModel
 
+from omnigen.checkpoints.sharded import holds_shards
 from omnigen.training.distributed import FullyShardedStrategy
 
 
@@ -39,11 +41,6 @@ class ShardableWeightAveraging(WeightAveraging):
             return
         # Lightning's setup would call configure_model first, which shards under FSDP2 and is a no-op otherwise
         sharded = isinstance(trainer.strategy, FullyShardedStrategy)
-        if sharded and trainer.strategy._save_distributed_checkpoint:
-            raise ValueError(
-                "callbacks.ema with trainer.strategy.save_distributed_checkpoint=true is not supported yet: "
-                "keep save_distributed_checkpoint=false (one gathered file) or add callbacks=no_ema"
-            )
         device = self._device or (trainer.strategy.root_device if sharded else pl_module.device)
         self._average_model = AveragedModel(pl_module, device=device, use_buffers=self._use_buffers, **self._kwargs)
         if sharded:
@@ -52,8 +49,9 @@ class ShardableWeightAveraging(WeightAveraging):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if not isinstance(trainer.strategy, FullyShardedStrategy) or self._average_model is None:
             return super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        # as Lightning's, with the average gathered whole (a collective: every rank saves)
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        # as Lightning's, with the average as the module's own state dict: gathered whole (a collective: every
+        # rank saves), or each rank's shards for a sharded checkpoint
+        options = StateDictOptions(full_state_dict=not trainer.strategy._save_distributed_checkpoint, cpu_offload=True)
         checkpoint["current_model_state"] = checkpoint["state_dict"]
         checkpoint["state_dict"] = get_model_state_dict(self._average_model.module, options=options)
         checkpoint["averaging_state"] = {"n_averaged": self._average_model.n_averaged.detach().cpu()}
@@ -69,8 +67,8 @@ class ShardableWeightAveraging(WeightAveraging):
         # The strategy has loaded the checkpoint's state_dict, the average, into the module: swapped, it becomes
         # the average's, and the module then gets its own weights back.
         self._swap_models(pl_module)
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
-        set_model_state_dict(pl_module, checkpoint["current_model_state"], options=options)
+        raw = checkpoint["current_model_state"]  # whole from a file, this rank's shards from a sharded checkpoint
+        set_model_state_dict(pl_module, raw, options=StateDictOptions(full_state_dict=not holds_shards(raw)))
         self._average_model.n_averaged.copy_(checkpoint["averaging_state"]["n_averaged"])
 
 

@@ -7,7 +7,9 @@ checkpoint to a hidden temporary file in the target's directory, flushes and fsy
 `os.replace`s it over the target (atomic on POSIX file systems) and fsyncs the directory. A reader,
 or a run relaunched after a crash, sees either the previous complete file or the new complete
 file. A temporary left behind by a killed process is removed by the next save into that directory
-(only one process, global rank 0, ever writes a checkpoint file there).
+(only one process, global rank 0, ever writes a checkpoint file there). A sharded checkpoint (trainer=fsdp
+with save_distributed_checkpoint=true) is a directory every rank writes into: it is filled under a temporary
+name the same way and put in place by `replace_path` (omnigen.training.distributed).
 
 Remote paths (`s3://`, `gs://`, ...) go through Lightning's own fsspec writer, which is already
 all-or-nothing on object stores.
@@ -30,6 +32,7 @@ from lightning.pytorch.plugins import TorchCheckpointIO
 from omnigen.utils.cli import OutputExists
 
 TEMP_SUFFIX = ".omnigen-tmp"  # never `.ckpt`: Lightning's `ckpt_path=last` search must not pick a temporary
+OLD_SUFFIX = f".old{TEMP_SUFFIX}"  # a previous version moved aside by `replace_path`
 
 
 def fsync_directory(directory: Path) -> None:
@@ -43,13 +46,34 @@ def fsync_directory(directory: Path) -> None:
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete temporaries of interrupted saves in `directory`; returns what it removed."""
+    """Delete temporaries of interrupted saves in `directory` (files, or the directories of sharded
+    checkpoints); returns what it removed. A previous version that `replace_path` had moved aside when the
+    save was killed between its two renames goes back where it was."""
     removed = []
     for stale in directory.glob(f".*{TEMP_SUFFIX}"):
+        target = directory / stale.name[1 : -len(OLD_SUFFIX)] if stale.name.endswith(OLD_SUFFIX) else None
+        if target is not None and not target.exists():
+            os.replace(stale, target)
+            continue
         with suppress(FileNotFoundError):
-            stale.unlink()
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
             removed.append(stale)
     return removed
+
+
+def replace_path(new: Path, path: Path) -> None:
+    """Put the complete file or directory `new` at `path`, replacing what is there. A directory cannot be
+    renamed over another, so the old one is moved aside first; a kill between the two renames leaves it
+    aside, and the next `remove_stale_temporaries` puts it back."""
+    old = path.parent / f".{path.name}{OLD_SUFFIX}"
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    fsync_directory(path.parent)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -94,8 +118,6 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         yield tmp
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        replace_path(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,8 +10,8 @@ paths of earlier layouts to today's.
 directory, or else: missing, an OmniGen-v1 release, a diffusers export, another directory) and raises a
 `CheckpointError` naming the path and the fix for everything omnigen cannot load; `read_checkpoint`
 and `read_export_config` do the same for what the file turns out to hold (corrupt, truncated, another
-program's). This module imports nothing of omnigen but utils.cli's error types, so the module and the
-fine-tuning code can use it without an import cycle.
+program's). This module imports nothing of omnigen but utils.cli's error types and the sharded-checkpoint
+reader, so the module and the fine-tuning code can use it without an import cycle.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from omnigen.checkpoints.sharded import META_FILE, is_sharded_checkpoint, read_sharded
 from omnigen.utils.cli import UserError, missing_path
 
 if TYPE_CHECKING:
@@ -68,14 +69,14 @@ class CorruptCheckpoint(CheckpointError):
 
 
 def check_path(path: str | Path, expected: str = WHAT_LOADS) -> str:
-    """Whether `path` may be an omnigen checkpoint: "file" (to read as one) or "export" (an exported
-    directory). Any other path raises the CheckpointError (or MissingPath) saying what it is and, with
-    `expected`, what to pass instead. Nothing is loaded."""
+    """Whether `path` may be an omnigen checkpoint: "file" (to read as one), "sharded" (a sharded checkpoint
+    directory) or "export" (an exported directory). Any other path raises the CheckpointError (or MissingPath)
+    saying what it is and, with `expected`, what to pass instead. Nothing is loaded."""
     path = Path(path)
     kind = path_kind(path)
     if kind == "file" and path.suffix != ".ckpt" and path_kind(path.parent) in ("release", "diffusers"):
         path, kind = path.parent, path_kind(path.parent)  # a weights file inside a release or an export
-    if kind in ("file", "export"):
+    if kind in ("file", "export", "sharded"):
         return kind
     if kind == "missing":
         raise missing_path(path, expected)
@@ -95,11 +96,13 @@ def check_path(path: str | Path, expected: str = WHAT_LOADS) -> str:
 
 
 def path_kind(path: Path) -> str:
-    """What `path` is from its name and listing: missing, file, export, release, diffusers or directory."""
+    """What `path` is from its name and listing: missing, file, sharded, export, release, diffusers or directory."""
     if not path.exists():
         return "missing"
     if not path.is_dir():
         return "file"
+    if is_sharded_checkpoint(path):
+        return "sharded"
     if (path / EXPORT_CONFIG).is_file():
         return "export"
     if (path / RELEASE_CONFIG).is_file() and any((path / name).is_file() for name in RELEASE_WEIGHTS):
@@ -124,9 +127,15 @@ def check_format(meta: Any, path: Path, expected: str = WHAT_LOADS) -> None:
 
 def read_checkpoint(path: str | Path, expected: str = WHAT_LOADS) -> dict[str, Any]:
     """A Lightning checkpoint file of omnigen's format (tensors and plain data only: weights_only; the
-    tensors memory-mapped, so a check or a load reads only what it uses)."""
+    tensors memory-mapped, so a check or a load reads only what it uses), or a sharded checkpoint directory
+    consolidated into the same dict (omnigen.checkpoints.sharded)."""
     path = Path(path)
-    if check_path(path, expected) != "file":
+    kind = check_path(path, expected)
+    if kind == "sharded":  # consolidated in memory
+        checkpoint = read_sharded(path)
+        check_format(checkpoint.get(CHECKPOINT_KEY), path, expected)
+        return checkpoint
+    if kind != "file":
         raise CheckpointError(f"{path} is an exported directory, not a checkpoint file: pass a .ckpt")
     if is_safetensors(path):
         raise CheckpointError(f"{path} is a safetensors file: bare weights, no config to rebuild the model; {expected}")
@@ -186,11 +195,16 @@ def check_resume_checkpoint(ckpt_path: str | Path | None) -> None:
     omnigen can resume from; None and the values Lightning resolves itself (`last`, ...) pass."""
     if ckpt_path is None or str(ckpt_path) in LIGHTNING_CKPT_PATHS or "://" in str(ckpt_path):
         return  # remote paths are Lightning's to fetch
-    if check_path(ckpt_path, WHAT_RESUMES) == "export":
+    kind = check_path(ckpt_path, WHAT_RESUMES)
+    if kind == "export":
         raise CheckpointError(
             f"{ckpt_path} is an exported directory (weights only): ckpt_path resumes a run from its .ckpt "
             "(weights, optimiser, step); start a new run from its weights with model.finetune.init_from=<dir>"
         )
+    if kind == "sharded":  # its description alone: the shards are the strategy's
+        meta = torch.load(Path(ckpt_path) / META_FILE, map_location="cpu", weights_only=True)
+        check_format(meta.get(CHECKPOINT_KEY), Path(ckpt_path), WHAT_RESUMES)
+        return
     read_checkpoint(ckpt_path, WHAT_RESUMES)
 
 

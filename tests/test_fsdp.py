@@ -1,0 +1,179 @@
+"""FSDP2 (trainer=fsdp) on two CPU processes (gloo), end to end: sharding, checkpoints gathered or sharded, a kill
+and an exact resume, consolidation, LoRA, and the config a cluster launch composes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from hydra_utils import FAST, compose_fit
+from test_distributed import fit_in_subprocess, subprocess_env
+
+from omnigen.checkpoints.atomic_io import TEMP_SUFFIX, AtomicCheckpointIO
+from omnigen.checkpoints.format import CheckpointError
+from omnigen.checkpoints.native import read_checkpoint
+from omnigen.checkpoints.sharded import is_sharded_checkpoint
+from omnigen.convert import main as convert
+from omnigen.fit import build, train
+from omnigen.pipeline import OmniGenPipeline
+from omnigen.training.distributed import FullyShardedStrategy, transformer_layers
+
+FSDP_ON_CPU = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> Path:
+    """The issue's command, 4 steps, one gathered file per checkpoint (the default): the uninterrupted run the
+    tests below compare with."""
+    run = tmp_path_factory.mktemp("fsdp") / "run"
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={run}", "+callbacks.shards._target_=probes.ShardProbe"])
+    return run
+
+
+def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_exactly(fsdp_run, tmp_path):
+    """`python -m omnigen.fit trainer=fsdp trainer.accelerator=cpu trainer.devices=2`: every transformer parameter
+    is split between the two ranks (gloo; bf16 compute, fp32 reduction), the frozen VAE is whole on each; the
+    final sample grid samples through the shards; last.ckpt is the one self-describing file that
+    OmniGenPipeline.from_checkpoint samples with; and a run resumed from the step-2 checkpoint ends with the same
+    raw and averaged (power EMA) weights as the uninterrupted one."""
+    run = fsdp_run
+    shards = [torch.load(run / f"shards_{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, (full, local) in shards[0].items():
+        if name.startswith("transformer."):
+            assert local + shards[1][name][1] == full and local < full, f"{name} is not sharded: {full}, {local}"
+        else:
+            assert name.startswith("vae.") and local == full, f"{name}: {full}, {local}"
+    assert (run / "samples" / "step_0000004.png").is_file()
+    last = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 4 and last["omnigen"]["global_step"] == 4
+    pipeline = OmniGenPipeline.from_checkpoint(run / "checkpoints" / "last.ckpt")
+    for name, value in pipeline.module.state_dict().items():  # the averaged weights, whole
+        assert torch.equal(value, last["state_dict"][name].to(value.dtype)), name
+    image = pipeline.generate(["a red circle"], [[]], 32, 32, 2, generator=torch.Generator().manual_seed(0))[0]
+    assert image.shape == (3, 32, 32) and torch.isfinite(image).all()
+
+    resumed = tmp_path / "resumed"
+    fit_in_subprocess(
+        [*FAST, *FSDP_ON_CPU, f"hydra.run.dir={resumed}", f"ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}"]
+    )
+    again = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    for key in ("state_dict", "current_model_state"):
+        assert last[key].keys() == again[key].keys()
+        for name, value in last[key].items():
+            assert torch.equal(value, again[key][name]), f"the resumed run's {key} differs in {name}"
+
+
+SHARDED = [*FSDP_ON_CPU, "trainer.strategy.save_distributed_checkpoint=true"]
+
+
+def first_image(checkpoint: Path) -> torch.Tensor:
+    pipeline = OmniGenPipeline.from_checkpoint(checkpoint)
+    return pipeline.generate(["a red circle"], [[]], 32, 32, 2, generator=torch.Generator().manual_seed(0))[0]
+
+
+def test_sharded_checkpoints_survive_a_kill_resume_exactly_and_consolidate_into_the_one_file(fsdp_run, tmp_path):
+    """save_distributed_checkpoint=true: each checkpoint is a directory of per-rank shards (the power EMA's
+    average and raw weights included). Both ranks are SIGKILLed mid-run; the same command relaunched with
+    ckpt_path=last ends with the uninterrupted run's weights, EMA and optimizer state, bit for bit;
+    `convert consolidate` writes the one self-describing file, which samples the same image as the gathered
+    file and resumes on a single process; another strategy refuses the directory by name."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "omnigen.fit", *FAST, *SHARDED, "callbacks.checkpoint.every_n_train_steps=1"]
+    command += ["callbacks.sample_grid=null", f"hydra.run.dir={run}", "ckpt_path=last"]
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    last = run / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "first.log", "w") as log:  # its own session: the kill reaches rank 1 too
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not is_sharded_checkpoint(last):
+            assert proc.poll() is None, "ended before the kill:\n" + (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    killed_at = torch.load(last / "meta.pt", weights_only=True)["global_step"]
+    assert 1 <= killed_at < 4
+    relaunch = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert relaunch.returncode == 0, relaunch.stdout[-3000:] + relaunch.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in relaunch.stdout + relaunch.stderr
+    assert not list((run / "checkpoints").glob(f".*{TEMP_SUFFIX}")), "a killed save's temporary was left"
+
+    consolidated = tmp_path / "last.ckpt"
+    convert(["consolidate", str(last), str(consolidated)])
+    straight, again = read_checkpoint(fsdp_run / "checkpoints" / "last.ckpt"), read_checkpoint(consolidated)
+    assert again["global_step"] == again["omnigen"]["global_step"] == 4
+    for key in ("state_dict", "current_model_state"):
+        assert straight[key].keys() == again[key].keys()
+        for name, value in straight[key].items():
+            assert torch.equal(value, again[key][name]), f"the resumed run's {key} differs in {name}"
+    (a,), (b,) = straight["optimizer_states"], again["optimizer_states"]  # torch's layout in both
+    assert [g["params"] for g in a["param_groups"]] == [g["params"] for g in b["param_groups"]]
+    assert a["state"].keys() == b["state"].keys() and a["state"]
+    assert all(torch.equal(a["state"][i][k], b["state"][i][k]) for i in a["state"] for k in a["state"][i])
+
+    image = first_image(fsdp_run / "checkpoints" / "last.ckpt")
+    assert torch.equal(first_image(consolidated), image) and torch.equal(first_image(last), image)
+
+    with pytest.raises(CheckpointError, match="sharded checkpoint.*consolidate"):
+        train(compose_fit([*FAST, f"ckpt_path={last}"], tmp_path / "single"))
+    single = tmp_path / "single_from_file"  # the consolidated file resumes on one process
+    fit_in_subprocess([*FAST, "trainer.max_steps=5", "callbacks.sample_grid=null", f"hydra.run.dir={single}",
+                       f"ckpt_path={consolidated}"])  # fmt: skip
+    assert read_checkpoint(single / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+def test_lora_under_fsdp2_trains_the_adapters_alone(tmp_path):
+    """model/finetune=lora from a trained checkpoint, sharded over two CPU processes: the adapters move (lora_B
+    starts at zero) and the weights they adapt do not."""
+    base = tmp_path / "base"
+    fit_in_subprocess([*FAST, "trainer.max_steps=2", f"hydra.run.dir={base}", "callbacks.sample_grid=null"])
+    start = read_checkpoint(base / "checkpoints" / "last.ckpt")["state_dict"]
+    lora = tmp_path / "lora"
+    init = f"model.finetune.init_from={base / 'checkpoints' / 'last.ckpt'}"
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={lora}", "model/finetune=lora", init])
+    adapted = read_checkpoint(lora / "checkpoints" / "last.ckpt")["current_model_state"]
+    moved = [name for name, value in adapted.items() if "lora_B" in name and value.abs().sum() > 0]
+    assert len(moved) == len([name for name in adapted if "lora_B" in name]) > 0
+    wrapped = [name for name in adapted if ".base_layer." in name]
+    assert wrapped and all(torch.equal(adapted[n], start[n.replace(".base_layer.", ".")]) for n in wrapped)
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_the_fsdp_config_is_fsdp2_with_bf16_compute_and_fp32_reduction(nodes, tmp_path):
+    cfg = compose_fit([*FSDP_ON_CPU, f"trainer.num_nodes={nodes}"], tmp_path)
+    trainer = build(cfg)["trainer"]
+    strategy = trainer.strategy
+    assert isinstance(strategy, FullyShardedStrategy) and strategy.reshard_after_forward is True
+    assert strategy._save_distributed_checkpoint is False  # one gathered, self-describing file
+    policy = strategy.mixed_precision
+    assert (policy.param_dtype, policy.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert trainer.precision == "32-true"  # the optimizer updates fp32 shards
+    assert isinstance(strategy.checkpoint_io, AtomicCheckpointIO)
+    assert (trainer.num_nodes, trainer.num_devices, strategy.world_size) == (nodes, 2, 2 * nodes)
+
+
+def test_the_layers_to_shard_follow_the_backbone(tmp_path):
+    """Another HF architecture: its own layer class, with no change to trainer/fsdp.yaml."""
+    backbone = {
+        "model_type": "llama",
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "pad_token_id": 0,
+        "max_position_embeddings": 512,
+    }
+    cfg = compose_fit([], tmp_path)
+    assert [type(m).__name__ for m in transformer_layers(instantiate(cfg.model, _convert_="all"))] == [
+        "Phi3DecoderLayer"
+    ] * cfg.model.backbone.config.num_hidden_layers
+    cfg.model.backbone.config = backbone
+    module = instantiate(cfg.model, _convert_="all")
+    assert [type(m).__name__ for m in transformer_layers(module)] == ["LlamaDecoderLayer"] * 3
