@@ -3,15 +3,18 @@ and an exact resume, consolidation, LoRA, and the config a cluster launch compos
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from hydra_utils import FAST, compose_fit
+from parallel_worker import optimizer_step_on_shards, train_two_ways
 from test_distributed import fit_in_subprocess, subprocess_env
 
 from omnigen.checkpoints.atomic_io import TEMP_SUFFIX, AtomicCheckpointIO
@@ -125,6 +128,53 @@ def test_sharded_checkpoints_survive_a_kill_resume_exactly_and_consolidate_into_
     fit_in_subprocess([*FAST, "trainer.max_steps=5", "callbacks.sample_grid=null", f"hydra.run.dir={single}",
                        f"ckpt_path={consolidated}"])  # fmt: skip
     assert read_checkpoint(single / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+def spawn_two(worker: Callable, *args: object) -> None:
+    """`worker(rank, 2, port, *args)` in two spawned processes, which must both succeed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(worker, args=(2, port, *args), nprocs=2, start_method="spawn")
+
+
+ADAMW = ["model.optimizer._target_=torch.optim.AdamW", "~model.optimizer.muon_lr"]  # as configs/model/tiny.yaml says
+
+
+@pytest.mark.parametrize("kind", ["fsdp2", "ddp"])
+def test_two_processes_train_like_one_on_the_same_global_batch_with_packed_rows(kind, tmp_path):
+    """Three steps of the tiny model (pack_tokens=1024; AdamW, so that every operation is float32) over two CPU
+    processes, each on its half of a global batch of 4, sharded (FSDP2, fp32 compute) or replicated (DDP), against
+    one unsharded copy training on the whole batch: the global losses agree to relative 1e-5 and the final weights
+    to 1e-5 of the distance they moved (float32 reduction order), and the packed path ran with two samples in one
+    row (forward_packed, which FSDP2 must gather for like forward)."""
+    spawn_two(train_two_ways, kind, str(tmp_path), ADAMW)
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    assert len(result["rows"]) == 3 and 1 in result["rows"], f"no step packed 2 samples to a row: {result['rows']}"
+    torch.testing.assert_close(result["losses"], result["reference_losses"], rtol=1e-5, atol=0)
+    assert_moved_alike(result, tolerance=1e-5)
+
+
+def assert_moved_alike(result: dict, tolerance: float, muon_tolerance: float | None = None) -> None:
+    """Every weight of the parallel run ends within `tolerance` of the distance the reference's moved (Muon's
+    matrices: `muon_tolerance`), and the step moved weights."""
+    assert result["weights"].keys() == result["reference_weights"].keys()
+    moved = 0
+    for name, reference in result["reference_weights"].items():
+        distance = (reference - result["initial_weights"][name]).norm()
+        error = (result["weights"][name] - reference).norm()
+        muon = muon_tolerance is not None and ".llm.layers." in name and reference.dim() == 2
+        assert error <= (muon_tolerance if muon else tolerance) * distance, f"{name}: {error:.3g} of {distance:.3g}"
+        moved += bool(distance > 0)
+    assert moved > 10
+
+
+def test_muon_on_fsdp2_shards_orthogonalises_each_whole_matrix(tmp_path):
+    """One MuonAdamW step (tiny's optimizer) on the sharded module and on a whole copy, from the same gradients:
+    AdamW's parameters agree to float32 rounding; Muon's matrices to the bf16 rounding of its Newton-Schulz
+    iteration (within 5 % of the update; orthogonalising each rank's rows alone would be off by about half)."""
+    spawn_two(optimizer_step_on_shards, str(tmp_path))
+    assert_moved_alike(torch.load(tmp_path / "result.pt", weights_only=True), tolerance=1e-5, muon_tolerance=0.05)
 
 
 def test_lora_under_fsdp2_trains_the_adapters_alone(tmp_path):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.attention.flex_attention import BlockMask
 from transformers import DynamicCache
 
@@ -111,6 +112,11 @@ class OmniGen(nn.Module):
                 f"{len(tokens)} input latent(s) give {num_tokens} image tokens for {num_slots} placeholder positions"
             )
         if not tokens:
+            if torch.is_grad_enabled() and isinstance(self, FSDPModule):
+                # FSDP2 reduce-scatters the gradients its parameters have: a rank whose batch holds no input image
+                # would send fewer than the others (gloo: a size mismatch; nccl: a hang). A zero term gives the
+                # embedder a zero gradient there, as DDP's find_unused_parameters does.
+                embeds = embeds + sum(p.sum() for p in self.input_x_embedder.parameters()) * 0.0
             return embeds
         return embeds.masked_scatter(image_token_mask[..., None], torch.cat(tokens).to(embeds.dtype))
 

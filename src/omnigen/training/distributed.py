@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.optim import Optimizer
 from transformers import PreTrainedModel
@@ -59,6 +60,23 @@ def transformer_layers(model: nn.Module) -> list[nn.Module]:
     """The transformer layers of every HF model inside `model`, in module order."""
     names = transformer_layer_class_names(model)
     return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def shard_by_layer(
+    root: nn.Module, mesh: DeviceMesh, mixed_precision: MixedPrecisionPolicy, reshard_after_forward: bool = True
+) -> None:
+    """`fully_shard` each transformer layer of `root` over `mesh`, then `root` itself (what no layer took); the
+    methods `root.forward_methods` names are entry points like forward (OmniGen's), so they gather too."""
+    layers = transformer_layers(root)
+    if not layers:
+        raise ValueError(
+            f"FullyShardedStrategy found no transformer layer in {type(root).__name__}: its HF backbone declares "
+            "none in `_no_split_modules`"
+        )
+    for unit in [*layers, root]:  # the layers first: the root unit holds what no layer took
+        fully_shard(unit, mesh=mesh, mp_policy=mixed_precision, reshard_after_forward=reshard_after_forward)
+    for name in getattr(root, "forward_methods", ()):
+        register_fsdp_forward_method(root, name)
 
 
 def check_resumable(ckpt_path: str | Path | None, strategy: object) -> None:
@@ -105,19 +123,7 @@ class FullyShardedStrategy(ModelParallelStrategy):
         methods `root.forward_methods` names are entry points like forward (OmniGen's)."""
         if isinstance(root, FSDPModule):
             return  # already sharded (configure_model may run more than once)
-        mesh = self.device_mesh["data_parallel"]
-        layers = transformer_layers(root)
-        if not layers:
-            raise ValueError(
-                f"FullyShardedStrategy found no transformer layer in {type(root).__name__}: its HF backbone "
-                "declares none in `_no_split_modules`"
-            )
-        for unit in [*layers, root]:  # the layers first: the root unit holds what no layer took
-            fully_shard(
-                unit, mesh=mesh, mp_policy=self.mixed_precision, reshard_after_forward=self.reshard_after_forward
-            )
-        for name in getattr(root, "forward_methods", ()):  # methods called instead of forward gather too
-            register_fsdp_forward_method(root, name)
+        shard_by_layer(root, self.device_mesh["data_parallel"], self.mixed_precision, self.reshard_after_forward)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
