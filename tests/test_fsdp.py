@@ -141,14 +141,19 @@ def spawn_two(worker: Callable, *args: object) -> None:
 ADAMW = ["model.optimizer._target_=torch.optim.AdamW", "~model.optimizer.muon_lr"]  # as configs/model/tiny.yaml says
 
 
-@pytest.mark.parametrize("kind", ["fsdp2", "ddp"])
-def test_two_processes_train_like_one_on_the_same_global_batch_with_packed_rows(kind, tmp_path):
+@pytest.mark.parametrize(
+    "kind, overrides",
+    [("fsdp2", []), ("fsdp2", ["model.backbone.gradient_checkpointing=true"]), ("ddp", [])],
+    ids=["fsdp2", "fsdp2-activation-checkpointing", "ddp"],
+)
+def test_two_processes_train_like_one_on_the_same_global_batch_with_packed_rows(kind, overrides, tmp_path):
     """Three steps of the tiny model (pack_tokens=1024; AdamW, so that every operation is float32) over two CPU
-    processes, each on its half of a global batch of 4, sharded (FSDP2, fp32 compute) or replicated (DDP), against
+    processes, each on its half of a global batch of 4, sharded (FSDP2, fp32 compute; with activation checkpointing
+    per decoder layer too, which re-gathers each layer in the backward) or replicated (DDP), against
     one unsharded copy training on the whole batch: the global losses agree to relative 1e-5 and the final weights
     to 1e-5 of the distance they moved (float32 reduction order), and the packed path ran with two samples in one
     row (forward_packed, which FSDP2 must gather for like forward)."""
-    spawn_two(train_two_ways, kind, str(tmp_path), ADAMW)
+    spawn_two(train_two_ways, kind, str(tmp_path), [*ADAMW, *overrides])
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     assert len(result["rows"]) == 3 and 1 in result["rows"], f"no step packed 2 samples to a row: {result['rows']}"
     torch.testing.assert_close(result["losses"], result["reference_losses"], rtol=1e-5, atol=0)
@@ -177,15 +182,14 @@ def test_muon_on_fsdp2_shards_orthogonalises_each_whole_matrix(tmp_path):
     assert_moved_alike(torch.load(tmp_path / "result.pt", weights_only=True), tolerance=1e-5, muon_tolerance=0.05)
 
 
-def test_lora_under_fsdp2_trains_the_adapters_alone(tmp_path):
+def test_lora_under_fsdp2_trains_the_adapters_alone(fsdp_run, tmp_path):
     """model/finetune=lora from a trained checkpoint, sharded over two CPU processes: the adapters move (lora_B
     starts at zero) and the weights they adapt do not."""
-    base = tmp_path / "base"
-    fit_in_subprocess([*FAST, "trainer.max_steps=2", f"hydra.run.dir={base}", "callbacks.sample_grid=null"])
-    start = read_checkpoint(base / "checkpoints" / "last.ckpt")["state_dict"]
+    base = fsdp_run / "checkpoints" / "last.ckpt"
+    start = read_checkpoint(base)["state_dict"]
     lora = tmp_path / "lora"
-    init = f"model.finetune.init_from={base / 'checkpoints' / 'last.ckpt'}"
-    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={lora}", "model/finetune=lora", init])
+    overrides = [f"hydra.run.dir={lora}", "model/finetune=lora", f"model.finetune.init_from={base}"]
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, *overrides, "callbacks.sample_grid=null"])
     adapted = read_checkpoint(lora / "checkpoints" / "last.ckpt")["current_model_state"]
     moved = [name for name, value in adapted.items() if "lora_B" in name and value.abs().sum() > 0]
     assert len(moved) == len([name for name in adapted if "lora_B" in name]) > 0
