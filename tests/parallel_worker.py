@@ -19,6 +19,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from omnigen.module import OmniGenLitModule, build_module
+from omnigen.rl.module import like, weights_in_place
 from omnigen.training.distributed import shard_by_layer
 
 GLOBAL_BATCH = 4
@@ -153,5 +154,33 @@ def optimizer_step_on_shards(rank: int, world_size: int, port: int, out: str) ->
                 {"weights": weights, "reference_weights": reference.state_dict(), "initial_weights": initial},
                 Path(out) / "result.pt",
             )
+    finally:
+        dist.destroy_process_group()
+
+
+def weights_in_place_on_shards(rank: int, world_size: int, port: int, out: str) -> None:
+    """Reward fine-tuning's weight swap (the sampling policy's, the reference's) on the sharded module against a
+    whole copy: the loss of one fixed batch with other weights in place, and with its own back."""
+    cfg, module = start(rank, world_size, port, out, [])
+    try:
+        reference = copy.deepcopy(module)
+        torch.manual_seed(2)
+        other = {n: p.detach() + 0.01 * torch.randn_like(p) for n, p in reference.transformer.named_parameters()}
+        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule.setup("fit")
+        batch = next(iter(datamodule.train_dataloader()))
+        shard(module, world_size)
+        params = dict(module.transformer.named_parameters())
+        sharded = {name: like(value, params[name]) for name, value in other.items()}
+        with torch.no_grad():
+            own = reference.training_step(batch, 0).item()
+            with weights_in_place(reference.transformer, other):
+                swapped = reference.training_step(batch, 0).item()
+            with weights_in_place(module.transformer, sharded):
+                sharded_swapped = module.training_step(batch, 0).item()
+            sharded_own = module.training_step(batch, 0).item()
+        if rank == 0:
+            torch.save({"own": own, "swapped": swapped, "sharded_swapped": sharded_swapped, "sharded_own": sharded_own},
+                       Path(out) / "result.pt")  # fmt: skip
     finally:
         dist.destroy_process_group()

@@ -14,8 +14,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from hydra_utils import FAST, compose_fit
-from parallel_worker import optimizer_step_on_shards, train_two_ways
+from parallel_worker import optimizer_step_on_shards, train_two_ways, weights_in_place_on_shards
 from test_distributed import fit_in_subprocess, subprocess_env
+from test_rl_fit import RL
 
 from omnigen.checkpoints.atomic_io import TEMP_SUFFIX, AtomicCheckpointIO
 from omnigen.checkpoints.format import CheckpointError
@@ -180,6 +181,37 @@ def test_muon_on_fsdp2_shards_orthogonalises_each_whole_matrix(tmp_path):
     iteration (within 5 % of the update; orthogonalising each rank's rows alone would be off by about half)."""
     spawn_two(optimizer_step_on_shards, str(tmp_path))
     assert_moved_alike(torch.load(tmp_path / "result.pt", weights_only=True), tolerance=1e-5, muon_tolerance=0.05)
+
+
+def test_reward_fine_tunings_weight_swap_reaches_the_shards(tmp_path):
+    """RL runs the sampling policy and the reference by putting their weights in place of the policy's. Under FSDP2
+    they must reach the storage each unit all-gathers from: a fixed batch's loss with other weights in place
+    equals the whole model's with them (fp32), and the module's own come back exactly."""
+    spawn_two(weights_in_place_on_shards, str(tmp_path))
+    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    assert abs(result["swapped"] - result["own"]) > 1e-3  # the other weights change the loss
+    assert result["sharded_swapped"] == pytest.approx(result["swapped"], rel=1e-5)
+    assert result["sharded_own"] == pytest.approx(result["own"], rel=1e-5)
+
+
+def test_reward_fine_tuning_under_fsdp2_resumes_exactly(fsdp_run, tmp_path):
+    """experiment=rl_edit (NFT, a slow-moving sampling policy, a reference penalty, each rollout used twice) sharded
+    over two CPU processes: a run resumed from its step-1 checkpoint ends with the uninterrupted run's policy and
+    sampling policy, bit for bit."""
+    overrides = [*RL, f"model.finetune.init_from={fsdp_run / 'checkpoints' / 'last.ckpt'}", "model.old_decay=0.5"]
+    overrides += ["model.updates_per_rollout=2", "model.algorithm.kl_weight=0.1", "trainer.max_steps=2"]
+    overrides += ["callbacks.checkpoint.every_n_train_steps=1", "callbacks.sample_grid=null", *FSDP_ON_CPU]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    fit_in_subprocess([*overrides, f"hydra.run.dir={straight}"])
+    fit_in_subprocess(
+        [*overrides, f"hydra.run.dir={resumed}", f"ckpt_path={straight / 'checkpoints' / 'step_0000001.ckpt'}"]
+    )
+    a, b = (read_checkpoint(run / "checkpoints" / "last.ckpt") for run in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 2
+    assert all(torch.equal(value, b["state_dict"][name]) for name, value in a["state_dict"].items())
+    old, old_again = a["reward_finetune"]["old"], b["reward_finetune"]["old"]
+    assert old.keys() == old_again.keys() and all(torch.equal(v, old_again[n]) for n, v in old.items())
+    assert not all(torch.equal(v, a["state_dict"][f"transformer.{n}"]) for n, v in old.items())  # it lags
 
 
 def test_lora_under_fsdp2_trains_the_adapters_alone(fsdp_run, tmp_path):

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from omnigen.flow.sampler import VelocityFn
 from omnigen.module import OmniGenLitModule
@@ -72,27 +73,25 @@ class RewardFineTuneModule(OmniGenLitModule):
 
     @contextmanager
     def use_weights(self, which: str | None) -> Iterator[None]:
-        """Run the transformer with the "old" or "reference" weights in place of what trains (None: as it is).
-        Swaps tensors, copies nothing; the policy's own are back before any backward."""
+        """Run the transformer with the "old" or "reference" weights in place of what trains (None: as it is);
+        the policy's own are back before any backward."""
         weights = {"old": self.old, "reference": self.reference, None: None}[which]
         if weights is None:
             yield
             return
-        params = dict(self.transformer.named_parameters())
-        own = {name: params[name].data for name in weights}
-        try:
-            for name, value in weights.items():
-                params[name].data = value
+        with weights_in_place(self.transformer, weights):
             yield
-        finally:
-            for name, value in own.items():
-                params[name].data = value
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        for weights in (self.reference, self.old):
-            for name, value in (weights or {}).items():
-                weights[name] = value.to(self.device)
+        self.reference, self.old = self.placed(self.reference), self.placed(self.old)
+
+    def placed(self, weights: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+        """`weights` on the module's device and, under FSDP2 (after configure_model), sharded like the parameters."""
+        if weights is None:
+            return None
+        params = dict(self.transformer.named_parameters())
+        return {name: like(value.to(self.device), params[name]) for name, value in weights.items()}
 
     # ---- one iteration --------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -144,7 +143,14 @@ class RewardFineTuneModule(OmniGenLitModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         reused = self.rollout is not None and self.updates_per_rollout > 1  # else the next step draws a new one
-        checkpoint[STATE_KEY] = {"old": self.old, "rollout": self.rollout.state() if reused else None}
+        old = {name: whole(value) for name, value in self.old.items()} if self.old is not None else None
+        rollout = self.rollout.state() if reused else None
+        # every rank rolls out its own prompts, and rank 0 writes the checkpoint: it keeps them all (a collective)
+        rollouts = [rollout]
+        if self.trainer.world_size > 1:
+            rollouts = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(rollouts, rollout)
+        checkpoint[STATE_KEY] = {"old": old, "rollouts": rollouts}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(STATE_KEY)
@@ -157,8 +163,56 @@ class RewardFineTuneModule(OmniGenLitModule):
             raise UserError(
                 "the checkpoint's model.old_decay and this run's disagree: one has a sampling policy, one not"
             )
-        self.old = state["old"]
-        self.rollout = Rollout.from_state(state["rollout"]) if state["rollout"] is not None else None
+        self.old = self.placed(state["old"])  # the strategy has set the module up (and sharded it) by now
+        rollouts = state["rollouts"] if "rollouts" in state else [state["rollout"]]  # one process's, before
+        if any(r is not None for r in rollouts) and len(rollouts) != self.trainer.world_size:
+            raise UserError(
+                f"this checkpoint holds the rollouts of {len(rollouts)} process(es), which its next step trains on: "
+                f"resume it on {len(rollouts)}, not {self.trainer.world_size} (or from a checkpoint of a step that "
+                "draws a new rollout)"
+            )
+        rollout = rollouts[self.global_rank] if any(r is not None for r in rollouts) else None
+        self.rollout = Rollout.from_state(rollout) if rollout is not None else None
+
+
+@contextmanager
+def weights_in_place(module: nn.Module, weights: dict[str, Tensor]) -> Iterator[None]:
+    """Run `module` with `weights` (by parameter name) in place of its own. Unsharded, the tensors are swapped
+    (nothing copied). Under FSDP2 a parameter is a view into the storage its unit all-gathers from, so a swapped
+    tensor would never be gathered: the values are copied in, and the module's own copied back after."""
+    params = dict(module.named_parameters())
+    if not any(isinstance(params[name], DTensor) for name in weights):
+        own = {name: params[name].data for name in weights}
+        try:
+            for name, value in weights.items():
+                params[name].data = value
+            yield
+        finally:
+            for name, value in own.items():
+                params[name].data = value
+        return
+    with torch.no_grad():
+        own = {name: params[name].detach().clone() for name in weights}
+        for name, value in weights.items():
+            params[name].copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in own.items():
+                params[name].copy_(value)
+
+
+def like(value: Tensor, param: Tensor) -> Tensor:
+    """`value`, a whole tensor, sharded as `param` is (as it is when `param` is not a DTensor)."""
+    if isinstance(param, DTensor) and not isinstance(value, DTensor):
+        return distribute_tensor(value, param.device_mesh, param.placements)
+    return value
+
+
+def whole(value: Tensor) -> Tensor:
+    """A DTensor gathered whole on the CPU (a collective), any other tensor as it is."""
+    return value.full_tensor().cpu() if isinstance(value, DTensor) else value
 
 
 class RolloutPolicies:
