@@ -5,6 +5,7 @@
     python -m omnigen.bench packing [override=[data=mixture]] [batches=20] [pack_tokens=1024]
     python -m omnigen.bench train_step [override=[...]] [batch=8] [size=32] [pack_tokens=1024] [memory=true]
     python -m omnigen.bench sampling [override=[...]] [size=32] [steps=50] [batch=1] [memory=true]
+    python -m omnigen.bench memory [model=paper] [trainer=fsdp] [devices=8] [batch=1] [override=[...]]
     (any of them: json=PATH writes the settings and rows; kv_cache, train_step, sampling:
     device=cuda, dtype=bfloat16 for autocast)
 
@@ -37,6 +38,10 @@ diffusers' transformer + scheduler in its pipeline's loop (its OmniGenPipeline n
 torchvision), same weights, prompts and initial noise; medians, speed-up = diffusers / ours,
 token counts and the largest difference between the final images (see omnigen.bench.sampling).
 
+memory: parameters, gradients, optimizer states, EMA and activations per GPU for full fine-tuning and
+LoRA under DDP and FSDP2, at 256², 512² and 1024² with and without activation checkpointing, planned on
+the meta device from the fit config (model= and trainer= are fit's presets; see omnigen.bench.memory).
+
 Peak memory (train_step, sampling): on CUDA always, the allocator's peak above what was
 allocated before the step; on the CPU with memory=true, the resident-set peak of one step in a
 fresh interpreter per side (see omnigen.bench.compare; it costs two interpreter start-ups).
@@ -50,8 +55,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from omnigen.bench import kv_cache, loader, packing, sampling, train_step
+from omnigen.bench import kv_cache, loader, memory, packing, sampling, train_step
 from omnigen.bench.common import BenchConfig, bench_module, random_module, resolve_device
 from omnigen.bench.train_step import training_step_flops
 from omnigen.checkpoints.diffusers import DTYPES
@@ -69,7 +76,10 @@ def print_table(rows: list[dict[str, float]]) -> None:
         print(" | ".join(f"{row[k]:.3g}" if isinstance(row[k], float) else str(row[k]) for k in keys))
 
 
-BENCHMARKS = ("kv_cache", "loader", "packing", "train_step", "sampling")
+BENCHMARKS = ("kv_cache", "loader", "packing", "train_step", "sampling", "memory")
+# memory's own settings, and every other benchmark's that memory does not read (with their defaults)
+MEMORY_ONLY = {"model": None, "trainer": None, "devices": 8, "condition_tokens": 128, "sizes": [256, 512, 1024]}
+NOT_MEMORY = {"ckpt": None, "size": 32, "device": "cpu", "dtype": "float32", "memory": False, "compile": "none"}
 
 
 def parse_args(argv: list[str] | None) -> BenchConfig:
@@ -87,6 +97,17 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         raise SystemExit(
             f"omnigen.bench: bad {', '.join(bad)} (benchmarks: {', '.join(BENCHMARKS)}; --help lists the keys)"
         )
+    if args.benchmark == "memory":
+        if bad := [key for key, default in NOT_MEMORY.items() if getattr(args, key) != default]:
+            raise SystemExit(
+                f"omnigen.bench: memory plans the fit config's model on the meta device and does not take "
+                f"{', '.join(bad)} (it takes model=, trainer=, devices=, sizes=[...], override=[...])"
+            )
+        if args.devices < 1 or args.batch < 1 or args.condition_tokens < 0 or not args.sizes:
+            raise SystemExit("omnigen.bench: memory needs devices >= 1, batch >= 1, condition_tokens >= 0, sizes")
+        return args
+    if bad := [key for key, default in MEMORY_ONLY.items() if getattr(args, key) != default]:
+        raise SystemExit(f"omnigen.bench: {', '.join(bad)} are memory's settings")
     if args.benchmark in ("loader", "packing") and (args.device != "cpu" or args.dtype != "float32"):
         raise SystemExit(
             f"omnigen.bench: {args.benchmark} reads the fit config's DataModule on the CPU: "
@@ -107,7 +128,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         args.steps = DEFAULT_STEPS.get(args.benchmark)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.benchmark == "loader":
+    if args.benchmark == "memory":
+        try:
+            rows = memory.run(args)
+        except (ValueError, HydraException, OmegaConfBaseException) as e:
+            raise SystemExit(f"omnigen.bench: memory: {' '.join(str(e).split())}") from e
+    elif args.benchmark == "loader":
         print(f"loader: {args.batches} batches per repeat, {args.repeats} repeats, {torch.get_num_threads()} threads")
         rows = loader.run(args.override, args.batches, args.repeats, args.workers)
     elif args.benchmark == "packing":
@@ -129,7 +155,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
             rows = kv_cache.run(OmniGenPipeline(module), args, device)
         else:
             rows = {"train_step": train_step, "sampling": sampling}[args.benchmark].run(module, args, device)
-    print_table(rows)
+    if args.benchmark != "memory":  # memory prints its own tables
+        print_table(rows)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"settings": asdict(args) | {"threads": torch.get_num_threads()}, "rows": rows}, indent=2)

@@ -28,7 +28,7 @@ MIB = 2**20
 
 @dataclass
 class BenchConfig:
-    benchmark: str = "???"  # kv_cache, loader, packing, train_step or sampling: the first argument
+    benchmark: str = "???"  # kv_cache, loader, packing, train_step, sampling or memory: the first argument
     ckpt: str | None = None  # a checkpoint or exported directory; default: the fit config's model, random
     override: list[str] = field(default_factory=list)  # fit-config overrides, e.g. [data=mixture,data.batch_size=8]
     size: int = 32  # output and input image side, pixels
@@ -46,6 +46,11 @@ class BenchConfig:
     batches: int = 20  # loader: batches per timed repeat; packing: batches read
     workers: int = 0  # loader: DataLoader worker processes
     json: str | None = None  # also write the settings and rows to this JSON file
+    model: str | None = None  # memory: the model preset (fit's model=), e.g. paper; default: the fit config's
+    trainer: str | None = None  # memory: one trainer preset (fit's trainer=), e.g. fsdp; default: ddp and fsdp
+    devices: int = 8  # memory: GPUs the strategy spreads over (FSDP2 shards over them, DDP replicates)
+    condition_tokens: int = 128  # memory: condition tokens per sample (text and input images) before the image
+    sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])  # memory: output sides, pixels
 
 
 def random_module(overrides: list[str]) -> OmniGenLitModule:
