@@ -7,14 +7,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from hydra_utils import FAST, compose_fit
-from parallel_worker import optimizer_step_on_shards, train_two_ways, weights_in_place_on_shards
+from parallel_worker import every_check
 from test_distributed import fit_in_subprocess, subprocess_env
 from test_rl_fit import RL
 
@@ -131,31 +130,26 @@ def test_sharded_checkpoints_survive_a_kill_resume_exactly_and_consolidate_into_
     assert read_checkpoint(single / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
-def spawn_two(worker: Callable, *args: object) -> None:
-    """`worker(rank, 2, port, *args)` in two spawned processes, which must both succeed."""
+@pytest.fixture(scope="module")
+def parallel_checks(tmp_path_factory) -> Path:
+    """The checks of tests/parallel_worker.py, run once in two spawned processes; each leaves `<name>.pt`."""
+    out = tmp_path_factory.mktemp("parallel")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.start_processes(worker, args=(2, port, *args), nprocs=2, start_method="spawn")
+    torch.multiprocessing.start_processes(every_check, args=(2, port, str(out)), nprocs=2, start_method="spawn")
+    return out
 
 
-ADAMW = ["model.optimizer._target_=torch.optim.AdamW", "~model.optimizer.muon_lr"]  # as configs/model/tiny.yaml says
-
-
-@pytest.mark.parametrize(
-    "kind, overrides",
-    [("fsdp2", []), ("fsdp2", ["model.backbone.gradient_checkpointing=true"]), ("ddp", [])],
-    ids=["fsdp2", "fsdp2-activation-checkpointing", "ddp"],
-)
-def test_two_processes_train_like_one_on_the_same_global_batch_with_packed_rows(kind, overrides, tmp_path):
+@pytest.mark.parametrize("kind", ["fsdp2", "fsdp2-activation-checkpointing", "ddp"])
+def test_two_processes_train_like_one_on_the_same_global_batch_with_packed_rows(kind, parallel_checks):
     """Three steps of the tiny model (pack_tokens=1024; AdamW, so that every operation is float32) over two CPU
     processes, each on its half of a global batch of 4, sharded (FSDP2, fp32 compute; with activation checkpointing
-    per decoder layer too, which re-gathers each layer in the backward) or replicated (DDP), against
-    one unsharded copy training on the whole batch: the global losses agree to relative 1e-5 and the final weights
-    to 1e-5 of the distance they moved (float32 reduction order), and the packed path ran with two samples in one
-    row (forward_packed, which FSDP2 must gather for like forward)."""
-    spawn_two(train_two_ways, kind, str(tmp_path), [*ADAMW, *overrides])
-    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    per decoder layer too, which re-gathers each layer in the backward) or replicated (DDP), against one unsharded
+    copy training on the whole batch: the global losses agree to relative 1e-5 and the final weights to 1e-5 of the
+    distance they moved (float32 reduction order), and the packed path ran with two samples in one row
+    (forward_packed, which FSDP2 must gather for like forward)."""
+    result = torch.load(parallel_checks / f"{kind}.pt", weights_only=True)
     assert len(result["rows"]) == 3 and 1 in result["rows"], f"no step packed 2 samples to a row: {result['rows']}"
     torch.testing.assert_close(result["losses"], result["reference_losses"], rtol=1e-5, atol=0)
     assert_moved_alike(result, tolerance=1e-5)
@@ -175,20 +169,18 @@ def assert_moved_alike(result: dict, tolerance: float, muon_tolerance: float | N
     assert moved > 10
 
 
-def test_muon_on_fsdp2_shards_orthogonalises_each_whole_matrix(tmp_path):
+def test_muon_on_fsdp2_shards_orthogonalises_each_whole_matrix(parallel_checks):
     """One MuonAdamW step (tiny's optimizer) on the sharded module and on a whole copy, from the same gradients:
     AdamW's parameters agree to float32 rounding; Muon's matrices to the bf16 rounding of its Newton-Schulz
     iteration (within 5 % of the update; orthogonalising each rank's rows alone would be off by about half)."""
-    spawn_two(optimizer_step_on_shards, str(tmp_path))
-    assert_moved_alike(torch.load(tmp_path / "result.pt", weights_only=True), tolerance=1e-5, muon_tolerance=0.05)
+    assert_moved_alike(torch.load(parallel_checks / "muon.pt", weights_only=True), tolerance=1e-5, muon_tolerance=0.05)
 
 
-def test_reward_fine_tunings_weight_swap_reaches_the_shards(tmp_path):
+def test_reward_fine_tunings_weight_swap_reaches_the_shards(parallel_checks):
     """RL runs the sampling policy and the reference by putting their weights in place of the policy's. Under FSDP2
     they must reach the storage each unit all-gathers from: a fixed batch's loss with other weights in place
     equals the whole model's with them (fp32), and the module's own come back exactly."""
-    spawn_two(weights_in_place_on_shards, str(tmp_path))
-    result = torch.load(tmp_path / "result.pt", weights_only=True)
+    result = torch.load(parallel_checks / "weight_swap.pt", weights_only=True)
     assert abs(result["swapped"] - result["own"]) > 1e-3  # the other weights change the loss
     assert result["sharded_swapped"] == pytest.approx(result["swapped"], rel=1e-5)
     assert result["sharded_own"] == pytest.approx(result["own"], rel=1e-5)
@@ -201,6 +193,7 @@ def test_reward_fine_tuning_under_fsdp2_resumes_exactly(fsdp_run, tmp_path):
     overrides = [*RL, f"model.finetune.init_from={fsdp_run / 'checkpoints' / 'last.ckpt'}", "model.old_decay=0.5"]
     overrides += ["model.updates_per_rollout=2", "model.algorithm.kl_weight=0.1", "trainer.max_steps=2"]
     overrides += ["callbacks.checkpoint.every_n_train_steps=1", "callbacks.sample_grid=null", *FSDP_ON_CPU]
+    overrides += ["callbacks.reward_guard=null", "callbacks.rollout_grid=null"]  # their own sampling: not the point
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     fit_in_subprocess([*overrides, f"hydra.run.dir={straight}"])
     fit_in_subprocess(
@@ -221,7 +214,7 @@ def test_lora_under_fsdp2_trains_the_adapters_alone(fsdp_run, tmp_path):
     start = read_checkpoint(base)["state_dict"]
     lora = tmp_path / "lora"
     overrides = [f"hydra.run.dir={lora}", "model/finetune=lora", f"model.finetune.init_from={base}"]
-    fit_in_subprocess([*FAST, *FSDP_ON_CPU, *overrides, "callbacks.sample_grid=null"])
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, *overrides, "callbacks.sample_grid=null", "trainer.max_steps=2"])
     adapted = read_checkpoint(lora / "checkpoints" / "last.ckpt")["current_model_state"]
     moved = [name for name, value in adapted.items() if "lora_B" in name and value.abs().sum() > 0]
     assert len(moved) == len([name for name in adapted if "lora_B" in name]) > 0
