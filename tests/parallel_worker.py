@@ -68,7 +68,11 @@ def model(out: str, rank: int, overrides: list[str]) -> tuple[DictConfig, OmniGe
     """The fit config and its model, with the same initial weights on every rank."""
     cfg = compose_fit([f"data.batch_size={GLOBAL_BATCH}", *overrides], Path(out) / f"rank_{rank}")
     torch.manual_seed(0)
-    return cfg, build_module(OmegaConf.to_container(cfg.model, resolve=True))
+    module = build_module(OmegaConf.to_container(cfg.model, resolve=True))
+    # the output layer starts at zero (DiT's init), which leaves every weight below it without a gradient until it
+    # moves: frozen under LoRA, it never would
+    torch.nn.init.normal_(module.transformer.final_layer.linear.weight, std=0.02)
+    return cfg, module
 
 
 def first_batches(cfg: DictConfig, n: int) -> list[dict]:
@@ -175,6 +179,7 @@ CHECKS = {  # name: (check, its arguments after (rank, world_size, out))
         ("fsdp2", [*ADAMW, "model.backbone.gradient_checkpointing=true"]),
     ),
     "ddp": (train_two_ways, ("ddp", ADAMW)),
+    "fsdp2-lora": (train_two_ways, ("fsdp2", [*ADAMW, "model/finetune=lora"])),
     "muon": (optimizer_step_on_shards, ()),
     "weight_swap": (weights_in_place_on_shards, ()),
 }
