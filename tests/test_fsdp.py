@@ -13,13 +13,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from hydra_utils import FAST, compose_fit
-from parallel_worker import every_check
+from parallel_worker import every_check, optimizer_of
 from test_distributed import fit_in_subprocess, subprocess_env
 from test_rl_fit import RL
 
 from omnigen.checkpoints.atomic_io import TEMP_SUFFIX, AtomicCheckpointIO
 from omnigen.checkpoints.format import CheckpointError
-from omnigen.checkpoints.native import read_checkpoint
+from omnigen.checkpoints.native import load_module, read_checkpoint
 from omnigen.checkpoints.sharded import is_sharded_checkpoint
 from omnigen.convert import main as convert
 from omnigen.fit import build, train
@@ -34,16 +34,17 @@ def fsdp_run(tmp_path_factory) -> Path:
     """The issue's command, 4 steps, one gathered file per checkpoint (the default): the uninterrupted run the
     tests below compare with."""
     run = tmp_path_factory.mktemp("fsdp") / "run"
-    fit_in_subprocess([*FAST, *FSDP_ON_CPU, f"hydra.run.dir={run}", "+callbacks.shards._target_=probes.ShardProbe"])
+    fit_in_subprocess(
+        [*FAST, *FSDP_ON_CPU, "logger=csv", f"hydra.run.dir={run}", "+callbacks.shards._target_=probes.ShardProbe"]
+    )
     return run
 
 
-def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_exactly(fsdp_run, tmp_path):
+def test_fsdp2_on_two_cpu_processes_shards_and_writes_one_loadable_file(fsdp_run):
     """`python -m omnigen.fit trainer=fsdp trainer.accelerator=cpu trainer.devices=2`: every transformer parameter
     is split between the two ranks (gloo; bf16 compute, fp32 reduction), the frozen VAE is whole on each; the
     final sample grid samples through the shards; last.ckpt is the one self-describing file that
-    OmniGenPipeline.from_checkpoint samples with; and a run resumed from the step-2 checkpoint ends with the same
-    raw and averaged (power EMA) weights as the uninterrupted one."""
+    OmniGenPipeline.from_checkpoint samples with."""
     run = fsdp_run
     shards = [torch.load(run / f"shards_{rank}.pt", weights_only=True) for rank in (0, 1)]
     for name, (full, local) in shards[0].items():
@@ -60,15 +61,7 @@ def test_fsdp2_on_two_cpu_processes_shards_writes_one_loadable_file_and_resumes_
     image = pipeline.generate(["a red circle"], [[]], 32, 32, 2, generator=torch.Generator().manual_seed(0))[0]
     assert image.shape == (3, 32, 32) and torch.isfinite(image).all()
 
-    resumed = tmp_path / "resumed"
-    fit_in_subprocess(
-        [*FAST, *FSDP_ON_CPU, f"hydra.run.dir={resumed}", f"ckpt_path={run / 'checkpoints' / 'step_0000002.ckpt'}"]
-    )
-    again = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
-    for key in ("state_dict", "current_model_state"):
-        assert last[key].keys() == again[key].keys()
-        for name, value in last[key].items():
-            assert torch.equal(value, again[key][name]), f"the resumed run's {key} differs in {name}"
+    # a run resumed from a gathered file under FSDP2: test_sharded_checkpoints_... (from a consolidated one)
 
 
 SHARDED = [*FSDP_ON_CPU, "trainer.strategy.save_distributed_checkpoint=true"]
@@ -82,12 +75,14 @@ def first_image(checkpoint: Path) -> torch.Tensor:
 def test_sharded_checkpoints_survive_a_kill_resume_exactly_and_consolidate_into_the_one_file(fsdp_run, tmp_path):
     """save_distributed_checkpoint=true: each checkpoint is a directory of per-rank shards (the power EMA's
     average and raw weights included). Both ranks are SIGKILLed mid-run; the same command relaunched with
-    ckpt_path=last ends with the uninterrupted run's weights, EMA and optimizer state, bit for bit;
-    `convert consolidate` writes the one self-describing file, which samples the same image as the gathered
-    file and resumes on a single process; another strategy refuses the directory by name."""
+    ckpt_path=last ends with the uninterrupted run's weights, EMA and optimizer state, bit for bit.
+    `convert consolidate` writes the one self-describing file: it samples the same image as the gathered file; a
+    consolidated step-1 checkpoint resumes under FSDP2 (a whole file: each rank takes its part) to the same end,
+    bit for bit; its optimizer state loads into a single process's optimizer (torch's layout). Another strategy
+    refuses the directory by name."""
     run = tmp_path / "run"
     command = [sys.executable, "-m", "omnigen.fit", *FAST, *SHARDED, "callbacks.checkpoint.every_n_train_steps=1"]
-    command += ["callbacks.sample_grid=null", f"hydra.run.dir={run}", "ckpt_path=last"]
+    command += ["callbacks.sample_grid=null", "logger=csv", f"hydra.run.dir={run}", "ckpt_path=last"]
     env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
     last = run / "checkpoints" / "last.ckpt"
     with open(tmp_path / "first.log", "w") as log:  # its own session: the kill reaches rank 1 too
@@ -124,10 +119,25 @@ def test_sharded_checkpoints_survive_a_kill_resume_exactly_and_consolidate_into_
 
     with pytest.raises(CheckpointError, match="sharded checkpoint.*consolidate"):
         train(compose_fit([*FAST, f"ckpt_path={last}"], tmp_path / "single"))
-    single = tmp_path / "single_from_file"  # the consolidated file resumes on one process
-    fit_in_subprocess([*FAST, "trainer.max_steps=5", "callbacks.sample_grid=null", f"hydra.run.dir={single}",
-                       f"ckpt_path={consolidated}"])  # fmt: skip
-    assert read_checkpoint(single / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+    step_1 = tmp_path / "step_1.ckpt"
+    convert(["consolidate", str(run / "checkpoints" / "step_0000001.ckpt"), str(step_1)])
+    resumed = tmp_path / "resumed"
+    fit_in_subprocess([*FAST, *FSDP_ON_CPU, "logger=csv", "callbacks.sample_grid=null", f"hydra.run.dir={resumed}",
+                       f"ckpt_path={step_1}"])  # fmt: skip
+    again = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(value, again[key][name]) for name, value in straight[key].items()), key
+    (c,) = again["optimizer_states"]
+    assert all(torch.equal(a["state"][i][k], c["state"][i][k]) for i in a["state"] for k in a["state"][i])
+
+    single = load_module(step_1, weights="raw")  # one process: its optimizer takes the state as it is
+    optimizer = optimizer_of(single)
+    optimizer.load_state_dict(read_checkpoint(step_1)["optimizer_states"][0])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len(optimizer.state) == len(params)  # every parameter's state, each the shape of its parameter
+    for p in params:
+        assert all(v.shape == p.shape for v in optimizer.state[p].values() if torch.is_tensor(v) and v.dim() > 0)
 
 
 @pytest.fixture(scope="module")

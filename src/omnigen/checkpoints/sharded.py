@@ -12,7 +12,7 @@ A sharded checkpoint is a directory that every rank writes its own shards into, 
 
 `read_sharded` turns one into the dict of a single-file Lightning checkpoint on any machine, without a process
 group (the whole state must fit in CPU memory); `python -m omnigen.convert consolidate DIR OUT.ckpt` writes
-that file, which load_module, OmniGenPipeline.from_checkpoint and any trainer config resume from.
+that file, which load_module and OmniGenPipeline.from_checkpoint read and every strategy resumes from.
 
 Optimizer states in files are in torch's own layout (`Optimizer.state_dict`: parameters numbered in the order
 of the optimizer's parameter groups), whichever strategy wrote them, so a run may move between one device and
