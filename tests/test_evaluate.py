@@ -19,10 +19,12 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
             "batch_size=2",
             f"out={tmp_path}",
             "wandb=true",
+            "guidance_interval=[0,1]",  # guidance at every step, as without it
         ]
     )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == results and saved["settings"]["image_size"] == 32
+    assert saved["settings"]["guidance_interval"] == [0, 1]
     assert set(results) == set(FAMILIES) | {"per_task"}
     assert results["text_to_image"]["n"] == 2 and 0 <= results["text_to_image"]["exact_scene"] <= 1
     assert "edit_correct" in results["mixed_modal"] and "unchanged_psnr" in results["mixed_modal"]

@@ -120,3 +120,15 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     assert _images(notebook) == 2
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert any("2 training steps" in o.get("text", "") for o in outputs)
+
+
+def test_cli_takes_a_guidance_interval_and_names_a_bad_one(fitted_checkpoint, tmp_path):
+    """guidance_interval=[low,high] (omnigen.pipeline: guidance only at steps with t in it): [0,1] is the plain
+    command's image, [0,0.5] another; a reversed interval is one line naming the setting."""
+    common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=4", "progress=false", "prompt=a red circle"]
+    plain = Image.open(main([*common, f"out={tmp_path}/plain.png"])[0])
+    whole = Image.open(main([*common, "guidance_interval=[0,1]", f"out={tmp_path}/whole.png"])[0])
+    early = Image.open(main([*common, "guidance_interval=[0,0.5]", f"out={tmp_path}/early.png"])[0])
+    assert plain.tobytes() == whole.tobytes() and plain.tobytes() != early.tobytes()
+    with pytest.raises(UserError, match="guidance_interval"):
+        main([*common, "guidance_interval=[0.5,0.2]", f"out={tmp_path}/bad.png"])

@@ -228,3 +228,43 @@ def test_a_mask_that_sees_the_future_samples_without_the_cache(tokenizer, caplog
         use_kv_cache=False,
     )
     assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_a_guidance_interval_guides_inside_it_and_runs_the_conditional_branch_alone_outside(tokenizer, use_kv_cache):
+    """Prompts with 0, 1 and 2 input images in one batch: the interval [0, 1] is today's sampler exactly; an
+    interval no step's t reaches is the conditional branch alone (scales 1) exactly; [0, 0.5] runs all three
+    branches (3 rows a prompt) at the steps from t <= 0.5 and one row a prompt after, and differs from both."""
+    pipe = pipeline(tokenizer)
+    prompts, inputs = [T2I, EDIT, TWO], [[], images((32, 32)), images((16, 24), (32, 32), seed=1)]
+    kwargs = dict(height=32, width=32, num_inference_steps=4, use_kv_cache=use_kv_cache)
+
+    def generate(**more):
+        return pipe.generate(prompts, inputs, **kwargs, **more, generator=torch.Generator().manual_seed(0))
+
+    guided = generate(guidance_scale=2.5, img_guidance_scale=1.5)
+    conditional = generate(guidance_scale=1.0, img_guidance_scale=1.0)
+    assert torch.equal(generate(guidance_scale=2.5, img_guidance_scale=1.5, guidance_interval=(0.0, 1.0)), guided)
+    never = generate(guidance_scale=2.5, img_guidance_scale=1.5, guidance_interval=(1.0, 1.0))  # t stops at 0.75
+    assert torch.equal(never, conditional)
+
+    transformer = pipe.module.transformer
+    forward = transformer.forward_cached if use_kv_cache else transformer.forward
+    rows = []
+
+    def counting(x, *args, **kw):
+        rows.append(x.shape[0])
+        return forward(x, *args, **kw)
+
+    setattr(transformer, forward.__name__, counting)
+    try:
+        half = generate(guidance_scale=2.5, img_guidance_scale=1.5, guidance_interval=(0.0, 0.5))
+    finally:
+        delattr(transformer, forward.__name__)
+    assert rows == [9, 9, 9, 3]  # steps from t = 0, 0.25, 0.5 (closed interval): 3 branches × 3 prompts; 0.75: 3
+    assert not torch.equal(half, guided) and not torch.equal(half, conditional)
+
+
+def test_a_guidance_interval_outside_0_1_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="guidance_interval"):
+        pipeline(tokenizer).generate([T2I], [[]], 32, 32, 2, guidance_interval=(0.5, 0.2))

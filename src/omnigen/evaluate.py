@@ -48,6 +48,7 @@ class EvaluateConfig:
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
     img_guidance_scale: float = 1.5
+    guidance_interval: list[float] | None = None  # [low, high]: guide only at steps with t in it (as generate)
     batch_size: int = 16
     seed: int = 0
     out: str = "eval"
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.batch_size,
         cfg.seed,
         cfg.suite,
+        cfg.guidance_interval,
     )
     # The training stream that splits the samples into seen and unseen instructions: the checkpoint's (with
     # ground_truth, that of ckpt= if given), up to its step or stream_step.

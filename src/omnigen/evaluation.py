@@ -51,6 +51,7 @@ def evaluate_shapes(
     batch_size: int = 16,
     seed: int = 0,
     suite: str = "shapes",
+    guidance_interval: list[float] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
@@ -82,6 +83,7 @@ def evaluate_shapes(
                     guidance_scale,
                     img_guidance_scale,
                     generator=[noise_generator(seed, i) for i in range(start, start + len(chunk))],
+                    guidance_interval=guidance_interval,
                 )
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))

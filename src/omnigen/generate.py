@@ -36,6 +36,9 @@ class GenerateConfig:
     negative_prompt: str = ""
     seed: int = 0
     use_kv_cache: bool = True
+    # [low, high]: text and image guidance only at steps with t in it (0 noise, 1 data), the conditional branch
+    # alone at the others (one branch instead of two or three); null guides every step
+    guidance_interval: list[float] | None = None
     use_input_image_size_as_output: bool = False
     max_input_image_size: int = 1024
     device: str = "cpu"
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         use_input_image_size_as_output=cfg.use_input_image_size_as_output,
         max_input_image_size=cfg.max_input_image_size,
         progress=cfg.progress,
+        guidance_interval=cfg.guidance_interval,
     )
     paths = output_paths(cfg.out, len(images))
     for image, path in zip(images, paths, strict=True):

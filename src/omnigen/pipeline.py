@@ -120,12 +120,14 @@ class OmniGenPipeline:
         max_input_image_size: int = 1024,
         progress: bool = True,
         output_type: str = "pil",
+        guidance_interval: tuple[float, float] | None = None,
     ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
         or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
         `max_input_image_size` on their longer side (and to what the position grid holds, `max_side`)
-        and centre-cropped to the token grid.
+        and centre-cropped to the token grid. `guidance_interval` (low, high): guide only at steps with t in it
+        (0 noise, 1 data), the conditional branch alone elsewhere; None guides every step.
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
@@ -155,6 +157,7 @@ class OmniGenPipeline:
             generator,
             use_kv_cache,
             progress,
+            guidance_interval,
         )
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
@@ -243,9 +246,11 @@ class OmniGenPipeline:
         generator: torch.Generator | list[torch.Generator] | None = None,
         use_kv_cache: bool = True,
         progress: bool = False,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
-        for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch)."""
+        for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
+        `guidance_interval`: guide only at steps with t in it (`conditioned`)."""
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
@@ -260,7 +265,7 @@ class OmniGenPipeline:
             noise = torch.randn(n, *shape, generator=generator)
         noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
         velocity = self.conditioned(
-            prompts, inputs, noise, guidance_scale, img_guidance_scale, negative_prompt, use_kv_cache
+            prompts, inputs, noise, guidance_scale, img_guidance_scale, negative_prompt, use_kv_cache, guidance_interval
         )
         bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
 
@@ -284,9 +289,13 @@ class OmniGenPipeline:
         img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
         negative_prompt: str = "",
         use_kv_cache: bool = True,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> VelocityFn:
         """The guided velocity of `prompts` with their input latents (encode_inputs'), for outputs shaped like
-        `output` (B, C, h, w). Gradients flow through it unless the caller turns them off."""
+        `output` (B, C, h, w). Gradients flow through it unless the caller turns them off.
+
+        `guidance_interval` (low, high): guide only at steps whose t (0 noise, 1 data) lies in [low, high]; at the
+        others run the conditional branch alone, one branch instead of two or three. None guides every step."""
         module, n, any_images = self.module, len(prompts), any(inputs)
         # A branch is only run when its scale changes the result: text-only prompts need no image
         # branch, and scales of 1 reduce to the conditional branch alone.
@@ -300,9 +309,27 @@ class OmniGenPipeline:
             texts += [negative_prompt] * n
             latents += [[] for _ in range(n)]
         batch, ordered = module.prepare(texts, latents, output)
-        return self.velocity_fn(
+        velocity = self.velocity_fn(
             batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
         )
+        if guidance_interval is None:
+            return velocity
+        low, high = checked_interval(guidance_interval)
+        if not guided:
+            return velocity
+        conditional = self.velocity_fn(  # the prompts alone: their own (shorter) rows and kv-cache
+            *module.prepare(list(prompts), list(inputs), output), 1, False, 1.0, 1.0, use_kv_cache
+        )
+
+        def windowed(x: Tensor, t: Tensor) -> Tensor:
+            inside = (t >= low) & (t <= high)  # (B,)
+            if bool(inside.all()):
+                return velocity(x, t)
+            if not bool(inside.any()):
+                return conditional(x, t)
+            return torch.where(inside[:, None, None, None], velocity(x, t), conditional(x, t))  # rows at other t
+
+        return windowed
 
     def velocity_fn(
         self,
@@ -345,6 +372,13 @@ class OmniGenPipeline:
             return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, img_guidance_scale)
 
         return velocity
+
+
+def checked_interval(interval: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """A guidance interval (low, high) with 0 <= low <= high <= 1, or a UserError saying what is wrong."""
+    if len(interval) != 2 or not 0.0 <= interval[0] <= interval[1] <= 1.0:
+        raise UserError(f"guidance_interval must be (low, high) with 0 <= low <= high <= 1, got {tuple(interval)}")
+    return float(interval[0]), float(interval[1])
 
 
 def read_image(path: str | Path, name: str) -> Image.Image:
