@@ -5,12 +5,12 @@
 
 Gradio (the optional extra `app`: pip install -e ".[app]"), on 127.0.0.1 unless host= says otherwise.
 One page drives OmniGenPipeline: prompt, up to three input images (each with a button that inserts its
-`<img><|image_i|></img>` placeholder), size snapped to the model's pixels per token, steps, both
-guidance scales, seed, kv-cache, negative prompt and a batch shown as a gallery, with the sampler's
-progress and the seconds a generation took. Requests queue; one generation runs at a time. A mistake
-in the input (placeholders against images, a size, an image too small) or a checkpoint that cannot be
-loaded (corrupt, another program's; the picker lists every *.ckpt under logs/) is shown in the page, and
-the page keeps serving. A checkpoint named with ckpt= is loaded before the page starts: a bad one exits
+`<img><|image_i|></img>` placeholder), size snapped to the model's pixels per token, steps, both guidance
+scales and the guidance interval (t from / to), seed, kv-cache, negative prompt and a batch shown as a
+gallery, with the sampler's progress and the seconds a generation took. Requests queue; one generation runs at
+a time. A mistake in the input (placeholders against images, a size, an image too small) or a checkpoint that
+cannot be loaded (corrupt, another program's; the picker lists every *.ckpt under logs/) is shown in the page,
+and the page keeps serving. A checkpoint named with ckpt= is loaded before the page starts: a bad one exits
 with its message.
 """
 
@@ -109,6 +109,8 @@ class Generator:
         kv_cache: bool,
         negative_prompt: str,
         batch: int,
+        guide_from: float = 0.0,
+        guide_to: float = 1.0,
         progress: Any = None,  # the page passes gr.Progress(track_tqdm=True): the sampler's tqdm steps drive it
     ) -> tuple[list[Image.Image], int, str]:
         """Images for the page's settings, the seed used and a line on the time taken. A mistake in the
@@ -134,6 +136,8 @@ class Generator:
                     negative_prompt=negative_prompt,
                     seed=seed,
                     use_kv_cache=kv_cache,
+                    # guidance only for t in [from, to] (0 noise, 1 data); the whole range is the plain sampler
+                    guidance_interval=None if (guide_from, guide_to) == (0.0, 1.0) else (guide_from, guide_to),
                 )
                 seconds = time.perf_counter() - start
         except UserError as error:  # anything else is a bug: Gradio reports it and keeps serving too
@@ -204,6 +208,9 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
                     steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
                     guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.1, label="guidance")
                     img_guidance = gr.Slider(1.0, 5.0, value=DEFAULT_IMAGE_GUIDANCE, step=0.1, label="image guidance")
+                with gr.Row():  # the guidance interval: guided steps only for t in [from, to] (0 noise, 1 data)
+                    guide_from = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="guide from t")
+                    guide_to = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="guide to t")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="seed")
                     random_seed = gr.Checkbox(False, label="random seed")
@@ -222,7 +229,7 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
             )
         ckpt_box.change(sizes, ckpt_box, [height_box, width_box], api_visibility="private")
         inputs = [ckpt_box, prompt, *images, height_box, width_box, use_input_size, steps, guidance, img_guidance,
-                  seed, random_seed, kv_cache, negative, batch]  # fmt: skip
+                  seed, random_seed, kv_cache, negative, batch, guide_from, guide_to]  # fmt: skip
         run.click(generate, inputs, [gallery, used_seed, timing], api_name="generate")
         if ckpt and is_shapes_model(generator.pipeline(ckpt)):
             folder = Path(tempfile.mkdtemp(prefix="omnigen-app-examples-"))
