@@ -40,11 +40,11 @@ def served(fitted_checkpoint):
 
 def generate(
     client, ckpt, prompt, image=None, height=32, width=32, seed=0, batch=1, use_input_size=False, scales=(2.0, 1.5),
-    guide=(0.0, 1.0),
+    guide=(0.0, 1.0), shift=1.0,
 ):  # fmt: skip
     image = gradio_client.handle_file(str(image)) if image else None
     args = (ckpt, prompt, image, None, None, height, width, use_input_size, 2, *scales, seed, False, True, "", batch,
-            *guide)  # fmt: skip
+            *guide, shift)  # fmt: skip
     gallery, used_seed, timing = client.predict(*args, api_name="/generate")
     return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery], used_seed, timing
 
@@ -73,6 +73,8 @@ def test_text_to_image_and_edit_return_images_of_the_requested_size_and_a_seed_r
     never, _, _ = generate(client, ckpt, edit, source, guide=(0.9, 1.0))
     alone, _, _ = generate(client, ckpt, edit, source, scales=(1.0, 1.0))
     assert np.array_equal(never[0], alone[0]) and not np.array_equal(never[0], guided[0])
+    shifted, _, _ = generate(client, ckpt, edit, source, shift=3.0)  # the steps' times, shifted towards noise
+    assert not np.array_equal(shifted[0], guided[0])
 
 
 def test_input_mistakes_come_back_as_messages_and_the_server_keeps_serving(served, tmp_path):

@@ -42,6 +42,21 @@ def test_euler_timesteps_validate():
         euler_timesteps(0)
 
 
+@pytest.mark.parametrize("shift", [0.5, 3.0])
+def test_a_shifted_schedule_keeps_its_ends_orders_its_steps_and_undoes_with_the_inverse_shift(shift):
+    """k > 1 puts more steps near noise (t = 0), k < 1 near data; shifting by k then by 1/k gives the uniform grid
+    back; k = 1 is the uniform grid exactly."""
+    times = euler_timesteps(8, shift)
+    assert times[0] == 0.0 and times[-1] == 1.0 and bool((times.diff() > 0).all())
+    assert (times[1] < 1 / 8) == (shift > 1)
+    noise_level = 1.0 - times.double()
+    back = 1.0 - (noise_level / shift) / (1.0 + (1.0 / shift - 1.0) * noise_level)
+    torch.testing.assert_close(back.float(), euler_timesteps(8))
+    assert torch.equal(euler_timesteps(8, 1.0), torch.linspace(0.0, 1.0, 9))
+    with pytest.raises(ValueError, match="shift"):
+        euler_timesteps(8, 0.0)
+
+
 def test_guidance_algebra():
     c, ci, u = torch.full((2,), 5.0), torch.full((2,), 2.0), torch.full((2,), 1.0)
     assert torch.equal(guided_velocity(c, u, 1.0), c)  # scale 1 is the conditional branch

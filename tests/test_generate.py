@@ -122,9 +122,10 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     assert any("2 training steps" in o.get("text", "") for o in outputs)
 
 
-def test_cli_takes_a_guidance_interval_and_names_a_bad_one(fitted_checkpoint, tmp_path):
+def test_cli_takes_a_guidance_interval_and_a_schedule_shift_and_names_bad_ones(fitted_checkpoint, tmp_path):
     """guidance_interval=[low,high] (omnigen.pipeline: guidance only at steps with t in it): [0,1] is the plain
-    command's image, [0,0.5] another; a reversed interval is one line naming the setting."""
+    command's image, [0,0.5] another; schedule_shift=1 is the plain image, 3 another; a reversed interval and a
+    shift of 0 are one line naming the setting."""
     common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=4", "progress=false", "prompt=a red circle"]
     plain = Image.open(main([*common, f"out={tmp_path}/plain.png"])[0])
     whole = Image.open(main([*common, "guidance_interval=[0,1]", f"out={tmp_path}/whole.png"])[0])
@@ -132,3 +133,8 @@ def test_cli_takes_a_guidance_interval_and_names_a_bad_one(fitted_checkpoint, tm
     assert plain.tobytes() == whole.tobytes() and plain.tobytes() != early.tobytes()
     with pytest.raises(UserError, match="guidance_interval"):
         main([*common, "guidance_interval=[0.5,0.2]", f"out={tmp_path}/bad.png"])
+    shifted = Image.open(main([*common, "schedule_shift=3", f"out={tmp_path}/shifted.png"])[0])
+    assert plain.tobytes() == Image.open(main([*common, "schedule_shift=1", f"out={tmp_path}/one.png"])[0]).tobytes()
+    assert shifted.tobytes() != plain.tobytes()
+    with pytest.raises(UserError, match="schedule_shift"):
+        main([*common, "schedule_shift=0", f"out={tmp_path}/bad.png"])

@@ -263,6 +263,10 @@ def test_a_guidance_interval_guides_inside_it_and_runs_the_conditional_branch_al
         delattr(transformer, forward.__name__)
     assert rows == [9, 9, 9, 3]  # steps from t = 0, 0.25, 0.5 (closed interval): 3 branches × 3 prompts; 0.75: 3
     assert not torch.equal(half, guided) and not torch.equal(half, conditional)
+    # with a shifted schedule: shift 1 is the plain sampler; shift 3 moves the steps' times (and so the window's)
+    assert torch.equal(generate(guidance_scale=2.5, img_guidance_scale=1.5, schedule_shift=1.0), guided)
+    both = generate(guidance_scale=2.5, img_guidance_scale=1.5, guidance_interval=(0.0, 0.5), schedule_shift=3.0)
+    assert torch.isfinite(both).all() and not torch.equal(both, half)
 
 
 def test_a_guidance_interval_outside_0_1_is_refused(tokenizer):

@@ -49,6 +49,7 @@ class EvaluateConfig:
     guidance_scale: float = 2.0
     img_guidance_scale: float = 1.5
     guidance_interval: list[float] | None = None  # [low, high]: guide only at steps with t in it (as generate)
+    schedule_shift: float = 1.0  # the steps' time shift (as generate; 1: uniform)
     batch_size: int = 16
     seed: int = 0
     out: str = "eval"
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.seed,
         cfg.suite,
         cfg.guidance_interval,
+        cfg.schedule_shift,
     )
     # The training stream that splits the samples into seen and unseen instructions: the checkpoint's (with
     # ground_truth, that of ckpt= if given), up to its step or stream_step.

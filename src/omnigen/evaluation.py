@@ -52,6 +52,7 @@ def evaluate_shapes(
     seed: int = 0,
     suite: str = "shapes",
     guidance_interval: list[float] | None = None,
+    schedule_shift: float = 1.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
@@ -84,6 +85,7 @@ def evaluate_shapes(
                     img_guidance_scale,
                     generator=[noise_generator(seed, i) for i in range(start, start + len(chunk))],
                     guidance_interval=guidance_interval,
+                    schedule_shift=schedule_shift,
                 )
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))

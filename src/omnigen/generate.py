@@ -39,6 +39,7 @@ class GenerateConfig:
     # [low, high]: text and image guidance only at steps with t in it (0 noise, 1 data), the conditional branch
     # alone at the others (one branch instead of two or three); null guides every step
     guidance_interval: list[float] | None = None
+    schedule_shift: float = 1.0  # > 1: more of the steps near noise (SD3's time shift); 1: uniform steps
     use_input_image_size_as_output: bool = False
     max_input_image_size: int = 1024
     device: str = "cpu"
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         max_input_image_size=cfg.max_input_image_size,
         progress=cfg.progress,
         guidance_interval=cfg.guidance_interval,
+        schedule_shift=cfg.schedule_shift,
     )
     paths = output_paths(cfg.out, len(images))
     for image, path in zip(images, paths, strict=True):

@@ -121,13 +121,15 @@ class OmniGenPipeline:
         progress: bool = True,
         output_type: str = "pil",
         guidance_interval: tuple[float, float] | None = None,
+        schedule_shift: float = 1.0,
     ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
         or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
         `max_input_image_size` on their longer side (and to what the position grid holds, `max_side`)
         and centre-cropped to the token grid. `guidance_interval` (low, high): guide only at steps with t in it
-        (0 noise, 1 data), the conditional branch alone elsewhere; None guides every step.
+        (0 noise, 1 data), the conditional branch alone elsewhere; None guides every step. `schedule_shift` > 1
+        spends more steps near noise (1: uniform steps).
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
@@ -158,6 +160,7 @@ class OmniGenPipeline:
             use_kv_cache,
             progress,
             guidance_interval,
+            schedule_shift,
         )
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
@@ -247,10 +250,14 @@ class OmniGenPipeline:
         use_kv_cache: bool = True,
         progress: bool = False,
         guidance_interval: tuple[float, float] | None = None,
+        schedule_shift: float = 1.0,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
         for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
-        `guidance_interval`: guide only at steps with t in it (`conditioned`)."""
+        `guidance_interval`: guide only at steps with t in it (`conditioned`). `schedule_shift`: the steps'
+        times (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
+        if schedule_shift <= 0:
+            raise UserError(f"schedule_shift must be > 0 (1: uniform steps), got {schedule_shift}")
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
@@ -275,7 +282,7 @@ class OmniGenPipeline:
             return v
 
         try:
-            latent = euler_sample(step, noise, num_inference_steps)
+            latent = euler_sample(step, noise, num_inference_steps, schedule_shift)
         finally:
             bar.close()
         return module.vae.decode(latent).clamp(-1, 1)
