@@ -40,11 +40,11 @@ def served(fitted_checkpoint):
 
 def generate(
     client, ckpt, prompt, image=None, height=32, width=32, seed=0, batch=1, use_input_size=False, scales=(2.0, 1.5),
-    guide=(0.0, 1.0), shift=1.0,
+    guide=(0.0, 1.0), shift=1.0, step_cache=0.0,
 ):  # fmt: skip
     image = gradio_client.handle_file(str(image)) if image else None
     args = (ckpt, prompt, image, None, None, height, width, use_input_size, 2, *scales, seed, False, True, "", batch,
-            *guide, shift)  # fmt: skip
+            *guide, shift, step_cache)  # fmt: skip
     gallery, used_seed, timing = client.predict(*args, api_name="/generate")
     return [np.asarray(Image.open(item["image"]).convert("RGB")) for item in gallery], used_seed, timing
 
@@ -75,6 +75,12 @@ def test_text_to_image_and_edit_return_images_of_the_requested_size_and_a_seed_r
     assert np.array_equal(never[0], alone[0]) and not np.array_equal(never[0], guided[0])
     shifted, _, _ = generate(client, ckpt, edit, source, shift=3.0)  # the steps' times, shifted towards noise
     assert not np.array_equal(shifted[0], guided[0])
+    # the step cache reaches the sampler: with 2 steps both are computed (its first order needs two), so the
+    # image is the plain one; a bad value comes back as a message
+    cached, _, _ = generate(client, ckpt, edit, source, step_cache=0.5)
+    assert np.array_equal(cached[0], guided[0])
+    with pytest.raises(AppError, match="minimum"):  # the slider refuses it
+        generate(client, ckpt, edit, source, step_cache=-1.0)
 
 
 def test_input_mistakes_come_back_as_messages_and_the_server_keeps_serving(served, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from omnigen.flow.rectified import interpolate, velocity_target
-from omnigen.flow.sampler import euler_sample, euler_timesteps, guided_velocity
+from omnigen.flow.sampler import StepCache, euler_sample, euler_timesteps, guided_velocity
 from omnigen.flow.timesteps import LogitNormalTimesteps, UniformTimesteps
 
 
@@ -101,3 +101,25 @@ def test_warmup_cosine_schedule():
     assert constant.get_last_lr() == [1.0]
     with pytest.raises(ValueError, match="total_steps"):
         warmup_cosine(opt, warmup_steps=10, total_steps=-1, min_lr_ratio=0.5)
+
+
+def test_a_step_cache_computes_every_step_at_threshold_0_and_extrapolates_a_linear_velocity_exactly():
+    """threshold 0: every step computed, the plain result. A velocity linear in t (a + b·t, whatever x): at a large
+    threshold order 1 computes the first two steps and extrapolates the rest exactly; order 0 computes the first
+    and reuses it."""
+    a, b = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).unbind(0)
+
+    def velocity(x, t):
+        return (a + b * t.view(-1, 1, 1, 1)[:1, 0]).expand_as(x)
+
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    plain = euler_sample(velocity, noise, 8)
+    every = StepCache(velocity, 0.0)
+    assert torch.equal(euler_sample(every, noise, 8), plain) and (every.calls, every.skipped) == (8, 0)
+    first_order = StepCache(velocity, 1e9, order=1)
+    torch.testing.assert_close(euler_sample(first_order, noise, 8), plain)  # skipping cost nothing here
+    assert first_order.skipped == 6  # the first two steps computed, the other six extrapolated
+    reused = StepCache(velocity, 1e9, order=0)
+    assert not torch.allclose(euler_sample(reused, noise, 8), plain) and reused.skipped == 7
+    with pytest.raises(ValueError, match="threshold"):
+        StepCache(velocity, -1.0)

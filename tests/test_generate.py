@@ -122,10 +122,11 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
     assert any("2 training steps" in o.get("text", "") for o in outputs)
 
 
-def test_cli_takes_a_guidance_interval_and_a_schedule_shift_and_names_bad_ones(fitted_checkpoint, tmp_path):
+def test_cli_takes_the_sampler_options_and_names_bad_ones(fitted_checkpoint, tmp_path):
     """guidance_interval=[low,high] (omnigen.pipeline: guidance only at steps with t in it): [0,1] is the plain
-    command's image, [0,0.5] another; schedule_shift=1 is the plain image, 3 another; a reversed interval and a
-    shift of 0 are one line naming the setting."""
+    command's image, [0,0.5] another; schedule_shift=1 and step_cache=0 are the plain image, schedule_shift=3 and
+    a step cache that skips every step after the first another; a reversed interval, a shift of 0 and a negative
+    step cache are one line naming the setting."""
     common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=4", "progress=false", "prompt=a red circle"]
     plain = Image.open(main([*common, f"out={tmp_path}/plain.png"])[0])
     whole = Image.open(main([*common, "guidance_interval=[0,1]", f"out={tmp_path}/whole.png"])[0])
@@ -138,3 +139,8 @@ def test_cli_takes_a_guidance_interval_and_a_schedule_shift_and_names_bad_ones(f
     assert shifted.tobytes() != plain.tobytes()
     with pytest.raises(UserError, match="schedule_shift"):
         main([*common, "schedule_shift=0", f"out={tmp_path}/bad.png"])
+    assert Image.open(main([*common, "step_cache=0", f"out={tmp_path}/c.png"])[0]).tobytes() == plain.tobytes()
+    skipped = Image.open(main([*common, "step_cache=100", "step_cache_order=0", f"out={tmp_path}/s.png"])[0])
+    assert skipped.tobytes() != plain.tobytes()
+    with pytest.raises(UserError, match="step_cache"):
+        main([*common, "step_cache=-1", f"out={tmp_path}/bad.png"])

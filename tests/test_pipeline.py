@@ -234,7 +234,8 @@ def test_a_mask_that_sees_the_future_samples_without_the_cache(tokenizer, caplog
 def test_a_guidance_interval_guides_inside_it_and_runs_the_conditional_branch_alone_outside(tokenizer, use_kv_cache):
     """Prompts with 0, 1 and 2 input images in one batch: the interval [0, 1] is today's sampler exactly; an
     interval no step's t reaches is the conditional branch alone (scales 1) exactly; [0, 0.5] runs all three
-    branches (3 rows a prompt) at the steps from t <= 0.5 and one row a prompt after, and differs from both."""
+    branches (3 rows a prompt) at the steps from t <= 0.5 and one row a prompt after, and differs from both. The
+    step cache and the schedule shift combine with it."""
     pipe = pipeline(tokenizer)
     prompts, inputs = [T2I, EDIT, TWO], [[], images((32, 32)), images((16, 24), (32, 32), seed=1)]
     kwargs = dict(height=32, width=32, num_inference_steps=4, use_kv_cache=use_kv_cache)
@@ -263,6 +264,17 @@ def test_a_guidance_interval_guides_inside_it_and_runs_the_conditional_branch_al
         delattr(transformer, forward.__name__)
     assert rows == [9, 9, 9, 3]  # steps from t = 0, 0.25, 0.5 (closed interval): 3 branches × 3 prompts; 0.75: 3
     assert not torch.equal(half, guided) and not torch.equal(half, conditional)
+    # the step cache: threshold 0 is the plain sampler; one no change reaches computes the first step of each
+    # velocity (the guided one at t = 0, the conditional one at 0.75) and reuses it after (order 0)
+    assert torch.equal(generate(guidance_scale=2.5, img_guidance_scale=1.5, step_cache=0.0), guided)
+    rows.clear()
+    setattr(transformer, forward.__name__, counting)
+    try:
+        skipping = dict(guidance_interval=(0.0, 0.5), step_cache=1e9, step_cache_order=0)
+        reused = generate(guidance_scale=2.5, img_guidance_scale=1.5, **skipping)
+    finally:
+        delattr(transformer, forward.__name__)
+    assert rows == [9, 3] and torch.isfinite(reused).all() and not torch.equal(reused, half)
     # with a shifted schedule: shift 1 is the plain sampler; shift 3 moves the steps' times (and so the window's)
     assert torch.equal(generate(guidance_scale=2.5, img_guidance_scale=1.5, schedule_shift=1.0), guided)
     both = generate(guidance_scale=2.5, img_guidance_scale=1.5, guidance_interval=(0.0, 0.5), schedule_shift=3.0)

@@ -6,12 +6,12 @@
 Gradio (the optional extra `app`: pip install -e ".[app]"), on 127.0.0.1 unless host= says otherwise.
 One page drives OmniGenPipeline: prompt, up to three input images (each with a button that inserts its
 `<img><|image_i|></img>` placeholder), size snapped to the model's pixels per token, steps, both guidance
-scales, the guidance interval (t from / to) and the schedule shift, seed, kv-cache, negative prompt and a
-batch shown as a gallery, with the sampler's progress and the seconds a generation took. Requests queue; one
-generation runs at a time. A mistake in the input (placeholders against images, a size, an image too small) or
-a checkpoint that cannot be loaded (corrupt, another program's; the picker lists every *.ckpt under logs/) is
-shown in the page, and the page keeps serving. A checkpoint named with ckpt= is loaded before the page starts:
-a bad one exits with its message.
+scales, the guidance interval (t from / to), the schedule shift, the step cache, seed, kv-cache, negative
+prompt and a batch shown as a gallery, with the sampler's progress and the seconds a generation took. Requests
+queue; one generation runs at a time. A mistake in the input (placeholders against images, a size, an image
+too small) or a checkpoint that cannot be loaded (corrupt, another program's; the picker lists every *.ckpt
+under logs/) is shown in the page, and the page keeps serving. A checkpoint named with ckpt= is loaded before
+the page starts: a bad one exits with its message.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class Generator:
         guide_from: float = 0.0,
         guide_to: float = 1.0,
         schedule_shift: float = 1.0,
+        step_cache: float = 0.0,
         progress: Any = None,  # the page passes gr.Progress(track_tqdm=True): the sampler's tqdm steps drive it
     ) -> tuple[list[Image.Image], int, str]:
         """Images for the page's settings, the seed used and a line on the time taken. A mistake in the
@@ -140,6 +141,7 @@ class Generator:
                     # guidance only for t in [from, to] (0 noise, 1 data); the whole range is the plain sampler
                     guidance_interval=None if (guide_from, guide_to) == (0.0, 1.0) else (guide_from, guide_to),
                     schedule_shift=float(schedule_shift),
+                    step_cache=float(step_cache),
                 )
                 seconds = time.perf_counter() - start
         except UserError as error:  # anything else is a bug: Gradio reports it and keeps serving too
@@ -214,6 +216,7 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
                     guide_from = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="guide from t")
                     guide_to = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="guide to t")
                     shift = gr.Slider(0.25, 8.0, value=1.0, step=0.25, label="schedule shift")
+                    step_cache = gr.Slider(0.0, 0.5, value=0.0, step=0.01, label="step cache (skip below)")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="seed")
                     random_seed = gr.Checkbox(False, label="random seed")
@@ -233,7 +236,7 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
         ckpt_box.change(sizes, ckpt_box, [height_box, width_box], api_visibility="private")
         inputs = [ckpt_box, prompt, *images, height_box, width_box, use_input_size, steps, guidance, img_guidance,
                   seed, random_seed, kv_cache, negative, batch, guide_from, guide_to,
-                  shift]  # fmt: skip
+                  shift, step_cache]  # fmt: skip
         run.click(generate, inputs, [gallery, used_seed, timing], api_name="generate")
         if ckpt and is_shapes_model(generator.pipeline(ckpt)):
             folder = Path(tempfile.mkdtemp(prefix="omnigen-app-examples-"))

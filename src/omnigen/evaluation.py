@@ -53,6 +53,8 @@ def evaluate_shapes(
     suite: str = "shapes",
     guidance_interval: list[float] | None = None,
     schedule_shift: float = 1.0,
+    step_cache: float = 0.0,
+    step_cache_order: int = 1,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
@@ -86,6 +88,8 @@ def evaluate_shapes(
                     generator=[noise_generator(seed, i) for i in range(start, start + len(chunk))],
                     guidance_interval=guidance_interval,
                     schedule_shift=schedule_shift,
+                    step_cache=step_cache,
+                    step_cache_order=step_cache_order,
                 )
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))

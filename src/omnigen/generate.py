@@ -40,6 +40,8 @@ class GenerateConfig:
     # alone at the others (one branch instead of two or three); null guides every step
     guidance_interval: list[float] | None = None
     schedule_shift: float = 1.0  # > 1: more of the steps near noise (SD3's time shift); 1: uniform steps
+    step_cache: float = 0.0  # > 0: skip the model at steps whose input changed less than this (relative L1)
+    step_cache_order: int = 1  # at a skipped step: 0 the last velocity, 1 extrapolated from the last two
     use_input_image_size_as_output: bool = False
     max_input_image_size: int = 1024
     device: str = "cpu"
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         progress=cfg.progress,
         guidance_interval=cfg.guidance_interval,
         schedule_shift=cfg.schedule_shift,
+        step_cache=cfg.step_cache,
+        step_cache_order=cfg.step_cache_order,
     )
     paths = output_paths(cfg.out, len(images))
     for image, path in zip(images, paths, strict=True):

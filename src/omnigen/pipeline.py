@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
 from omnigen.checkpoints.native import export_module, load_module
-from omnigen.flow.sampler import VelocityFn, euler_sample, guided_velocity
+from omnigen.flow.sampler import StepCache, VelocityFn, euler_sample, guided_velocity
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import PromptBatch, drop_text
 from omnigen.training import finetune
@@ -122,6 +122,8 @@ class OmniGenPipeline:
         output_type: str = "pil",
         guidance_interval: tuple[float, float] | None = None,
         schedule_shift: float = 1.0,
+        step_cache: float = 0.0,
+        step_cache_order: int = 1,
     ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
@@ -129,7 +131,9 @@ class OmniGenPipeline:
         `max_input_image_size` on their longer side (and to what the position grid holds, `max_side`)
         and centre-cropped to the token grid. `guidance_interval` (low, high): guide only at steps with t in it
         (0 noise, 1 data), the conditional branch alone elsewhere; None guides every step. `schedule_shift` > 1
-        spends more steps near noise (1: uniform steps).
+        spends more steps near noise (1: uniform steps). `step_cache` > 0 skips the transformer at steps whose
+        input changed less than that since the last computed one (`step_cache_order` 0 reuses its velocity, 1
+        extrapolates it); 0 computes every step.
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
@@ -161,6 +165,8 @@ class OmniGenPipeline:
             progress,
             guidance_interval,
             schedule_shift,
+            step_cache,
+            step_cache_order,
         )
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
@@ -251,11 +257,14 @@ class OmniGenPipeline:
         progress: bool = False,
         guidance_interval: tuple[float, float] | None = None,
         schedule_shift: float = 1.0,
+        step_cache: float = 0.0,
+        step_cache_order: int = 1,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
         for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
-        `guidance_interval`: guide only at steps with t in it (`conditioned`). `schedule_shift`: the steps'
-        times (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
+        `guidance_interval`: guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose
+        input changed little (both `conditioned`). `schedule_shift`: the steps' times
+        (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
         if schedule_shift <= 0:
             raise UserError(f"schedule_shift must be > 0 (1: uniform steps), got {schedule_shift}")
         module = self.module
@@ -272,7 +281,16 @@ class OmniGenPipeline:
             noise = torch.randn(n, *shape, generator=generator)
         noise = noise.to(module.device)  # drawn on the CPU: the same seed gives the same image on any device
         velocity = self.conditioned(
-            prompts, inputs, noise, guidance_scale, img_guidance_scale, negative_prompt, use_kv_cache, guidance_interval
+            prompts,
+            inputs,
+            noise,
+            guidance_scale,
+            img_guidance_scale,
+            negative_prompt,
+            use_kv_cache,
+            guidance_interval,
+            step_cache,
+            step_cache_order,
         )
         bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
 
@@ -297,12 +315,25 @@ class OmniGenPipeline:
         negative_prompt: str = "",
         use_kv_cache: bool = True,
         guidance_interval: tuple[float, float] | None = None,
+        step_cache: float = 0.0,
+        step_cache_order: int = 1,
     ) -> VelocityFn:
         """The guided velocity of `prompts` with their input latents (encode_inputs'), for outputs shaped like
         `output` (B, C, h, w). Gradients flow through it unless the caller turns them off.
 
         `guidance_interval` (low, high): guide only at steps whose t (0 noise, 1 data) lies in [low, high]; at the
-        others run the conditional branch alone, one branch instead of two or three. None guides every step."""
+        others run the conditional branch alone, one branch instead of two or three. None guides every step.
+        `step_cache` > 0: skip the transformer at steps whose x_t changed less than that since the last computed
+        one (omnigen.flow.sampler.StepCache, `step_cache_order` 0 reuse, 1 extrapolate); the guided and the
+        conditional-only velocities keep their own caches."""
+        if step_cache < 0 or step_cache_order not in (0, 1):
+            raise UserError(
+                f"step_cache must be >= 0 and step_cache_order 0 or 1, got {step_cache}, {step_cache_order}"
+            )
+
+        def cached(velocity: VelocityFn) -> VelocityFn:
+            return StepCache(velocity, step_cache, step_cache_order) if step_cache > 0 else velocity
+
         module, n, any_images = self.module, len(prompts), any(inputs)
         # A branch is only run when its scale changes the result: text-only prompts need no image
         # branch, and scales of 1 reduce to the conditional branch alone.
@@ -316,16 +347,18 @@ class OmniGenPipeline:
             texts += [negative_prompt] * n
             latents += [[] for _ in range(n)]
         batch, ordered = module.prepare(texts, latents, output)
-        velocity = self.velocity_fn(
-            batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
+        velocity = cached(
+            self.velocity_fn(
+                batch, ordered, len(texts) // n, with_images, guidance_scale, img_guidance_scale, use_kv_cache
+            )
         )
         if guidance_interval is None:
             return velocity
         low, high = checked_interval(guidance_interval)
         if not guided:
             return velocity
-        conditional = self.velocity_fn(  # the prompts alone: their own (shorter) rows and kv-cache
-            *module.prepare(list(prompts), list(inputs), output), 1, False, 1.0, 1.0, use_kv_cache
+        conditional = cached(  # the prompts alone: their own (shorter) rows and kv-cache
+            self.velocity_fn(*module.prepare(list(prompts), list(inputs), output), 1, False, 1.0, 1.0, use_kv_cache)
         )
 
         def windowed(x: Tensor, t: Tensor) -> Tensor:
