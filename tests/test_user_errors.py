@@ -110,7 +110,7 @@ def test_an_export_with_cut_off_weights_is_named(fitted_checkpoint, tmp_path, ca
 @pytest.mark.parametrize(
     "module, argv, says",
     [
-        (generate, ["stepz=3"], "unknown key 'stepz' (did you mean 'num_inference_steps'?)"),
+        (generate, ["steps=3"], "unknown key 'steps' (did you mean 'num_inference_steps'?)"),
         (generate, ["ckpt=x", "prompt=x", "seed=one"], "seed: Value 'one' of type 'str' could not be converted"),
         (generate, ["ckpt=x", "prompt=[a"], "cannot parse 'prompt=[a'"),
         (generate, ["ckpt=x", "a red circle"], "arguments are key=value, got 'a red circle'"),
