@@ -34,18 +34,17 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from omnigen.bench import sampling, train_step
+from omnigen.bench import kv_cache, sampling, train_step
 from omnigen.bench.common import (
-    PROMPTS,
     BenchConfig,
     alternate,
-    autocast,
     diffusers_transformer,
     input_images,
     matmul_flops_per_s,
@@ -135,22 +134,7 @@ def sampling_rows(module, diffusers, args: BenchConfig, warmup_steps: int, devic
         calls, infos = {}, {}
         for name, a in (("full", args), ("short", short_args)):
             infos[name], both = sampling.row(module, loaded, n, a, device)
-            prompts, images = [PROMPTS[n]] * a.batch, input_images(n, a.size, a.batch)
-
-            def uncached(a=a, prompts=prompts, images=images) -> torch.Tensor:  # as bench kv_cache's "no cache"
-                with autocast(device, a.dtype):
-                    return pipe.generate(
-                        prompts,
-                        images,
-                        a.size,
-                        a.size,
-                        a.steps,
-                        a.guidance,
-                        a.img_guidance,
-                        generator=torch.Generator().manual_seed(0),
-                        use_kv_cache=False,
-                    )
-
+            uncached = partial(kv_cache.sample, pipe, n, input_images(n, a.size, a.batch), a, device, False)
             calls[name] = {"kv-cache": both["ours"], "no cache": uncached, "diffusers": both["diffusers"]}
         variants = {v: first_call_short(calls["short"][v], calls["full"][v]) for v in calls["full"]}
         times, outputs, peaks = alternate(variants, args.repeats, device)

@@ -23,7 +23,15 @@ from torch import Tensor
 from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
 from omnigen.checkpoints.native import export_module, load_module
-from omnigen.flow.sampler import StepCache, VelocityFn, euler_sample, guided_velocity
+from omnigen.flow.sampler import (
+    StepCache,
+    VelocityFn,
+    check_step_cache,
+    checked_interval,
+    euler_sample,
+    guided_velocity,
+    windowed,
+)
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import PromptBatch, drop_text
 from omnigen.training import finetune
@@ -265,8 +273,6 @@ class OmniGenPipeline:
         `guidance_interval`: guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose
         input changed little (both `conditioned`). `schedule_shift`: the steps' times
         (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
-        if schedule_shift <= 0:
-            raise UserError(f"schedule_shift must be > 0 (1: uniform steps), got {schedule_shift}")
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
@@ -326,10 +332,7 @@ class OmniGenPipeline:
         `step_cache` > 0: skip the transformer at steps whose x_t changed less than that since the last computed
         one (omnigen.flow.sampler.StepCache, `step_cache_order` 0 reuse, 1 extrapolate); the guided and the
         conditional-only velocities keep their own caches."""
-        if step_cache < 0 or step_cache_order not in (0, 1):
-            raise UserError(
-                f"step_cache must be >= 0 and step_cache_order 0 or 1, got {step_cache}, {step_cache_order}"
-            )
+        check_step_cache(step_cache, step_cache_order)  # also when 0 leaves the cache off
 
         def cached(velocity: VelocityFn) -> VelocityFn:
             return StepCache(velocity, step_cache, step_cache_order) if step_cache > 0 else velocity
@@ -354,22 +357,13 @@ class OmniGenPipeline:
         )
         if guidance_interval is None:
             return velocity
-        low, high = checked_interval(guidance_interval)
+        checked_interval(guidance_interval)  # also when the scales leave nothing to window
         if not guided:
             return velocity
         conditional = cached(  # the prompts alone: their own (shorter) rows and kv-cache
             self.velocity_fn(*module.prepare(list(prompts), list(inputs), output), 1, False, 1.0, 1.0, use_kv_cache)
         )
-
-        def windowed(x: Tensor, t: Tensor) -> Tensor:
-            inside = (t >= low) & (t <= high)  # (B,)
-            if bool(inside.all()):
-                return velocity(x, t)
-            if not bool(inside.any()):
-                return conditional(x, t)
-            return torch.where(inside[:, None, None, None], velocity(x, t), conditional(x, t))  # rows at other t
-
-        return windowed
+        return windowed(velocity, conditional, guidance_interval)
 
     def velocity_fn(
         self,
@@ -412,13 +406,6 @@ class OmniGenPipeline:
             return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, img_guidance_scale)
 
         return velocity
-
-
-def checked_interval(interval: tuple[float, float] | list[float]) -> tuple[float, float]:
-    """A guidance interval (low, high) with 0 <= low <= high <= 1, or a UserError saying what is wrong."""
-    if len(interval) != 2 or not 0.0 <= interval[0] <= interval[1] <= 1.0:
-        raise UserError(f"guidance_interval must be (low, high) with 0 <= low <= high <= 1, got {tuple(interval)}")
-    return float(interval[0]), float(interval[1])
 
 
 def read_image(path: str | Path, name: str) -> Image.Image:

@@ -5,6 +5,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from omnigen.utils.cli import UserError
+
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t (B, ...), t (B,)) -> velocity
 
 
@@ -15,7 +17,7 @@ def euler_timesteps(num_steps: int, shift: float = 1.0) -> Tensor:
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if shift <= 0:
-        raise ValueError(f"the schedule shift must be > 0, got {shift}")
+        raise UserError(f"schedule_shift must be > 0 (1: uniform steps), got {shift}")
     times = torch.linspace(0.0, 1.0, num_steps + 1)
     if shift == 1.0:
         return times
@@ -46,6 +48,36 @@ def guided_velocity(
     return uncond + image_scale * (image_cond - uncond) + text_scale * (cond - image_cond)
 
 
+def check_step_cache(threshold: float, order: int) -> None:
+    if threshold < 0 or order not in (0, 1):
+        raise UserError(
+            f"step_cache (the threshold) must be >= 0 and step_cache_order 0 or 1, got {threshold}, {order}"
+        )
+
+
+def checked_interval(interval: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """A guidance interval (low, high) with 0 <= low <= high <= 1, or a UserError saying what is wrong."""
+    if len(interval) != 2 or not 0.0 <= interval[0] <= interval[1] <= 1.0:
+        raise UserError(f"guidance_interval must be (low, high) with 0 <= low <= high <= 1, got {tuple(interval)}")
+    return float(interval[0]), float(interval[1])
+
+
+def windowed(guided: VelocityFn, conditional: VelocityFn, interval: tuple[float, float]) -> VelocityFn:
+    """`guided` at the steps whose t lies in `interval` (`checked_interval`'s), `conditional` at the others; rows
+    of one batch at different t each get theirs."""
+    low, high = checked_interval(interval)
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        inside = (t >= low) & (t <= high)  # (B,)
+        if bool(inside.all()):
+            return guided(x, t)
+        if not bool(inside.any()):
+            return conditional(x, t)
+        return torch.where(inside.view(-1, *[1] * (x.dim() - 1)), guided(x, t), conditional(x, t))
+
+    return velocity
+
+
 class StepCache:
     """A velocity that skips the model at steps whose input changed little since the last computed one.
 
@@ -57,8 +89,7 @@ class StepCache:
     """
 
     def __init__(self, velocity: VelocityFn, threshold: float, order: int = 1) -> None:
-        if threshold < 0 or order not in (0, 1):
-            raise ValueError(f"StepCache needs threshold >= 0 and order 0 or 1, got {threshold} and {order}")
+        check_step_cache(threshold, order)
         self.velocity, self.threshold, self.order = velocity, threshold, order
         self.computed: list[tuple[Tensor, Tensor]] = []  # (t, velocity) of the last two computed steps
         self.last_x: Tensor | None = None
