@@ -59,6 +59,19 @@ def test_sampling_benchmark_matches_diffusers_loop_and_measures_memory(capsys, t
     assert "its OmniGenPipeline needs torchvision" in capsys.readouterr().out
 
 
+def test_sampling_benchmark_times_the_faster_samplers_options_beside_ours_by_default():
+    """With options, `ours` runs them and `ours default` (timed beside) is the plain sampler, which still matches
+    diffusers' loop (the difference column is taken from it); other benchmarks refuse the options."""
+    common = ["sampling", "steps=4", "repeats=1", "size=16"]
+    rows = bench([*common, "step_cache=1e9", "step_cache_order=0", "guidance_interval=[0,0.5]", "schedule_shift=2"])
+    for r in rows:
+        assert r["max |diff|"] <= 1e-4 and r["ours default s"] > 0
+        assert r["options' speed-up"] == pytest.approx(r["ours default s"] / r["ours s"])
+    assert "ours default s" not in bench(common)[0]
+    with pytest.raises(SystemExit, match="step_cache are sampling's settings"):
+        bench(["kv_cache", "step_cache=0.1"])
+
+
 def test_cpu_peak_memory_of_a_training_step_is_positive_and_grows_with_the_sequence():
     from dataclasses import asdict
 

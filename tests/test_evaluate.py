@@ -29,6 +29,7 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
     assert results["text_to_image"]["n"] == 2 and 0 <= results["text_to_image"]["exact_scene"] <= 1
     assert "edit_correct" in results["mixed_modal"] and "unchanged_psnr" in results["mixed_modal"]
     assert "## cv_tasks" in (tmp_path / "results.md").read_text() and (tmp_path / "examples.png").is_file()
+    assert "guidance only for t in [0, 1]" in (tmp_path / "results.md").read_text()
     tasks = results["per_task"]
     assert all(task.split("/")[0] in FAMILIES for task in tasks) and "text_to_image/t2i" in tasks
     assert "| text_to_image/t2i | 2 |" in (tmp_path / "results.md").read_text()
@@ -150,6 +151,23 @@ def test_scores_do_not_depend_on_the_batch_size(fitted_checkpoint):
         assert one["instruction"] == three["instruction"]
         assert np.abs(one["generated"].astype(int) - three["generated"].astype(int)).max() <= 1
         assert one["scores"] == pytest.approx(three["scores"])
+
+
+def test_the_cost_of_sampling_is_recorded_as_the_work_the_transformer_did(fitted_checkpoint):
+    """transformer_rows_per_image counts prompts × branches over the computed steps: over 4 steps t = 0, 1/4, 1/2,
+    3/4, guidance on [0, 0.5] runs 3 guided steps (2 branches for a caption, 3 for an edit) and 1 conditional one;
+    a step cache that never recomputes runs the two steps its extrapolation needs."""
+    from omnigen.evaluation import evaluate_shapes
+    from omnigen.pipeline import OmniGenPipeline
+
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    families = ["text_to_image", "mixed_modal"]
+    options = {"plain": {}, "windowed": {"guidance_interval": [0, 0.5]}, "cached": {"step_cache": 1e9}}
+    results = {name: evaluate_shapes(pipe, families, 2, 32, 4, **kw)[0] for name, kw in options.items()}
+    rows = {name: [r[f]["transformer_rows_per_image"] for f in families] for name, r in results.items()}
+    assert rows == {"plain": [8, 12], "windowed": [7, 10], "cached": [4, 6]}  # order 1: two computed steps
+    assert all(r[f]["seconds_per_image"] > 0 for r in results.values() for f in families)
+    assert "seconds_per_image" not in evaluate_shapes(None, families, 2, 32)[0]["text_to_image"]
 
 
 def test_unseen_part_holds_the_samples_whose_instruction_the_training_stream_never_held(fitted_checkpoint, tmp_path):

@@ -58,13 +58,16 @@ def evaluate_shapes(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
-    noise comes from (seed, i) alone: the scores do not depend on `batch_size`."""
+    noise comes from (seed, i) alone: the scores do not depend on `batch_size`. With a pipeline, results[family] also
+    holds what sampling cost: seconds_per_image (wall time inside `pipe.generate`) and transformer_rows_per_image
+    (prompts × guidance branches run, summed over the computed steps)."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise UserError(f"no Shapes-X2I metrics for {unknown}; known families: {list(FAMILIES)}")
     if suite not in SUITES:
         raise UserError(f"unknown suite {suite!r}{did_you_mean(suite, SUITES)}; known: {list(SUITES)}")
     by_family: dict[str, list[dict[str, float]]] = defaultdict(list)
+    cost: dict[str, dict[str, float]] = defaultdict(lambda: {"seconds": 0.0, "rows": 0})
     by_task: dict[str, list[dict[str, float]]] = defaultdict(list)
     examples = []
     for family in families:
@@ -77,6 +80,7 @@ def evaluate_shapes(
             if pipe is None:
                 generated = [from_array(s.output_image) for s in chunk]
             else:
+                start_time, start_rows = time.perf_counter(), pipe.transformer_rows
                 generated = pipe.generate(
                     [s.instruction for s in chunk],
                     [[from_array(im) for im in s.input_images] for s in chunk],
@@ -91,6 +95,8 @@ def evaluate_shapes(
                     step_cache=step_cache,
                     step_cache_order=step_cache_order,
                 )
+                cost[family]["seconds"] += time.perf_counter() - start_time
+                cost[family]["rows"] += pipe.transformer_rows - start_rows
             for sample, image in zip(chunk, generated, strict=True):
                 pixels = np.array(to_pil(image))
                 scores = score(family, sample.task, sample.spec, pixels)
@@ -111,6 +117,9 @@ def evaluate_shapes(
                     }
                 )
     results: dict[str, Any] = {family: mean_scores(rows) for family, rows in by_family.items()}
+    for family, spent in cost.items():  # what sampling cost: a rough clock (whatever else ran) and the exact work
+        n = results[family]["n"]
+        results[family] |= {"seconds_per_image": spent["seconds"] / n, "transformer_rows_per_image": spent["rows"] / n}
     results["per_task"] = {task: mean_scores(rows) for task, rows in sorted(by_task.items())}
     return results, examples
 
@@ -166,6 +175,18 @@ def started_from_instructions(run_config: dict[str, Any] | None) -> set[str]:
     )
 
 
+def sampler_text(settings: dict[str, Any]) -> str:
+    """The faster sampler's options where they differ from the plain sampler's, as a clause (else nothing)."""
+    options = [
+        f"guidance only for t in {settings['guidance_interval']}" if settings.get("guidance_interval") else "",
+        f"schedule shift {settings['schedule_shift']}" if settings.get("schedule_shift", 1.0) != 1.0 else "",
+        f"step cache {settings['step_cache']} (order {settings['step_cache_order']})"
+        if settings.get("step_cache", 0.0) > 0
+        else "",
+    ]
+    return "".join(f", {option}" for option in options if option)
+
+
 def markdown(results: dict[str, Any], settings: dict[str, Any], parts: dict[str, Any] | str | None = None) -> str:
     """One table per family (all samples, and with `parts` the seen and unseen instructions), then per task.
     `parts` as a string: why the parts were not computed."""
@@ -177,7 +198,8 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], parts: dict[str,
         "",
         f"{settings['samples_per_family']} samples per family of suite {settings.get('suite', 'shapes')} at "
         f"{settings['image_size']}², {settings['num_inference_steps']} Euler steps, guidance "
-        f"{settings['guidance_scale']} / image guidance {settings['img_guidance_scale']}, seed {settings['seed']}.",
+        f"{settings['guidance_scale']} / image guidance {settings['img_guidance_scale']}{sampler_text(settings)}, "
+        f"seed {settings['seed']}.",
         "",
     ]
     if isinstance(parts, str):

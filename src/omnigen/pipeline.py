@@ -52,6 +52,7 @@ class OmniGenPipeline:
     def __init__(self, module: OmniGenLitModule) -> None:
         self.module = module
         self.warned_no_cache = False  # said once per pipeline, not at every generate call
+        self.transformer_rows = 0  # rows (prompts × branches) the transformer has run, summed over steps: the work
 
     @classmethod
     def from_checkpoint(
@@ -396,6 +397,7 @@ class OmniGenPipeline:
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             x, t = x.repeat(branches, 1, 1, 1), t.repeat(branches)  # (branches·B, C, h, w), (branches·B,)
+            self.transformer_rows += x.shape[0]
             if cache is not None:
                 v = transformer.forward_cached(x, t, cache, batch.layout, mask)
             else:

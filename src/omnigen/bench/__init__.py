@@ -5,6 +5,7 @@
     python -m omnigen.bench packing [override=[data=mixture]] [batches=20] [pack_tokens=1024]
     python -m omnigen.bench train_step [override=[...]] [batch=8] [size=32] [pack_tokens=1024] [memory=true]
     python -m omnigen.bench sampling [override=[...]] [size=32] [steps=50] [batch=1] [memory=true]
+        [guidance_interval=[0,0.5]] [schedule_shift=3] [step_cache=0.1] [step_cache_order=1]
     python -m omnigen.bench memory [model=paper] [trainer=fsdp] [devices=8] [batch=1] [override=[...]]
     (any of them: json=PATH writes the settings and rows; kv_cache, train_step, sampling:
     device=cuda, dtype=bfloat16 for autocast)
@@ -36,7 +37,10 @@ sampling: full guided sampling (steps Euler steps, guidance, img_guidance) of ba
 prompts with 0, 1 and 2 input images: our OmniGenPipeline.generate with the kv-cache next to
 diffusers' transformer + scheduler in its pipeline's loop (its OmniGenPipeline needs
 torchvision), same weights, prompts and initial noise; medians, speed-up = diffusers / ours,
-token counts and the largest difference between the final images (see omnigen.bench.sampling).
+token counts and the largest difference between the final images (see omnigen.bench.sampling). With a
+faster sampler's options (guidance_interval, schedule_shift, step_cache) ours runs with them, and a third
+column times ours as by default beside both: the speed-up the options add, and the difference to diffusers
+taken from ours by default (the options change the image on purpose).
 
 memory: parameters, gradients, optimizer states, EMA and activations per GPU for full fine-tuning and
 LoRA under DDP and FSDP2, at 256², 512² and 1024² with and without activation checkpointing, planned on
@@ -59,7 +63,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from omnigen.bench import kv_cache, loader, memory, packing, sampling, train_step
-from omnigen.bench.common import BenchConfig, bench_module, random_module, resolve_device
+from omnigen.bench.common import BenchConfig, bench_module, random_module, resolve_device, sampler_options
 from omnigen.bench.train_step import training_step_flops
 from omnigen.checkpoints.diffusers import DTYPES
 from omnigen.pipeline import OmniGenPipeline
@@ -97,6 +101,8 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         raise SystemExit(
             f"omnigen.bench: bad {', '.join(bad)} (benchmarks: {', '.join(BENCHMARKS)}; --help lists the keys)"
         )
+    if args.benchmark != "sampling" and sampler_options(args):
+        raise SystemExit(f"omnigen.bench: {', '.join(sampler_options(args))} are sampling's settings")
     if args.benchmark == "memory":
         if bad := [key for key, default in NOT_MEMORY.items() if getattr(args, key) != default]:
             raise SystemExit(

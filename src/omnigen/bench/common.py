@@ -35,6 +35,10 @@ class BenchConfig:
     steps: int | None = None  # Euler steps per sample (default: kv_cache 20, sampling 50)
     guidance: float = 2.0  # text guidance scale (kv_cache, sampling)
     img_guidance: float = 1.5  # image guidance scale (kv_cache, sampling)
+    guidance_interval: list[float] | None = None  # sampling: ours guides only at t in [low, high] (0 noise, 1 data)
+    schedule_shift: float = 1.0  # sampling: ours on the time-shifted schedule (omnigen.flow.sampler.euler_timesteps)
+    step_cache: float = 0.0  # sampling: ours skips steps whose input changed less than this (StepCache)
+    step_cache_order: int = 1  # sampling: a skipped step reuses the velocity (0) or extrapolates it (1)
     repeats: int = 5  # timed repeats of each variant (median reported)
     batch: int = 1  # prompts per call
     threads: int | None = None  # torch CPU threads (default: torch's choice)
@@ -51,6 +55,18 @@ class BenchConfig:
     devices: int = 8  # memory: GPUs the strategy spreads over (FSDP2 shards over them, DDP replicates)
     condition_tokens: int = 128  # memory: condition tokens per sample (text and input images) before the image
     sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])  # memory: output sides, pixels
+
+
+def sampler_options(args: BenchConfig) -> dict[str, object]:
+    """The faster sampler's options set away from the plain sampler's, as OmniGenPipeline.generate takes them."""
+    options = {
+        "guidance_interval": args.guidance_interval,
+        "schedule_shift": args.schedule_shift,
+        "step_cache": args.step_cache,
+        "step_cache_order": args.step_cache_order,
+    }
+    plain = {"guidance_interval": None, "schedule_shift": 1.0, "step_cache": 0.0, "step_cache_order": 1}
+    return {key: value for key, value in options.items() if value != plain[key]}
 
 
 def random_module(overrides: list[str]) -> OmniGenLitModule:

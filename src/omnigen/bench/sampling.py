@@ -26,8 +26,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnigen.bench.common import PROMPTS, BenchConfig, autocast, diffusers_transformer, input_images, prompt_tokens
-from omnigen.bench.compare import compare
+from omnigen.bench.common import (
+    PROMPTS,
+    BenchConfig,
+    autocast,
+    diffusers_transformer,
+    input_images,
+    prompt_tokens,
+    sampler_options,
+)
+from omnigen.bench.compare import DEFAULT_SIDE, compare
 from omnigen.checkpoints.diffusers import diffusers_inputs
 from omnigen.module import OmniGenLitModule
 from omnigen.pipeline import OmniGenPipeline
@@ -112,9 +120,9 @@ def row(
 ) -> tuple[dict[str, int], dict[str, Callable[[], Tensor]]]:
     """PROMPTS[n] (batch copies) with n random input images: (token counts, one sampling call per side)."""
     prompts, images = [PROMPTS[n]] * args.batch, input_images(n, args.size, args.batch)
-    settings = (args.steps, args.guidance, args.img_guidance)
+    settings, options = (args.steps, args.guidance, args.img_guidance), sampler_options(args)
 
-    def ours() -> Tensor:
+    def ours(**options: object) -> Tensor:
         with autocast(device, args.dtype):
             return loaded["ours"].generate(
                 prompts,
@@ -124,6 +132,7 @@ def row(
                 *settings,
                 generator=torch.Generator().manual_seed(0),
                 use_kv_cache=True,
+                **options,
             )
 
     def diffusers() -> Tensor:
@@ -133,11 +142,16 @@ def row(
             )
 
     prefix, output = prompt_tokens(module, n, args.size)
-    calls = {"ours": ours, "diffusers": diffusers}
-    return {"prefix tokens": prefix, "output tokens": output}, {side: calls[side] for side in loaded}
+    calls = {"ours": lambda: ours(**options), "diffusers": diffusers}
+    chosen = {side: calls[side] for side in loaded}
+    if options and "ours" in loaded:  # ours as by default, beside: what the options buy
+        chosen[DEFAULT_SIDE] = ours
+    return {"prefix tokens": prefix, "output tokens": output}, chosen
 
 
 def run(module: OmniGenLitModule, args: BenchConfig, device: torch.device) -> list[dict[str, float]]:
+    if options := sampler_options(args):
+        print(f"ours: with {options}; ours default: without them")
     print(
         "ours: OmniGenPipeline.generate (kv-cache); diffusers: its transformer + scheduler in its pipeline's loop "
         "(its OmniGenPipeline needs torchvision), the full sequence every step; both end at module.vae.decode"

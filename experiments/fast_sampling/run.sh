@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# fast_sampling: how much faster can a trained checkpoint sample at equal quality? Sampler settings
+# (experiments/fast_sampling/settings.py: fewer Euler steps, time-shifted schedules, guidance on an interval of t,
+# step caching, and combinations) against today's default, c20 (20 uniform Euler steps, guidance 2.0 / 1.5 at
+# every step), on two kinds of checkpoint, 3 seeds each:
+#   quickstart: `python -m omnigen.fit seed=S` (1000 steps), seeds 0, 1, 2, step 1000;
+#   speedrun: the best recorded recipe (the speedrun's row 7, `experiment=speedrun_steps`), seeds 7, 8, 9,
+#             step 2200: rl_edit's plain starts (runs/rl_start_plain_s*), fitted here when missing.
+# Stages, each skipped where its output exists:
+#   1. fits, and the untrained model of each kind (the floor);
+#   2. the screen: every setting on seed 0 / 7 of each kind, on evaluation seed 1 (64 samples per family: other
+#      samples than the confirmation's), to choose the settings confirmed;
+#   3. the confirmation: CONFIRM's settings and the control on every seed, on the held-out evaluation (seed 0,
+#      128 samples per family, split into seen and unseen instructions), evaluations two at a time, one thread each;
+#   4. timing (timing.py): seconds per image at batch 1 and 16, 2 threads, the settings alternated in one process;
+#   5. the report per kind (python -m omnigen.report, control c20) and the frontier (frontier.py).
+#
+# PRIMARY (pre-registered on 2026-12-06 after the screen, before stage 3 ran): see PRIMARY / EXPECT below.
+#
+# REPORT=only re-derives the tables and the frontier from the kept copies in experiments/fast_sampling/runs.
+set -euo pipefail
+shopt -s nullglob
+cd "$(dirname "$0")/../.."
+out=experiments/fast_sampling kept=experiments/fast_sampling/runs runs=${RUNS:-runs}
+kinds=(quickstart speedrun) families="[text_to_image,mixed_modal]"
+CONFIRM=(${CONFIRM:-})
+PRIMARY=${PRIMARY:-} EXPECT=${EXPECT:-}
+seeds() { [ "$1" = quickstart ] && echo "0 1 2" || echo "7 8 9"; }
+steps() { [ "$1" = quickstart ] && echo 1000 || echo 2200; }
+run_dir() { [ "$1" = quickstart ] && echo "$runs/fast_qs_s$2" || echo "$runs/fast_sr_s$2"; }
+ckpt() {  # ckpt KIND SEED: the checkpoint compared
+  if [ "$1" = quickstart ]; then printf "%s/checkpoints/step_%07d.ckpt" "$(run_dir "$1" "$2")" 1000
+  else printf "%s/rl_start_plain_s%s/checkpoints/step_0002200.ckpt" "$runs" "$2"; fi
+}
+floor_ckpt() { [ "$1" = quickstart ] && echo "$runs/fast_qs_floor/checkpoints/minute_0.ckpt" \
+  || echo "$runs/rl_start_plain_s7/checkpoints/minute_0.ckpt"; }
+run_jobs() {  # two at a time, one thread each; fails when any fails
+  [ $# -gt 0 ] || return 0
+  printf '%s\n' "$@" | OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 xargs -d '\n' -n 1 -P 2 bash -c 'set -euo pipefail -f
+    set -- $1; kind=$1 dest=$2; shift 2; mkdir -p "$(dirname "$dest")"
+    if [ "$kind" = fit ]; then python -m omnigen.fit "$@" logger=csv hydra.run.dir="$dest" > "$dest.log" 2>&1
+    else python -m omnigen.evaluate "families='"$families"'" out="$dest" "$@" > "$dest.log" 2>&1; fi' _
+}
+clock="+callbacks.wall_clock._target_=omnigen.callbacks.wall_clock.WallClockCheckpoint +callbacks.wall_clock.minutes=[0]"
+if [ "${REPORT:-}" != only ]; then
+  jobs=()  # 1. the checkpoints
+  for seed in $(seeds quickstart); do
+    [ -f "$(ckpt quickstart "$seed")" ] || jobs+=("fit $(run_dir quickstart "$seed") seed=$seed")
+  done
+  for seed in $(seeds speedrun); do
+    [ -f "$(ckpt speedrun "$seed")" ] || jobs+=("fit $runs/rl_start_plain_s$seed experiment=speedrun_steps seed=$seed")
+  done
+  [ -f "$(floor_ckpt quickstart)" ] || jobs+=("fit $runs/fast_qs_floor seed=0 $clock +callbacks.wall_clock.dirpath=$runs/fast_qs_floor/checkpoints")
+  run_jobs "${jobs[@]}"
+  jobs=()  # 2. the screen
+  for kind in "${kinds[@]}"; do
+    seed=$(seeds "$kind" | cut -d' ' -f1)
+    for name in $(python -c "import sys; sys.path.insert(0, '$out'); from settings import SETTINGS; print(*SETTINGS)"); do
+      dest=$(run_dir "$kind" "$seed")/screen_$name
+      [ -f "$dest/results.json" ] || jobs+=("eval $dest ckpt=$(ckpt "$kind" "$seed") seed=1 samples_per_family=64 $(python $out/settings.py "$name")")
+    done
+  done
+  run_jobs "${jobs[@]}"
+  if [ ${#CONFIRM[@]} -gt 0 ]; then
+    jobs=()  # 3. the confirmation, the floor and the ceiling
+    for kind in "${kinds[@]}"; do
+      for seed in $(seeds "$kind"); do
+        for name in c20 "${CONFIRM[@]}"; do
+          dest=$(run_dir "$kind" "$seed")/eval_$name
+          [ -f "$dest/results.json" ] || jobs+=("eval $dest ckpt=$(ckpt "$kind" "$seed") samples_per_family=128 $(python $out/settings.py "$name")")
+        done
+      done
+      dest=$runs/fast_floor_$kind
+      [ -f "$dest/results.json" ] || jobs+=("eval $dest ckpt=$(floor_ckpt "$kind") samples_per_family=128 stream_step=$(steps "$kind")")
+    done
+    [ -f "$runs/fast_ground_truth/results.json" ] || jobs+=("eval $runs/fast_ground_truth ground_truth=true image_size=32 samples_per_family=128")
+    run_jobs "${jobs[@]}"
+    # 4. timing: nothing else may run beside it
+    for kind in "${kinds[@]}"; do
+      seed=$(seeds "$kind" | cut -d' ' -f1)
+      [ -f "$out/timing_$kind.json" ] || OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 python $out/timing.py \
+        "$(ckpt "$kind" "$seed")" "$out/timing_$kind.json" c20 "${CONFIRM[@]}"
+    done
+    # keep what the report reads: each evaluation's results.json
+    for kind in "${kinds[@]}"; do
+      for seed in $(seeds "$kind"); do
+        run=$(run_dir "$kind" "$seed")
+        for evaluation in "$run"/eval_* "$run"/screen_*; do
+          mkdir -p "$kept/${run##*/}/${evaluation##*/}" && cp "$evaluation/results.json" "$kept/${run##*/}/${evaluation##*/}/"
+        done
+      done
+      mkdir -p "$kept/fast_floor_$kind" && cp "$runs/fast_floor_$kind/results.json" "$kept/fast_floor_$kind/"
+    done
+    mkdir -p "$kept/fast_ground_truth" && cp "$runs/fast_ground_truth/results.json" "$kept/fast_ground_truth/"
+  fi
+fi
+# 5. the reports, from the kept copies
+python $out/frontier.py "$out" "$PRIMARY" "$EXPECT" c20 "${CONFIRM[@]}"
