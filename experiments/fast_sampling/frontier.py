@@ -2,13 +2,13 @@
 
     python experiments/fast_sampling/frontier.py OUT PRIMARY EXPECT CONTROL [SETTING...]
 
-Always: screen.md / screen.json, the screen's scores and transformer rows per image of every setting (one checkpoint
-seed per kind, evaluation seed 1). With SETTINGs (the confirmed ones): per kind, `omnigen.report` against CONTROL
-(OUT/<kind>/results.md, .json, plot.png; PRIMARY `family/metric` and EXPECT `ARM=worse` apply to the speedrun
-kind, the experiment's one primary cell), then frontier.md / frontier.json / frontier.png: each setting's speed-up
-over the control (timing_<kind>.json) beside its paired differences, and whether it meets the issue's goal: at
-least 2× fewer seconds per image at batch 1 and at batch 16, with every headline metric of the family's interval
-including 0 or above it.
+Always: screen.md / screen.json, the screen's scores and transformer rows per image of every setting (one
+checkpoint seed per kind, evaluation seed 1). With SETTINGs (the confirmed ones): per kind, `omnigen.report`
+against CONTROL (OUT/<kind>/results.md, .json, plot.png). PRIMARY (`family/metric`) and EXPECT (`better` or
+`worse`, every confirmed setting's hypothesis) apply to the speedrun kind: the experiment's primary cell. Then
+frontier.md / frontier.json / frontier.png: each setting's speed-up over the control (timing_<kind>.json) beside
+its paired differences, and whether it meets the issue's goal: at least 2x fewer seconds per image at batch 1
+and at batch 16, with every headline metric of the family's interval including 0 or lying above it.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def confirm(out: Path, primary: str, expect: str, control: str, names: list[str]
             control,
             out / "runs" / f"fast_floor_{kind}",
             out / "runs" / "fast_ground_truth",
-            expect=dict([expect.split("=")]) if main and expect else None,
+            expect=dict.fromkeys(names, expect) if main and expect else None,
             primary=primary if main else None,
         )
         judged = json.loads((out / kind / "results.json").read_text())["vs_control"]
@@ -119,8 +119,9 @@ def confirm(out: Path, primary: str, expect: str, control: str, names: list[str]
                 differences = "; ".join(f"{m} {interval(d, m)}" for m, d in cells.items()) or "(the control)"
                 lines.append(
                     f"| {name} | {family} | {b1['seconds_per_image']:.4f} (×{b1['speed_up']:.2f}) | "
-                    f"{b16['seconds_per_image']:.4f} (×{b16['speed_up']:.2f}) | {b1['transformer_rows_per_image']:.0f} | "
-                    f"{differences} | {'yes' if met else 'no' if name != control else '–'} |"
+                    f"{b16['seconds_per_image']:.4f} (×{b16['speed_up']:.2f}) | "
+                    f"{b1['transformer_rows_per_image']:.0f} | {differences} | "
+                    f"{'yes' if met else 'no' if name != control else '–'} |"
                 )
     (out / "frontier.json").write_text(json.dumps(frontier, indent=2))
     (out / "frontier.md").write_text(

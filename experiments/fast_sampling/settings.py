@@ -33,6 +33,11 @@ SETTINGS: dict[str, dict[str, object]] = {
     "e10_g0-0.5": {"num_inference_steps": 10, "guidance_interval": [0.0, 0.5]},
     "e8_k2_g0-0.5": {"num_inference_steps": 8, "schedule_shift": 2.0, "guidance_interval": [0.0, 0.5]},
     "e10_tc0.2": {"num_inference_steps": 10, "step_cache": 0.2},
+    # added after the first screen, where e8_k0.5 scored best among the 8-step settings
+    "e6_k0.5": {"num_inference_steps": 6, "schedule_shift": 0.5},
+    "e5_k0.5": {"num_inference_steps": 5, "schedule_shift": 0.5},
+    "e8_k0.5_g0-0.5": {"num_inference_steps": 8, "schedule_shift": 0.5, "guidance_interval": [0.0, 0.5]},
+    "c20_k0.5_tc0.2_o0": {"num_inference_steps": 20, "schedule_shift": 0.5, "step_cache": 0.2, "step_cache_order": 0},
 }
 
 
