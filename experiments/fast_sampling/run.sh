@@ -12,10 +12,11 @@
 #      samples than the confirmation's), to choose the settings confirmed;
 #   3. the confirmation: CONFIRM's settings and the control on every seed, on the held-out evaluation (seed 0,
 #      128 samples per family, split into seen and unseen instructions), evaluations two at a time, one thread each;
-#   4. timing (timing.py): seconds per image at batch 1 and 16, 2 threads, the settings alternated in one process;
+#   4. timing (timing.py): seconds per image at batch 1 and 16, 2 threads, the settings alternated in one process
+#      (and decision_cost.json: the step cache's skip decision alone);
 #   5. the report per kind (python -m omnigen.report, control c20) and the frontier (frontier.py).
 #
-# PRIMARY (pre-registered on 2026-12-06 at 11:05 UTC, after the screen (screen.md) and before stage 3 ran):
+# PRIMARY (pre-registered on 2026-12-06, commit 04510ee at 10:58 UTC, after the screen (screen.md), before stage 3):
 # mixed_modal/unchanged_psnr of the speedrun checkpoints (the best recipe's), the one evaluation; hypothesis for
 # every confirmed setting: worse than c20. Chosen because it was the score the screen saw move most with fewer
 # steps (t2i scores moved by one or two samples of 64). A setting meets the issue's goal where, on both kinds,
@@ -97,6 +98,9 @@ if [ "${REPORT:-}" != only ]; then
       [ -f "$out/timing_$kind.json" ] || OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 python $out/timing.py \
         "$(ckpt "$kind" "$seed")" "$out/timing_$kind.json" c20 "${CONFIRM[@]}"
     done
+    # what the step cache's skip decision costs: every step computed through it (c20_tc1e-9) against c20
+    [ -f "$out/decision_cost.json" ] || OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 python $out/timing.py \
+      "$(ckpt quickstart 0)" "$out/decision_cost.json" c20 c20_tc1e-9
     for kind in "${kinds[@]}"; do
       for seed in $(seeds "$kind"); do keep "$(run_dir "$kind" "$seed")" "eval_*"; done
       mkdir -p "$kept/fast_floor_$kind" && cp "$runs/fast_floor_$kind/results.json" "$kept/fast_floor_$kind/"

@@ -38,6 +38,8 @@ SETTINGS: dict[str, dict[str, object]] = {
     "e5_k0.5": {"num_inference_steps": 5, "schedule_shift": 0.5},
     "e8_k0.5_g0-0.5": {"num_inference_steps": 8, "schedule_shift": 0.5, "guidance_interval": [0.0, 0.5]},
     "c20_k0.5_tc0.2_o0": {"num_inference_steps": 20, "schedule_shift": 0.5, "step_cache": 0.2, "step_cache_order": 0},
+    # what the skip decision costs: a threshold nothing stays under computes every step, as c20, through the cache
+    "c20_tc1e-9": {"num_inference_steps": 20, "step_cache": 1e-9},
 }
 
 
