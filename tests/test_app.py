@@ -16,6 +16,8 @@ gradio_client = pytest.importorskip("gradio_client")  # the `app` extra (in `dev
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from omnigen.app import Generator, build_app, default_checkpoint, find_checkpoints, snap  # noqa: E402
+from omnigen.flow.sampler import SamplerSettings  # noqa: E402
+from omnigen.pipeline import OmniGenPipeline  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -102,9 +104,23 @@ def test_input_mistakes_come_back_as_messages_and_the_server_keeps_serving(serve
     assert len({job.result()[2].split(" in ")[0] for job in jobs}) == 1
 
 
-def test_a_checkpoint_sets_the_size_sliders(fitted_checkpoint):
-    # tiny: 4 pixels per token, trained at 32², a 16-token position grid, so at most 64 pixels a side
-    assert Generator().settings(str(fitted_checkpoint)) == (4, 32, 32, 64)
+def test_a_checkpoint_sets_the_size_and_sampling_sliders(fitted_checkpoint, tmp_path):
+    """Sizes: tiny has 4 pixels per token, trained at 32², a 16-token position grid, so at most 64 pixels a side.
+    Sampling: the checkpoint's recommendation (its run config's `sampling`; the quickstart's: fast), what the page
+    starts from."""
+    assert Generator().settings(str(fitted_checkpoint)) == (4, 32, 32, 64, SamplerSettings(8, schedule_shift=0.5))
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    pipe.module.run_config["sampling"] = {
+        "num_inference_steps": 7,
+        "schedule_shift": 0.5,
+        "guidance_interval": [0, 0.5],
+    }
+    exported = str(pipe.save_pretrained(tmp_path / "fast"))
+    assert Generator().settings(exported)[4] == SamplerSettings(7, guidance_interval=(0, 0.5), schedule_shift=0.5)
+    page = build_app(Generator(), [exported], exported)
+    sliders = {block.label: block.value for block in page.blocks.values() if getattr(block, "label", None)}
+    names = ("steps", "guide from t", "guide to t", "schedule shift", "step cache (skip below)")
+    assert [sliders[name] for name in names] == [7, 0, 0.5, 0.5, 0.0]
 
 
 def test_checkpoints_are_found_newest_first_and_sizes_snap(tmp_path):

@@ -1,5 +1,6 @@
 """Every config composes and instantiates, and overrides really take."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 from omnigen.callbacks.ema import PowerEMAWeightAveraging
 from omnigen.config import CONFIG_DIR
 from omnigen.fit import build, train
+from omnigen.flow.sampler import SamplerSettings
 from omnigen.model.masks import CausalMask, FullMask, OmniGenMask
 from omnigen.model.omnigen import OmniGen
 from omnigen.processor import RELEASE_TEMPLATE
@@ -33,6 +35,9 @@ def test_default_config_is_the_quickstart(tmp_path):
     # eager attention: the faster one in bf16 on the CPU; the speedrun keeps the sdpa its rows ran with
     assert cfg.model.backbone.attn_implementation == "eager"
     assert objects["module"].transformer.attention_implementation == "eager"
+    # the recommended sampling its checkpoints record: 8 steps shifted towards data (experiments/fast_sampling)
+    assert (cfg.sampling.num_inference_steps, cfg.sampling.schedule_shift) == (8, 0.5)
+    assert compose_fit(["model=paper"], tmp_path).sampling.num_inference_steps == 20  # not measured: the plain one
     speedrun = compose_fit(["experiment=speedrun"], tmp_path)
     assert (speedrun.trainer.precision, speedrun.model.backbone.attn_implementation) == ("bf16-mixed", "sdpa")
 
@@ -150,3 +155,11 @@ def test_every_data_config_trains_and_logs_its_data_figures(data, tmp_path):
     if data != "shapes":  # the file-backed stream reports skips and the realised mix
         assert "data/skipped_fraction" in header and "data/skipped_corrupt_image" in header
         assert "data/mix/" in header
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(CONFIG_DIR) / "sampling").glob("*.yaml")))
+def test_every_sampling_preset_is_a_recommendation_the_pipeline_takes(preset, tmp_path):
+    """configs/sampling/: what a run's checkpoints record as their recommended sampling (SamplerSettings)."""
+    sampling = OmegaConf.to_container(compose_fit([f"sampling={preset}"], tmp_path).sampling)
+    assert set(sampling) == {f.name for f in fields(SamplerSettings)}  # every setting spelled out
+    SamplerSettings.from_config(sampling, f"sampling={preset}")  # raises on a bad one

@@ -19,6 +19,7 @@ from omnigen.convert import main
 from omnigen.flow.sampler import euler_timesteps
 from omnigen.model.masks import OmniGenMask, PrefixLMMask
 from omnigen.model.vae import AutoencoderKLVAE
+from omnigen.pipeline import OmniGenPipeline
 from omnigen.processor import RELEASE_TEMPLATE
 from omnigen.utils.cli import run_main
 
@@ -172,6 +173,8 @@ def test_import_release_lands_every_tensor_and_runs(release):
         16,
     )
     assert module.processor.template == RELEASE_TEMPLATE and isinstance(module.vae, AutoencoderKLVAE)
+    recommended = OmniGenPipeline(module).recommended  # the release's sampling: 50 steps at guidance 3.0 / 1.6
+    assert (recommended.num_inference_steps, recommended.guidance_scale, recommended.img_guidance_scale) == (50, 3, 1.6)
     rope = module.transformer.llm.config.rope_parameters
     assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == 64
     g = torch.Generator().manual_seed(0)

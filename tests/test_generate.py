@@ -124,9 +124,9 @@ def test_inference_notebook_runs_top_to_bottom(fitted_checkpoint):
 
 def test_cli_takes_the_sampler_options_and_names_bad_ones(fitted_checkpoint, tmp_path):
     """guidance_interval=[low,high] (omnigen.pipeline: guidance only at steps with t in it): [0,1] is the plain
-    command's image, [0,0.5] another; schedule_shift=1 and step_cache=0 are the plain image, schedule_shift=3 and
-    a step cache that skips every step after the first another; a reversed interval, a shift of 0 and a negative
-    step cache are one line naming the setting."""
+    command's image, [0,0.5] another; schedule_shift=0.5 (the quickstart's recommendation) and step_cache=0 are
+    the plain image, schedule_shift=3 and a step cache that skips every step after the first another; a reversed
+    interval, a shift of 0 and a negative step cache are one line naming the setting."""
     common = [f"ckpt={fitted_checkpoint}", "num_inference_steps=4", "progress=false", "prompt=a red circle"]
     plain = Image.open(main([*common, f"out={tmp_path}/plain.png"])[0])
     whole = Image.open(main([*common, "guidance_interval=[0,1]", f"out={tmp_path}/whole.png"])[0])
@@ -135,7 +135,8 @@ def test_cli_takes_the_sampler_options_and_names_bad_ones(fitted_checkpoint, tmp
     with pytest.raises(UserError, match="guidance_interval"):
         main([*common, "guidance_interval=[0.5,0.2]", f"out={tmp_path}/bad.png"])
     shifted = Image.open(main([*common, "schedule_shift=3", f"out={tmp_path}/shifted.png"])[0])
-    assert plain.tobytes() == Image.open(main([*common, "schedule_shift=1", f"out={tmp_path}/one.png"])[0]).tobytes()
+    recommended = Image.open(main([*common, "schedule_shift=0.5", f"out={tmp_path}/half.png"])[0])  # the quickstart's
+    assert plain.tobytes() == recommended.tobytes()
     assert shifted.tobytes() != plain.tobytes()
     with pytest.raises(UserError, match="schedule_shift"):
         main([*common, "schedule_shift=0", f"out={tmp_path}/bad.png"])
@@ -144,3 +145,24 @@ def test_cli_takes_the_sampler_options_and_names_bad_ones(fitted_checkpoint, tmp
     assert skipped.tobytes() != plain.tobytes()
     with pytest.raises(UserError, match="step_cache"):
         main([*common, "step_cache=-1", f"out={tmp_path}/bad.png"])
+
+
+def test_cli_samples_as_the_checkpoint_recommends_unless_told_otherwise(fitted_checkpoint, tmp_path):
+    """An exported checkpoint recording `sampling` (4 steps shifted towards data, guidance on [0, 0.5]): the command
+    without sampling keys draws what it draws with those keys given; a key given overrides its one setting."""
+    from omnigen.pipeline import OmniGenPipeline
+
+    pipe = OmniGenPipeline.from_checkpoint(fitted_checkpoint)
+    recommended = ["num_inference_steps=4", "schedule_shift=0.5", "guidance_interval=[0,0.5]"]
+    pipe.module.run_config["sampling"] = {
+        "num_inference_steps": 4,
+        "schedule_shift": 0.5,
+        "guidance_interval": [0, 0.5],
+    }
+    common = [f"ckpt={pipe.save_pretrained(tmp_path / 'fast')}", "progress=false", "prompt=a red circle"]
+
+    def image(*keys: str) -> bytes:
+        return Image.open(main([*common, *keys, f"out={tmp_path}/{len(keys)}.png"])[0]).tobytes()
+
+    assert image() == image(*recommended)
+    assert image("schedule_shift=1") == image(*recommended[::2], "schedule_shift=1") != image()

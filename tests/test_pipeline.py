@@ -10,8 +10,10 @@ from PIL import Image
 
 from omnigen.data.collate import collate_samples
 from omnigen.data.modules.shapes import ShapesX2IDataset
+from omnigen.flow.sampler import SamplerSettings
 from omnigen.flow.weighting import EditRegionWeighting
 from omnigen.pipeline import OmniGenPipeline
+from omnigen.utils.cli import UserError
 from omnigen.utils.images import to_pil
 
 EDIT = "<img><|image_1|></img> make the red circle green"
@@ -143,7 +145,7 @@ def test_input_images_of_every_kind_are_fitted_to_the_token_grid(tokenizer, tmp_
     array = (np.random.default_rng(0).random((30, 50, 3)) * 255).astype(np.uint8)
     path = tmp_path / "in.png"
     Image.fromarray(array).save(path)
-    with caplog.at_level(logging.INFO, logger="omnigen.pipeline"):
+    with caplog.at_level(logging.INFO, logger="omnigen"):
         for image in (array, Image.fromarray(array), path, str(path)):
             fitted = pipe.prepare_input_image(image, 1024, "prompt 0, input image 1")
             assert fitted.shape == (3, 28, 48)  # centre crop to multiples of 4
@@ -284,3 +286,25 @@ def test_a_guidance_interval_guides_inside_it_and_runs_the_conditional_branch_al
 def test_a_guidance_interval_outside_0_1_is_refused(tokenizer):
     with pytest.raises(ValueError, match="guidance_interval"):
         pipeline(tokenizer).generate([T2I], [[]], 32, 32, 2, guidance_interval=(0.5, 0.2))
+
+
+def test_sampling_settings_not_given_are_the_checkpoints_recommendation(tokenizer):
+    """A run config's `sampling` (configs/sampling/) fills every setting the caller leaves None; a given one wins;
+    a checkpoint without it samples as the plain sampler; a bad recommendation is named in one line."""
+    pipe = pipeline(tokenizer)
+    prompts, inputs = [T2I, EDIT], [[], images((16, 16))]
+
+    def generate(**settings):
+        return pipe.generate(prompts, inputs, 32, 32, generator=torch.Generator().manual_seed(0), **settings)
+
+    plain = {"num_inference_steps": 20, "guidance_scale": 2.0, "img_guidance_scale": 1.5}
+    assert pipe.recommended == SamplerSettings() and torch.equal(generate(), generate(**plain))
+    recommended = {"num_inference_steps": 3, "schedule_shift": 0.5, "guidance_interval": [0.0, 0.5], "step_cache": 1e9}
+    pipe.module.run_config = {"sampling": recommended}
+    assert pipe.recommended.guidance_interval == (0.0, 0.5)
+    assert torch.equal(generate(), generate(**recommended))
+    assert torch.equal(generate(num_inference_steps=4), generate(**recommended | {"num_inference_steps": 4}))
+    assert not torch.equal(generate(num_inference_steps=4), generate())
+    pipe.module.run_config = {"sampling": {"steps": 3}}
+    with pytest.raises(UserError, match=r"run config, sampling: unknown sampling setting\(s\) \['steps'\]"):
+        generate()

@@ -34,7 +34,7 @@ FAMILY_METRICS = {
 }
 METRICS = [f"{f}/{m}" for f, ms in FAMILY_METRICS.items() for m in ms]
 # every edit instruction of the evaluation was in both kinds' training streams (their scenes were not): unseen
-# samples are captions alone (91-93 of 128)
+# samples are captions alone (90-93 of 128)
 UNSEEN = ["unseen/text_to_image/exact_scene"]
 PLOTTED = ["text_to_image/exact_scene", "mixed_modal/edit_correct", "mixed_modal/unchanged_psnr"]
 GOAL_SPEED_UP = 2.0

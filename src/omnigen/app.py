@@ -30,7 +30,8 @@ from PIL import Image
 
 from omnigen.data.shapes import load_shapes_tokenizer, sample_at
 from omnigen.evaluation import EVAL_SEED_OFFSET
-from omnigen.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, OmniGenPipeline
+from omnigen.flow.sampler import SamplerSettings
+from omnigen.pipeline import OmniGenPipeline
 from omnigen.utils.cli import UserError, parse_cli, run_main
 
 MAX_INPUTS = 3
@@ -83,13 +84,13 @@ class Generator:
         self.pipelines.move_to_end(ckpt)
         return self.pipelines[ckpt]
 
-    def settings(self, ckpt: str) -> tuple[int, int, int, int]:
-        """(pixels per token, default height, default width, largest side) of a checkpoint; the largest side
-        is its position grid's (pos_embed_max_size tokens)."""
+    def settings(self, ckpt: str) -> tuple[int, int, int, int, SamplerSettings]:
+        """(pixels per token, default height, default width, largest side, recommended sampling) of a checkpoint;
+        the largest side is its position grid's (pos_embed_max_size tokens)."""
         pipe = self.pipeline(ckpt)
         step = pipe.module.pixels_per_token
         height, width = pipe.default_size or (8 * step, 8 * step)
-        return step, height, width, pipe.max_side
+        return step, height, width, pipe.max_side, pipe.recommended
 
     def __call__(
         self,
@@ -168,24 +169,35 @@ def shapes_examples(size: int, folder: Path) -> list[list[Any]]:
     return rows
 
 
+def sampler_values(settings: SamplerSettings) -> tuple[float, ...]:
+    """The page's sampling sliders' values for `settings`: steps, guidance, image guidance, guide from / to t,
+    schedule shift, step cache (its order is not on the page: the checkpoint's applies)."""
+    low, high = settings.guidance_interval or (0.0, 1.0)
+    return (settings.num_inference_steps, settings.guidance_scale, settings.img_guidance_scale, low, high,
+            settings.schedule_shift, settings.step_cache)  # fmt: skip
+
+
 def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) -> Any:
     import gradio as gr
 
     # the sampler's tqdm steps drive the page's progress bar
     generate = functools.partial(generator.__call__, progress=gr.Progress(track_tqdm=True))
 
-    def sizes(ckpt):
+    def checkpoint_settings(ckpt):  # a newly chosen checkpoint's sizes and recommended sampling
         try:
-            step, height, width, largest = generator.settings(ckpt)
+            step, height, width, largest, recommended = generator.settings(ckpt)
         except UserError as error:
             raise gr.Error(str(error), print_exception=False) from error
-        return tuple(gr.update(value=v, step=step, minimum=step, maximum=largest) for v in (height, width))
+        sizes = tuple(gr.update(value=v, step=step, minimum=step, maximum=largest) for v in (height, width))
+        return sizes + tuple(gr.update(value=v) for v in sampler_values(recommended))
 
-    step, height, width, largest, problem = 16, 256, 256, 3072, None
+    step, height, width, largest, recommended, problem = 16, 256, 256, 3072, SamplerSettings(), None
     try:
-        step, height, width, largest = generator.settings(ckpt) if ckpt else (step, height, width, largest)
+        if ckpt:
+            step, height, width, largest, recommended = generator.settings(ckpt)
     except UserError as error:  # the newest checkpoint under logs/ may be corrupt or another program's
         problem, ckpt = str(error), None
+    steps_0, guidance_0, img_guidance_0, from_0, to_0, shift_0, cache_0 = sampler_values(recommended)
     with gr.Blocks(title="omnigen") as app:
         gr.Markdown("## omnigen: generate from a checkpoint")
         if problem:
@@ -209,14 +221,14 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
                     width_box = gr.Slider(step, largest, value=width, step=step, label="width")
                     use_input_size = gr.Checkbox(False, label="size of input image 1")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=DEFAULT_STEPS, step=1, label="steps")
-                    guidance = gr.Slider(1.0, 10.0, value=DEFAULT_GUIDANCE, step=0.1, label="guidance")
-                    img_guidance = gr.Slider(1.0, 5.0, value=DEFAULT_IMAGE_GUIDANCE, step=0.1, label="image guidance")
+                    steps = gr.Slider(1, 100, value=steps_0, step=1, label="steps")
+                    guidance = gr.Slider(1.0, 10.0, value=guidance_0, step=0.1, label="guidance")
+                    img_guidance = gr.Slider(1.0, 5.0, value=img_guidance_0, step=0.1, label="image guidance")
                 with gr.Row():  # the guidance interval: guided steps only for t in [from, to] (0 noise, 1 data)
-                    guide_from = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="guide from t")
-                    guide_to = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="guide to t")
-                    shift = gr.Slider(0.25, 8.0, value=1.0, step=0.25, label="schedule shift")
-                    step_cache = gr.Slider(0.0, 0.5, value=0.0, step=0.01, label="step cache (skip below)")
+                    guide_from = gr.Slider(0.0, 1.0, value=from_0, step=0.05, label="guide from t")
+                    guide_to = gr.Slider(0.0, 1.0, value=to_0, step=0.05, label="guide to t")
+                    shift = gr.Slider(0.25, 8.0, value=shift_0, step=0.25, label="schedule shift")
+                    step_cache = gr.Slider(0.0, 0.5, value=cache_0, step=0.01, label="step cache (skip below)")
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="seed")
                     random_seed = gr.Checkbox(False, label="random seed")
@@ -233,7 +245,12 @@ def build_app(generator: Generator, checkpoints: list[str], ckpt: str | None) ->
             button.click(
                 lambda text, i=i: (text or "") + f"<img><|image_{i}|></img> ", prompt, prompt, api_visibility="private"
             )
-        ckpt_box.change(sizes, ckpt_box, [height_box, width_box], api_visibility="private")
+        ckpt_box.change(
+            checkpoint_settings,
+            ckpt_box,
+            [height_box, width_box, steps, guidance, img_guidance, guide_from, guide_to, shift, step_cache],
+            api_visibility="private",
+        )
         inputs = [ckpt_box, prompt, *images, height_box, width_box, use_input_size, steps, guidance, img_guidance,
                   seed, random_seed, kv_cache, negative, batch, guide_from, guide_to,
                   shift, step_cache]  # fmt: skip

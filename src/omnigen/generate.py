@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from omnigen.pipeline import DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, OmniGenPipeline
+from omnigen.pipeline import OmniGenPipeline
 from omnigen.utils.cli import parse_cli, run_main
 
 
@@ -30,18 +30,20 @@ class GenerateConfig:
     out: str = "generated.png"
     height: int | None = None  # None: the checkpoint's training size
     width: int | None = None
-    num_inference_steps: int = DEFAULT_STEPS  # one default for generate, the app and evaluate (omnigen.pipeline)
-    guidance_scale: float = DEFAULT_GUIDANCE
-    img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE
+    # The sampling settings: null takes the checkpoint's recommendation (its run config's `sampling`, shown by
+    # `OmniGenPipeline.recommended`; a checkpoint without one: 20 uniform Euler steps, guidance 2.0 / 1.5 throughout)
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    img_guidance_scale: float | None = None
     negative_prompt: str = ""
     seed: int = 0
     use_kv_cache: bool = True
     # [low, high]: text and image guidance only at steps with t in it (0 noise, 1 data), the conditional branch
-    # alone at the others (one branch instead of two or three); null guides every step
+    # alone at the others (one branch instead of two or three); [0,1] guides every step
     guidance_interval: list[float] | None = None
-    schedule_shift: float = 1.0  # > 1: more of the steps near noise (SD3's time shift); 1: uniform steps
-    step_cache: float = 0.0  # > 0: skip the model at steps whose input changed less than this (relative L1)
-    step_cache_order: int = 1  # at a skipped step: 0 the last velocity, 1 extrapolated from the last two
+    schedule_shift: float | None = None  # > 1: more of the steps near noise (SD3's time shift), < 1 near data
+    step_cache: float | None = None  # > 0: skip the model at steps whose input changed less than this (relative L1)
+    step_cache_order: int | None = None  # at a skipped step: 0 the last velocity, 1 extrapolated from the last two
     use_input_image_size_as_output: bool = False
     max_input_image_size: int = 1024
     device: str = "cpu"

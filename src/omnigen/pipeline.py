@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from tqdm import tqdm  # plain text: no ipywidgets needed in notebooks
 
 from omnigen.checkpoints.native import export_module, load_module
 from omnigen.flow.sampler import (
+    SamplerSettings,
     StepCache,
     VelocityFn,
     check_step_cache,
@@ -35,13 +35,8 @@ from omnigen.flow.sampler import (
 from omnigen.module import OmniGenLitModule
 from omnigen.processor import PromptBatch, drop_text
 from omnigen.training import finetune
-from omnigen.utils.cli import UserError, missing_path
-from omnigen.utils.images import from_array, to_pil
-
-# One sampling default for every entry (generate, the app, evaluate, the sample grid, this class): the
-# settings every evaluation in experiments/ was made with. OmniGen-v1's release was sampled with 50 steps
-# at guidance 3.0 / 1.6: pass those for an imported release.
-DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE = 20, 2.0, 1.5
+from omnigen.utils.cli import UserError
+from omnigen.utils.images import as_tensor, fit_to_grid, to_pil
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +106,13 @@ class OmniGenPipeline:
                 return size, size
         return None
 
+    @property
+    def recommended(self) -> SamplerSettings:
+        """The sampling settings this checkpoint recommends: its run config's `sampling` (configs/sampling/), the
+        plain sampler's defaults where it records none."""
+        sampling = (self.module.run_config or {}).get("sampling")
+        return SamplerSettings.from_config(sampling, "the checkpoint's run config, sampling")
+
     # ---- the user-facing call ---------------------------------------------------------
     def __call__(
         self,
@@ -118,9 +120,9 @@ class OmniGenPipeline:
         input_images: list[ImageInput] | list[list[ImageInput]] | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE,
-        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        img_guidance_scale: float | None = None,
         negative_prompt: str = "",
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -130,19 +132,20 @@ class OmniGenPipeline:
         progress: bool = True,
         output_type: str = "pil",
         guidance_interval: tuple[float, float] | None = None,
-        schedule_shift: float = 1.0,
-        step_cache: float = 0.0,
-        step_cache_order: int = 1,
+        schedule_shift: float | None = None,
+        step_cache: float | None = None,
+        step_cache_order: int | None = None,
     ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
         or a (3, H, W) tensor in [-1, 1]. Input images are scaled down to at most
         `max_input_image_size` on their longer side (and to what the position grid holds, `max_side`)
-        and centre-cropped to the token grid. `guidance_interval` (low, high): guide only at steps with t in it
-        (0 noise, 1 data), the conditional branch alone elsewhere; None guides every step. `schedule_shift` > 1
-        spends more steps near noise (1: uniform steps). `step_cache` > 0 skips the transformer at steps whose
-        input changed less than that since the last computed one (`step_cache_order` 0 reuses its velocity, 1
-        extrapolates it); 0 computes every step.
+        and centre-cropped to the token grid. The sampling settings (`omnigen.flow.sampler.SamplerSettings`) left
+        None are the checkpoint's recommendation (`recommended`). `guidance_interval` (low, high): guide only at
+        steps with t in it (0 noise, 1 data), the conditional branch alone elsewhere; (0, 1) guides every step.
+        `schedule_shift` > 1 spends more steps near noise, < 1 near data (1: uniform steps). `step_cache` > 0
+        skips the transformer at steps whose input changed less than that since the last computed one
+        (`step_cache_order` 0 reuses its velocity, 1 extrapolates it); 0 computes every step.
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
@@ -220,34 +223,11 @@ class OmniGenPipeline:
     def prepare_input_image(self, image: ImageInput, max_size: int, name: str) -> Tensor:
         """Any supported image -> (3, H, W) in [-1, 1], at most `max_size` (and `max_side`, what the position
         grid holds) on its longer side, centre-cropped to a multiple of the pixels per token."""
-        if isinstance(image, (str, Path)):
-            image = read_image(image, name)
-        if isinstance(image, Image.Image):
-            image = np.array(image.convert("RGB"))  # a writable copy for torch
-        if isinstance(image, np.ndarray):
-            image = from_array(image)
-        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"{name}: expected a PIL image, path, (H, W, 3) uint8 array or (3, H, W) tensor, got "
-                f"{getattr(image, 'shape', type(image).__name__)}"
-            )
+        image = as_tensor(image, name)
         h, w = image.shape[-2:]
         if max(h, w) > self.max_side and max_size > self.max_side:
             log.info("%s: %d×%d scaled to fit the position grid (%d pixels a side)", name, h, w, self.max_side)
-        max_size = min(max_size, self.max_side)
-        if max(h, w) > max_size:
-            scale = max_size / max(h, w)
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            image = F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True)[0].clamp(-1, 1)
-        f = self.module.pixels_per_token
-        h, w = image.shape[-2:]
-        crop_h, crop_w = h - h % f, w - w % f
-        if crop_h == 0 or crop_w == 0:
-            raise UserError(f"{name}: {h}×{w} is smaller than one token ({f}×{f} pixels)")
-        if (crop_h, crop_w) != (h, w):
-            log.info("%s: centre-cropped %d×%d to %d×%d (a multiple of %d pixels)", name, h, w, crop_h, crop_w, f)
-        top, left = (h - crop_h) // 2, (w - crop_w) // 2
-        return image[:, top : top + crop_h, left : left + crop_w].float()
+        return fit_to_grid(image, min(max_size, self.max_side), self.module.pixels_per_token, name)
 
     # ---- tensor-level sampling ---------------------------------------------------------
     @torch.no_grad()
@@ -257,23 +237,32 @@ class OmniGenPipeline:
         input_images: list[list[Tensor]] | None = None,
         height: int = 32,
         width: int = 32,
-        num_inference_steps: int = DEFAULT_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE,
-        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        img_guidance_scale: float | None = None,
         negative_prompt: str = "",
         generator: torch.Generator | list[torch.Generator] | None = None,
         use_kv_cache: bool = True,
         progress: bool = False,
         guidance_interval: tuple[float, float] | None = None,
-        schedule_shift: float = 1.0,
-        step_cache: float = 0.0,
-        step_cache_order: int = 1,
+        schedule_shift: float | None = None,
+        step_cache: float | None = None,
+        step_cache_order: int | None = None,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
         for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
-        `guidance_interval`: guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose
-        input changed little (both `conditioned`). `schedule_shift`: the steps' times
-        (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
+        The sampling settings left None are the checkpoint's recommendation (`recommended`). `guidance_interval`:
+        guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose input changed little
+        (both `conditioned`). `schedule_shift`: the steps' times (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
+        settings = self.recommended.but(
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            img_guidance_scale=img_guidance_scale,
+            guidance_interval=guidance_interval,
+            schedule_shift=schedule_shift,
+            step_cache=step_cache,
+            step_cache_order=step_cache_order,
+        )
         module = self.module
         module.check_size(height, width)
         inputs = module.encode_inputs(input_images if input_images is not None else [[] for _ in prompts])
@@ -291,15 +280,15 @@ class OmniGenPipeline:
             prompts,
             inputs,
             noise,
-            guidance_scale,
-            img_guidance_scale,
+            settings.guidance_scale,
+            settings.img_guidance_scale,
             negative_prompt,
             use_kv_cache,
-            guidance_interval,
-            step_cache,
-            step_cache_order,
+            settings.guidance_interval,
+            settings.step_cache,
+            settings.step_cache_order,
         )
-        bar = tqdm(total=num_inference_steps, disable=not progress, desc="sampling")
+        bar = tqdm(total=settings.num_inference_steps, disable=not progress, desc="sampling")
 
         def step(x: Tensor, t: Tensor) -> Tensor:
             v = velocity(x, t)
@@ -307,7 +296,7 @@ class OmniGenPipeline:
             return v
 
         try:
-            latent = euler_sample(step, noise, num_inference_steps, schedule_shift)
+            latent = euler_sample(step, noise, settings.num_inference_steps, settings.schedule_shift)
         finally:
             bar.close()
         return module.vae.decode(latent).clamp(-1, 1)
@@ -317,8 +306,8 @@ class OmniGenPipeline:
         prompts: list[str],
         inputs: list[list[Tensor]],
         output: Tensor,
-        guidance_scale: float = DEFAULT_GUIDANCE,
-        img_guidance_scale: float = DEFAULT_IMAGE_GUIDANCE,
+        guidance_scale: float = SamplerSettings.guidance_scale,
+        img_guidance_scale: float = SamplerSettings.img_guidance_scale,
         negative_prompt: str = "",
         use_kv_cache: bool = True,
         guidance_interval: tuple[float, float] | None = None,
@@ -408,14 +397,3 @@ class OmniGenPipeline:
             return guided_velocity(v[0], v[-1], guidance_scale, v[1] if with_images else None, img_guidance_scale)
 
         return velocity
-
-
-def read_image(path: str | Path, name: str) -> Image.Image:
-    """The image file at `path`, decoded now, so a missing, truncated or foreign file is named as `name`."""
-    if not Path(path).is_file():
-        raise missing_path(path, what=name)
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError) as error:  # unidentified, truncated, too many pixels
-        raise UserError(f"{name}: {path} cannot be read as an image ({error})") from error

@@ -92,7 +92,9 @@ def import_release(
         "prompt_template": RELEASE_TEMPLATE,
     }
     config |= overrides or {}
-    run_config = {"imported_from": str(release_dir), "vae": str(vae_dir)}
+    # the release's own sampling defaults (its OmniGenPipeline.__call__): what generate and the app start from
+    sampling = {"num_inference_steps": 50, "guidance_scale": 3.0, "img_guidance_scale": 1.6}
+    run_config = {"imported_from": str(release_dir), "vae": str(vae_dir), "sampling": sampling}
     module = build_module(config, run_config, vae=vae, backbone=llm, tokenizer=tokenizer)
 
     load_release_state(module.transformer, state, str(release_dir))

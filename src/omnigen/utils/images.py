@@ -1,9 +1,18 @@
-"""Tensor <-> PIL conversions and image grids (no torchvision on these machines)."""
+"""Tensor <-> PIL conversions, input images read and fitted to the token grid, and image grids (no torchvision on
+these machines)."""
+
+import logging
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from omnigen.utils.cli import UserError, missing_path
+
+log = logging.getLogger(__name__)
 
 
 def to_pil(image: Tensor) -> Image.Image:
@@ -17,6 +26,51 @@ def from_array(array: np.ndarray) -> Tensor:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {array.shape} {array.dtype}")
     return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def read_image(path: str | Path, name: str) -> Image.Image:
+    """The image file at `path`, decoded now, so a missing, truncated or foreign file is named as `name`."""
+    if not Path(path).is_file():
+        raise missing_path(path, what=name)
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as error:  # unidentified, truncated, too many pixels
+        raise UserError(f"{name}: {path} cannot be read as an image ({error})") from error
+
+
+def as_tensor(image: "Image.Image | str | Path | np.ndarray | Tensor", name: str) -> Tensor:
+    """A PIL image, an image file, an (H, W, 3) uint8 array or a (3, H, W) tensor -> (3, H, W) in [-1, 1]."""
+    if isinstance(image, (str, Path)):
+        image = read_image(image, name)
+    if isinstance(image, Image.Image):
+        image = np.array(image.convert("RGB"))  # a writable copy for torch
+    if isinstance(image, np.ndarray):
+        image = from_array(image)
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"{name}: expected a PIL image, path, (H, W, 3) uint8 array or (3, H, W) tensor, got "
+            f"{getattr(image, 'shape', type(image).__name__)}"
+        )
+    return image
+
+
+def fit_to_grid(image: Tensor, max_size: int, multiple: int, name: str) -> Tensor:
+    """(3, H, W) scaled down to at most `max_size` on its longer side, then centre-cropped to a multiple of
+    `multiple` pixels (a token's side) each way."""
+    h, w = image.shape[-2:]
+    if max(h, w) > max_size:
+        scale = max_size / max(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = F.interpolate(image[None].float(), size=size, mode="bicubic", antialias=True)[0].clamp(-1, 1)
+    h, w = image.shape[-2:]
+    crop_h, crop_w = h - h % multiple, w - w % multiple
+    if crop_h == 0 or crop_w == 0:
+        raise UserError(f"{name}: {h}×{w} is smaller than one token ({multiple}×{multiple} pixels)")
+    if (crop_h, crop_w) != (h, w):
+        log.info("%s: centre-cropped %d×%d to %d×%d (a multiple of %d pixels)", name, h, w, crop_h, crop_w, multiple)
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return image[:, top : top + crop_h, left : left + crop_w].float()
 
 
 def grid(rows: list[list[Image.Image | None]], cell: int, pad: int = 2) -> Image.Image:
