@@ -20,6 +20,7 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
             f"out={tmp_path}",
             "wandb=true",
             "guidance_interval=[0,1]",  # guidance at every step, as without it
+            "shift_reference_size=16",  # the uniform schedule's shift 1 at 16², so 2 at 32²
         ]
     )
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -29,7 +30,10 @@ def test_evaluate_writes_json_markdown_and_examples(fitted_checkpoint, tmp_path)
     assert results["text_to_image"]["n"] == 2 and 0 <= results["text_to_image"]["exact_scene"] <= 1
     assert "edit_correct" in results["mixed_modal"] and "unchanged_psnr" in results["mixed_modal"]
     assert "## cv_tasks" in (tmp_path / "results.md").read_text() and (tmp_path / "examples.png").is_file()
-    assert "guidance only for t in [0.0, 1.0]" in (tmp_path / "results.md").read_text()
+    assert (
+        "guidance only for t in [0.0, 1.0], the shift scaled from a 16-pixel side"
+        in (tmp_path / "results.md").read_text()
+    )
     tasks = results["per_task"]
     assert all(task.split("/")[0] in FAMILIES for task in tasks) and "text_to_image/t2i" in tasks
     assert "| text_to_image/t2i | 2 |" in (tmp_path / "results.md").read_text()

@@ -289,22 +289,43 @@ def test_a_guidance_interval_outside_0_1_is_refused(tokenizer):
 
 
 def test_sampling_settings_not_given_are_the_checkpoints_recommendation(tokenizer):
-    """A run config's `sampling` (configs/sampling/) fills every setting the caller leaves None; a given one wins;
-    a checkpoint without it samples as the plain sampler; a bad recommendation is named in one line."""
+    """pipe(...): a run config's `sampling` (configs/sampling/) fills every setting the caller leaves None, and a
+    given one wins; a checkpoint without it samples as the plain sampler; a bad recommendation is named in one
+    line. The tensor-level `generate` (evaluate's, the sample grid's) keeps the plain sampler whatever it records."""
     pipe = pipeline(tokenizer)
-    prompts, inputs = [T2I, EDIT], [[], images((16, 16))]
+    inputs = [None, [to_pil(images((16, 16))[0])]]
 
-    def generate(**settings):
-        return pipe.generate(prompts, inputs, 32, 32, generator=torch.Generator().manual_seed(0), **settings)
+    def call(**settings):
+        return pipe([T2I, EDIT], inputs, 32, 32, seed=0, output_type="pt", progress=False, **settings)
 
     plain = {"num_inference_steps": 20, "guidance_scale": 2.0, "img_guidance_scale": 1.5}
-    assert pipe.recommended == SamplerSettings() and torch.equal(generate(), generate(**plain))
+    assert pipe.recommended == SamplerSettings() and torch.equal(call(), call(**plain))
     recommended = {"num_inference_steps": 3, "schedule_shift": 0.5, "guidance_interval": [0.0, 0.5], "step_cache": 1e9}
     pipe.module.run_config = {"sampling": recommended}
     assert pipe.recommended.guidance_interval == (0.0, 0.5)
-    assert torch.equal(generate(), generate(**recommended))
-    assert torch.equal(generate(num_inference_steps=4), generate(**recommended | {"num_inference_steps": 4}))
-    assert not torch.equal(generate(num_inference_steps=4), generate())
+    assert torch.equal(call(), call(**recommended))
+    assert torch.equal(call(num_inference_steps=4), call(**recommended | {"num_inference_steps": 4}))
+    assert not torch.equal(call(num_inference_steps=4), call())
+    generator = torch.Generator().manual_seed(0)
+    latents = [[im for im in ims] for ims in [[], images((16, 16))]]
+    assert torch.equal(pipe.generate([T2I, EDIT], latents, 32, 32, generator=generator), pipe.generate(
+        [T2I, EDIT], latents, 32, 32, **plain, generator=torch.Generator().manual_seed(0)))  # fmt: skip
     pipe.module.run_config = {"sampling": {"steps": 3}}
     with pytest.raises(UserError, match=r"run config, sampling: unknown sampling setting\(s\) \['steps'\]"):
-        generate()
+        call()
+
+
+def test_a_resolution_dependent_shift_holds_at_its_reference_side_and_scales_with_the_image(tokenizer):
+    """shift_reference_size=r: schedule_shift at an r × r image, times √(H·W)/r elsewhere (SD3's rule)."""
+    assert SamplerSettings(schedule_shift=0.5, shift_reference_size=32).shift_at(64, 64) == 1.0
+    assert SamplerSettings(schedule_shift=2.0, shift_reference_size=0).shift_at(64, 64) == 2.0  # 0: off
+    pipe = pipeline(tokenizer)
+
+    def generate(size, **settings):
+        return pipe.generate([T2I], [[]], size, size, 3, generator=torch.Generator().manual_seed(0), **settings)
+
+    assert torch.equal(generate(32, schedule_shift=0.5, shift_reference_size=32), generate(32, schedule_shift=0.5))
+    assert torch.equal(generate(64, schedule_shift=0.5, shift_reference_size=32), generate(64))
+    assert torch.equal(generate(16, schedule_shift=0.5, shift_reference_size=32), generate(16, schedule_shift=0.25))
+    with pytest.raises(UserError, match="shift_reference_size must be a side in pixels"):
+        generate(32, shift_reference_size=-32)

@@ -139,8 +139,9 @@ class Generator:
                     negative_prompt=negative_prompt,
                     seed=seed,
                     use_kv_cache=kv_cache,
-                    # guidance only for t in [from, to] (0 noise, 1 data); the whole range is the plain sampler
-                    guidance_interval=None if (guide_from, guide_to) == (0.0, 1.0) else (guide_from, guide_to),
+                    # guidance only for t in [from, to] (0 noise, 1 data); [0, 1] is every step (None would be
+                    # the checkpoint's recommendation, which the sliders started at)
+                    guidance_interval=(float(guide_from), float(guide_to)),
                     schedule_shift=float(schedule_shift),
                     step_cache=float(step_cache),
                 )

@@ -50,6 +50,7 @@ class EvaluateConfig:
     img_guidance_scale: float = 1.5
     guidance_interval: list[float] | None = None  # [low, high]: guide only at steps with t in it (as generate)
     schedule_shift: float = 1.0  # the steps' time shift (as generate; 1: uniform)
+    shift_reference_size: int | None = None  # the side the shift holds at, scaled with the image's (as generate)
     step_cache: float = 0.0  # skip steps whose input changed less than this (as generate; 0: none)
     step_cache_order: int = 1
     batch_size: int = 16
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.schedule_shift,
         cfg.step_cache,
         cfg.step_cache_order,
+        cfg.shift_reference_size,
     )
     # The training stream that splits the samples into seen and unseen instructions: the checkpoint's (with
     # ground_truth, that of ckpt= if given), up to its step or stream_step.

@@ -55,6 +55,7 @@ def evaluate_shapes(
     schedule_shift: float = 1.0,
     step_cache: float = 0.0,
     step_cache_order: int = 1,
+    shift_reference_size: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(results, examples): results[family] = {metric: mean}, results["per_task"]["family/task"] = {metric: mean};
     examples are every scored sample (instruction, spec, images, scores). `pipe=None` scores the targets. Sample i's
@@ -94,6 +95,7 @@ def evaluate_shapes(
                     schedule_shift=schedule_shift,
                     step_cache=step_cache,
                     step_cache_order=step_cache_order,
+                    shift_reference_size=shift_reference_size,
                 )
                 cost[family]["seconds"] += time.perf_counter() - start_time
                 cost[family]["rows"] += pipe.transformer_rows - start_rows
@@ -180,6 +182,9 @@ def sampler_text(settings: dict[str, Any]) -> str:
     options = [
         f"guidance only for t in {settings['guidance_interval']}" if settings.get("guidance_interval") else "",
         f"schedule shift {settings['schedule_shift']}" if settings.get("schedule_shift", 1.0) != 1.0 else "",
+        f"the shift scaled from a {settings['shift_reference_size']}-pixel side"
+        if settings.get("shift_reference_size")
+        else "",
         f"step cache {settings['step_cache']} (order {settings['step_cache_order']})"
         if settings.get("step_cache", 0.0) > 0
         else "",

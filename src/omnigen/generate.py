@@ -42,6 +42,7 @@ class GenerateConfig:
     # alone at the others (one branch instead of two or three); [0,1] guides every step
     guidance_interval: list[float] | None = None
     schedule_shift: float | None = None  # > 1: more of the steps near noise (SD3's time shift), < 1 near data
+    shift_reference_size: int | None = None  # the side schedule_shift holds at; it scales with the image's (0: off)
     step_cache: float | None = None  # > 0: skip the model at steps whose input changed less than this (relative L1)
     step_cache_order: int | None = None  # at a skipped step: 0 the last velocity, 1 extrapolated from the last two
     use_input_image_size_as_output: bool = False
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         progress=cfg.progress,
         guidance_interval=cfg.guidance_interval,
         schedule_shift=cfg.schedule_shift,
+        shift_reference_size=cfg.shift_reference_size,
         step_cache=cfg.step_cache,
         step_cache_order=cfg.step_cache_order,
     )

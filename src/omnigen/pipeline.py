@@ -12,6 +12,7 @@ condition prefix of every branch runs once (kv-cache); later steps run `[time | 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -135,6 +136,7 @@ class OmniGenPipeline:
         schedule_shift: float | None = None,
         step_cache: float | None = None,
         step_cache_order: int | None = None,
+        shift_reference_size: int | None = None,
     ) -> list[Image.Image] | Tensor:
         """Images for one prompt (str) or a batch (list). `input_images` is a list of images for
         one prompt, or one list per prompt; each is a PIL image, a path, an (H, W, 3) uint8 array
@@ -143,7 +145,8 @@ class OmniGenPipeline:
         and centre-cropped to the token grid. The sampling settings (`omnigen.flow.sampler.SamplerSettings`) left
         None are the checkpoint's recommendation (`recommended`). `guidance_interval` (low, high): guide only at
         steps with t in it (0 noise, 1 data), the conditional branch alone elsewhere; (0, 1) guides every step.
-        `schedule_shift` > 1 spends more steps near noise, < 1 near data (1: uniform steps). `step_cache` > 0
+        `schedule_shift` > 1 spends more steps near noise, < 1 near data (1: uniform steps); with
+        `shift_reference_size` it holds at that side and scales with the image's (SD3's rule). `step_cache` > 0
         skips the transformer at steps whose input changed less than that since the last computed one
         (`step_cache_order` 0 reuses its velocity, 1 extrapolates it); 0 computes every step.
         Returns PIL images, or a (B, 3, H, W) tensor in [-1, 1] with output_type="pt"."""
@@ -163,23 +166,19 @@ class OmniGenPipeline:
         height, width = self._output_size(images, height, width, use_input_image_size_as_output)
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
-        out = self.generate(
-            prompts,
-            images,
-            height,
-            width,
-            num_inference_steps,
-            guidance_scale,
-            img_guidance_scale,
-            negative_prompt,
-            generator,
-            use_kv_cache,
-            progress,
-            guidance_interval,
-            schedule_shift,
-            step_cache,
-            step_cache_order,
+        settings = self.recommended.but(  # what the caller leaves None, the checkpoint recommends
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            img_guidance_scale=img_guidance_scale,
+            guidance_interval=guidance_interval,
+            schedule_shift=schedule_shift,
+            step_cache=step_cache,
+            step_cache_order=step_cache_order,
+            shift_reference_size=shift_reference_size,
         )
+        settings = dataclasses.asdict(settings)
+        out = self.generate(prompts, images, height, width, negative_prompt=negative_prompt, generator=generator,
+                            use_kv_cache=use_kv_cache, progress=progress, **settings)  # fmt: skip
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
     @staticmethod
@@ -248,13 +247,16 @@ class OmniGenPipeline:
         schedule_shift: float | None = None,
         step_cache: float | None = None,
         step_cache_order: int | None = None,
+        shift_reference_size: int | None = None,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
         for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
-        The sampling settings left None are the checkpoint's recommendation (`recommended`). `guidance_interval`:
+        The sampling settings left None are the plain sampler's (SamplerSettings' defaults: what evaluate, the sample
+        grid and the benchmarks run; the checkpoint's recommendation is `__call__`'s). `guidance_interval`:
         guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose input changed little
-        (both `conditioned`). `schedule_shift`: the steps' times (omnigen.flow.sampler.euler_timesteps; 1 uniform)."""
-        settings = self.recommended.but(
+        (both `conditioned`). `schedule_shift`: the steps' times (omnigen.flow.sampler.euler_timesteps; 1 uniform), at
+        `shift_reference_size` if given (SamplerSettings.shift_at)."""
+        settings = SamplerSettings().but(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             img_guidance_scale=img_guidance_scale,
@@ -262,6 +264,7 @@ class OmniGenPipeline:
             schedule_shift=schedule_shift,
             step_cache=step_cache,
             step_cache_order=step_cache_order,
+            shift_reference_size=shift_reference_size,
         )
         module = self.module
         module.check_size(height, width)
@@ -296,7 +299,7 @@ class OmniGenPipeline:
             return v
 
         try:
-            latent = euler_sample(step, noise, settings.num_inference_steps, settings.schedule_shift)
+            latent = euler_sample(step, noise, settings.num_inference_steps, settings.shift_at(height, width))
         finally:
             bar.close()
         return module.vae.decode(latent).clamp(-1, 1)
@@ -347,8 +350,8 @@ class OmniGenPipeline:
         )
         if guidance_interval is None:
             return velocity
-        checked_interval(guidance_interval)  # also when the scales leave nothing to window
-        if not guided:
+        # checked also when the scales leave nothing to window; [0, 1] guides every step: the plain velocity
+        if not guided or checked_interval(guidance_interval) == (0.0, 1.0):
             return velocity
         conditional = cached(  # the prompts alone: their own (shorter) rows and kv-cache
             self.velocity_fn(*module.prepare(list(prompts), list(inputs), output), 1, False, 1.0, 1.0, use_kv_cache)

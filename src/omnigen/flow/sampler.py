@@ -1,6 +1,7 @@
 """Euler integration of the learned velocity field from noise (t = 0) to data (t = 1), and how to sample."""
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,9 @@ class SamplerSettings:
     img_guidance_scale: float = 1.5
     guidance_interval: tuple[float, float] | None = None  # None: guidance at every step
     schedule_shift: float = 1.0
+    shift_reference_size: int | None = (
+        None  # a side in pixels: schedule_shift holds there (`shift_at`); None, 0: everywhere
+    )
     step_cache: float = 0.0
     step_cache_order: int = 1
 
@@ -141,6 +145,13 @@ class SamplerSettings:
         if self.guidance_interval is not None:
             object.__setattr__(self, "guidance_interval", checked_interval(self.guidance_interval))
         euler_timesteps(1, self.schedule_shift)  # its own check of the shift
+        if self.shift_reference_size is not None and (
+            isinstance(self.shift_reference_size, bool) or not isinstance(self.shift_reference_size, int)
+            or self.shift_reference_size < 0
+        ):  # fmt: skip
+            raise UserError(
+                f"shift_reference_size must be a side in pixels (0: off), got {self.shift_reference_size!r}"
+            )
         check_step_cache(self.step_cache, self.step_cache_order)
 
     @classmethod
@@ -153,6 +164,14 @@ class SamplerSettings:
             return cls(**dict(config or {}))
         except UserError as error:
             raise UserError(f"{where}: {error}") from error
+
+    def shift_at(self, height: int, width: int) -> float:
+        """The schedule shift for a height × width image. With a reference side r, SD3's resolution-dependent shift:
+        schedule_shift · √(height · width) / r, so that a larger image, whose noise hides less of it at the same t
+        (its pixels average over more of the same content), gets more of its steps near noise."""
+        if not self.shift_reference_size:
+            return self.schedule_shift
+        return self.schedule_shift * math.sqrt(height * width) / self.shift_reference_size
 
     def but(self, **given: Any) -> "SamplerSettings":
         """These settings with every given value that is not None in place."""
