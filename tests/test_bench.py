@@ -67,7 +67,6 @@ def test_sampling_benchmark_times_the_faster_samplers_options_beside_ours_by_def
     for r in rows:
         assert r["max |diff|"] <= 1e-4 and r["ours default s"] > 0
         assert r["options' speed-up"] == pytest.approx(r["ours default s"] / r["ours s"])
-    assert "ours default s" not in bench(common)[0]
     with pytest.raises(SystemExit, match="step_cache are sampling's settings"):
         bench(["kv_cache", "step_cache=0.1"])
 

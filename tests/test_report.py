@@ -10,6 +10,7 @@ import pytest
 
 from omnigen.evaluate import main as evaluate
 from omnigen.report import main, mean_sd
+from omnigen.utils.cli import UserError
 
 
 def test_mean_and_sample_sd():
@@ -75,6 +76,8 @@ def test_report_names_what_is_wrong(runs, tmp_path):
         main([f"out={tmp_path}", f"arms.x=[{tmp_path}]"])
     with pytest.raises(ValueError, match="family/metric"):
         main([f"out={tmp_path}", f"arms.x=[{runs[0]}]", "metrics=[colour]"])
+    with pytest.raises(UserError, match=r"run_s0/eval: no subject_driven/object in its results.json"):
+        main([f"out={tmp_path}", f"arms.x=[{runs[0]}]", "metrics=[text_to_image/object,subject_driven/object]"])
 
 
 def test_step_named_arms_plot_a_learning_curve_from_evaluations_inside_runs(runs, tmp_path):

@@ -34,6 +34,7 @@ from omnigen.report.tables import (
     point_value,
     primary_markdown,
     read_run,
+    reference_score,
     versus_control,
 )
 from omnigen.utils.cli import UsageError, UserError, check_paths, parse_cli
@@ -77,6 +78,12 @@ def report(
     unknown = [m for m in metrics if "/" not in m]
     if unknown:
         raise UserError(f"metrics are written family/metric, e.g. text_to_image/colour; got {unknown}")
+    for run in (r for by_arm in read_at.values() for runs in by_arm.values() for r in runs):
+        if missing := [key for key in metrics if reference_score(run["results"], key) is None]:
+            raise UserError(
+                f"{run['evaluation']}: no {', '.join(missing)} in its results.json (a family it did not evaluate, or "
+                "a seen / unseen part without samples)"
+            )
     aggregated = {p: aggregate(read_at[p], metrics) for p in points}
     table = aggregated[points[-1]]
     references = {
