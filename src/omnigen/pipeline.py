@@ -12,7 +12,6 @@ condition prefix of every branch runs once (kv-cache); later steps run `[time | 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -166,19 +165,9 @@ class OmniGenPipeline:
         height, width = self._output_size(images, height, width, use_input_image_size_as_output)
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
-        settings = self.recommended.but(  # what the caller leaves None, the checkpoint recommends
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            img_guidance_scale=img_guidance_scale,
-            guidance_interval=guidance_interval,
-            schedule_shift=schedule_shift,
-            step_cache=step_cache,
-            step_cache_order=step_cache_order,
-            shift_reference_size=shift_reference_size,
-        )
-        settings = dataclasses.asdict(settings)
-        out = self.generate(prompts, images, height, width, negative_prompt=negative_prompt, generator=generator,
-                            use_kv_cache=use_kv_cache, progress=progress, **settings)  # fmt: skip
+        out = self.generate(prompts, images, height, width, num_inference_steps, guidance_scale, img_guidance_scale,
+                            negative_prompt, generator, use_kv_cache, progress, guidance_interval, schedule_shift,
+                            step_cache, step_cache_order, shift_reference_size, self.recommended)  # fmt: skip
         return out if output_type == "pt" else [to_pil(im) for im in out]
 
     @staticmethod
@@ -248,15 +237,16 @@ class OmniGenPipeline:
         step_cache: float | None = None,
         step_cache_order: int | None = None,
         shift_reference_size: int | None = None,
+        defaults: SamplerSettings | None = None,
     ) -> Tensor:
         """Prompts and (3, H, W) input images in [-1, 1] -> (B, 3, H, W) images in [-1, 1]. `generator`: one
         for the batch, or one per prompt (each image's noise then does not depend on the rest of the batch).
-        The sampling settings left None are the plain sampler's (SamplerSettings' defaults: what evaluate, the sample
-        grid and the benchmarks run; the checkpoint's recommendation is `__call__`'s). `guidance_interval`:
+        The sampling settings left None are `defaults`' (`__call__` passes the checkpoint's recommendation), else the
+        plain sampler's (SamplerSettings(): what evaluate, the sample grid and the benchmarks run). `guidance_interval`:
         guide only at steps with t in it; `step_cache`, `step_cache_order`: skip steps whose input changed little
         (both `conditioned`). `schedule_shift`: the steps' times (omnigen.flow.sampler.euler_timesteps; 1 uniform), at
         `shift_reference_size` if given (SamplerSettings.shift_at)."""
-        settings = SamplerSettings().but(
+        settings = (defaults or SamplerSettings()).but(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             img_guidance_scale=img_guidance_scale,
