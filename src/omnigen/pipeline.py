@@ -304,8 +304,8 @@ class OmniGenPipeline:
         negative_prompt: str = "",
         use_kv_cache: bool = True,
         guidance_interval: tuple[float, float] | None = None,
-        step_cache: float = 0.0,
-        step_cache_order: int = 1,
+        step_cache: float = SamplerSettings.step_cache,
+        step_cache_order: int = SamplerSettings.step_cache_order,
     ) -> VelocityFn:
         """The guided velocity of `prompts` with their input latents (encode_inputs'), for outputs shaped like
         `output` (B, C, h, w). Gradients flow through it unless the caller turns them off.

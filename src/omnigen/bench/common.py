@@ -16,6 +16,7 @@ from torch import Tensor
 from omnigen.checkpoints.diffusers import DTYPES, write_diffusers_transformer
 from omnigen.checkpoints.native import load_module
 from omnigen.config import compose_fit
+from omnigen.flow.sampler import SamplerSettings
 from omnigen.module import OmniGenLitModule, build_module
 
 PROMPTS = {
@@ -65,8 +66,8 @@ def sampler_options(args: BenchConfig) -> dict[str, object]:
         "step_cache": args.step_cache,
         "step_cache_order": args.step_cache_order,
     }
-    plain = {"guidance_interval": None, "schedule_shift": 1.0, "step_cache": 0.0, "step_cache_order": 1}
-    return {key: value for key, value in options.items() if value != plain[key]}
+    plain = SamplerSettings()
+    return {key: value for key, value in options.items() if value != getattr(plain, key)}
 
 
 def random_module(overrides: list[str]) -> OmniGenLitModule:
